@@ -1,0 +1,128 @@
+//! The request budget: every call to a platform waits here for its turn.
+//!
+//! Calls are spread evenly (one every 60 s / budget), never more than the budget in any
+//! 60-second window, never before a `Retry-After` has passed, and after consecutive
+//! failures they back off exponentially with jitter, so a failing token is not locked out.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::self_metrics::SelfMetrics;
+
+const WINDOW: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub struct RequestBudget {
+    source: &'static str,
+    per_minute: u32,
+    spacing: Duration,
+    metrics: SelfMetrics,
+    state: Mutex<BudgetState>,
+}
+
+struct BudgetState {
+    sent: VecDeque<Instant>,
+    not_before: Option<Instant>,
+    consecutive_failures: u32,
+}
+
+/// What came of a call, as far as pacing is concerned.
+pub enum Outcome {
+    Success,
+    Failure,
+    RetryAfter(Option<Duration>),
+}
+
+impl RequestBudget {
+    pub fn new(source: &'static str, per_minute: u32, metrics: SelfMetrics) -> Self {
+        let per_minute = per_minute.max(1);
+        RequestBudget {
+            source,
+            per_minute,
+            spacing: WINDOW / per_minute,
+            metrics,
+            state: Mutex::new(BudgetState { sent: VecDeque::new(), not_before: None, consecutive_failures: 0 }),
+        }
+    }
+
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute
+    }
+
+    /// Waits until a call may be made, and books it.
+    pub async fn acquire(&self) {
+        let started = Instant::now();
+        loop {
+            let wait = {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                while state.sent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+                    state.sent.pop_front();
+                }
+                let mut ready_at = now;
+                if let Some(last) = state.sent.back() {
+                    ready_at = ready_at.max(*last + self.spacing);
+                }
+                if state.sent.len() >= self.per_minute as usize {
+                    ready_at = ready_at.max(state.sent[state.sent.len() - self.per_minute as usize] + WINDOW);
+                }
+                if let Some(nb) = state.not_before {
+                    ready_at = ready_at.max(nb);
+                }
+                if ready_at <= now {
+                    state.sent.push_back(now);
+                    self.metrics.budget_used.with_label_values(&[self.source]).set(state.sent.len() as f64);
+                    None
+                } else {
+                    Some(ready_at - now)
+                }
+            };
+            match wait {
+                None => break,
+                Some(d) => tokio::time::sleep(d).await,
+            }
+        }
+        self.metrics
+            .budget_wait
+            .with_label_values(&[self.source])
+            .inc_by(started.elapsed().as_secs_f64());
+    }
+
+    pub fn record(&self, outcome: Outcome) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match outcome {
+            Outcome::Success => {
+                state.consecutive_failures = 0;
+            }
+            Outcome::Failure => {
+                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                let backoff = self.backoff(state.consecutive_failures);
+                state.not_before = Some(state.not_before.map_or(now + backoff, |nb| nb.max(now + backoff)));
+            }
+            Outcome::RetryAfter(retry_after) => {
+                state.consecutive_failures = state.consecutive_failures.saturating_add(1);
+                let wait = retry_after.unwrap_or_else(|| self.backoff(state.consecutive_failures).max(WINDOW));
+                state.not_before = Some(state.not_before.map_or(now + wait, |nb| nb.max(now + wait)));
+            }
+        }
+    }
+
+    /// Exponential from one spacing, capped, with jitter over the upper half so that
+    /// several exporters sharing a platform do not retry in lockstep.
+    fn backoff(&self, failures: u32) -> Duration {
+        let base = self.spacing.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    /// Requests sent in the last 60 seconds.
+    pub fn used(&self) -> usize {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        state.sent.iter().filter(|t| now.duration_since(**t) < WINDOW).count()
+    }
+}

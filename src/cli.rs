@@ -1,0 +1,87 @@
+//! Command-line flags, in the style of Prometheus' own exporters.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "chat_exporter", version, about = "Prometheus exporter for customer-service chat platforms (Movidesk).")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// TOML configuration file; CHAT_EXPORTER_<SECTION>__<KEY> environment variables override it.
+    #[arg(long = "config.file", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+    /// Address to listen on for the metrics and health endpoints (":port" for every interface).
+    #[arg(long = "web.listen-address", default_value = ":9877", value_name = "ADDR")]
+    pub listen_address: String,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH")]
+    pub telemetry_path: String,
+    /// Log level: debug, info, warn or error.
+    #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
+    pub log_level: String,
+    /// Log format: text or json.
+    #[arg(long = "log.format", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Run against a built-in simulator of Movidesk instead of a real account.
+    #[arg(long)]
+    pub demo: bool,
+    #[command(flatten)]
+    pub demo_options: DemoOptions,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoOptions {
+    /// Demo scenario: normal (a working day) or peak (agents go offline while arrivals rise).
+    #[arg(long = "demo.scenario", default_value = "normal", value_name = "NAME")]
+    pub scenario: String,
+    /// How many times faster than real time the simulated day runs.
+    #[arg(long = "demo.speed", default_value_t = 1.0, value_name = "FACTOR")]
+    pub speed: f64,
+    /// Seed of the simulated contact centre.
+    #[arg(long = "demo.seed", default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+    /// Requests per minute the simulated API allows, and the exporter's budget.
+    #[arg(long = "demo.rate-limit", default_value_t = 10, value_name = "N")]
+    pub rate_limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Movidesk API simulator on its own.
+    Simulate(SimulateArgs),
+    /// Exit 0 if the URL answers 200 (a container health check without curl).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9877/-/healthy")]
+        url: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[arg(long = "listen-address", default_value = "127.0.0.1:8080")]
+    pub listen_address: String,
+    /// Token the simulated API accepts.
+    #[arg(long, default_value = "demo-token", env = "CHAT_EXPORTER_SIMULATOR_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[arg(long, default_value = "normal")]
+    pub scenario: String,
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Requests per minute per token; 0 turns the limit off.
+    #[arg(long = "rate-limit", default_value_t = 10)]
+    pub rate_limit: u32,
+    /// How long a token is blocked once over the limit.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lockout: std::time::Duration,
+}
+
+/// Accepts Prometheus-style ":9877" as every interface.
+pub fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
+    let full = if value.starts_with(':') { format!("0.0.0.0{value}") } else { value.to_string() };
+    full.parse().map_err(|_| format!("--web.listen-address: '{value}' is not HOST:PORT or :PORT"))
+}

@@ -1,0 +1,217 @@
+//! Encodes a snapshot of the metrics once per poll; scrapes are served these bytes.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use prometheus::Encoder as _;
+
+use crate::model::ChatLabels;
+use crate::self_metrics::SelfMetrics;
+use crate::tracker::{AgentStatus, ChatCounters, ChatGauges, Histogram, DURATION_BUCKETS, WAIT_BUCKETS};
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One encoded exposition, plain and gzipped.
+#[derive(Debug, Clone)]
+pub struct Exposition {
+    pub plain: Bytes,
+    pub gzip: Bytes,
+}
+
+impl Exposition {
+    pub fn new(text: String) -> Self {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(text.as_bytes()).expect("writing to memory");
+        let gzip = encoder.finish().expect("writing to memory");
+        Exposition { plain: Bytes::from(text), gzip: Bytes::from(gzip) }
+    }
+}
+
+/// The latest exposition, swapped whole after each poll.
+#[derive(Clone)]
+pub struct SharedExposition(Arc<RwLock<Arc<Exposition>>>);
+
+impl SharedExposition {
+    pub fn new() -> Self {
+        SharedExposition(Arc::new(RwLock::new(Arc::new(Exposition::new(String::new())))))
+    }
+    pub fn get(&self) -> Arc<Exposition> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn set(&self, exposition: Exposition) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(exposition);
+    }
+}
+
+impl Default for SharedExposition {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const AS_OF: &str = "Values are as of the exporter's last poll of the platform.";
+
+/// Encodes chat metrics followed by the exporter's own metrics.
+pub fn encode(counters: &ChatCounters, gauges: &ChatGauges, self_metrics: &SelfMetrics) -> String {
+    let mut out = String::with_capacity(64 * 1024);
+    encode_chat_metrics(&mut out, counters, gauges);
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&self_metrics.registry.gather(), &mut buf)
+        .expect("text encoding of gathered metrics");
+    out.push_str(&String::from_utf8(buf).expect("text encoder writes UTF-8"));
+    out
+}
+
+pub fn encode_chat_metrics(out: &mut String, counters: &ChatCounters, gauges: &ChatGauges) {
+    family(
+        out,
+        "chat_conversations_answered_total",
+        "counter",
+        "Conversations that left the queue with an agent.",
+        counters.answered.iter().map(|((l, agent), v)| (chat_labels(l, &[("agent", agent)]), *v as f64)),
+    );
+    family(
+        out,
+        "chat_conversations_finished_total",
+        "counter",
+        "Attended conversations that ended, by whether they were resolved at the first contact.",
+        counters.finished.iter().map(|((l, agent, fc), v)| {
+            (chat_labels(l, &[("agent", agent), ("first_contact", fc.label())]), *v as f64)
+        }),
+    );
+    family(
+        out,
+        "chat_conversations_abandoned_total",
+        "counter",
+        "Conversations that ended without ever having had an agent.",
+        counters.abandoned.iter().map(|(l, v)| (chat_labels(l, &[]), *v as f64)),
+    );
+    histogram_family(
+        out,
+        "chat_conversation_wait_seconds",
+        "Queue wait of answered conversations, observed once per conversation.",
+        WAIT_BUCKETS,
+        &counters.wait,
+    );
+    histogram_family(
+        out,
+        "chat_conversation_duration_seconds",
+        "Duration of finished conversations, observed once per conversation.",
+        DURATION_BUCKETS,
+        &counters.duration,
+    );
+    family(
+        out,
+        "chat_conversations_waiting",
+        "gauge",
+        "Conversations waiting for an agent.",
+        gauges.waiting.iter().map(|(l, v)| (chat_labels(l, &[]), *v as f64)),
+    );
+    family(
+        out,
+        "chat_conversations_waiting_oldest_timestamp_seconds",
+        "gauge",
+        "Unix time at which the longest-waiting conversation started waiting.",
+        gauges.waiting_oldest.iter().map(|(l, t)| (chat_labels(l, &[]), t.timestamp_millis() as f64 / 1000.0)),
+    );
+    family(
+        out,
+        "chat_conversations_active",
+        "gauge",
+        "Conversations in attendance.",
+        gauges.active.iter().map(|((l, agent), v)| (chat_labels(l, &[("agent", agent)]), *v as f64)),
+    );
+    family(
+        out,
+        "chat_agent_status",
+        "gauge",
+        "Agent status as far as the platform tells it: 1 for the current status, 0 for the others.",
+        gauges.agent_status.iter().flat_map(|((app, group, agent), current)| {
+            AgentStatus::ALL.iter().map(move |status| {
+                (
+                    labels(&[("app", app), ("group", group), ("agent", agent), ("status", status.label())]),
+                    if status == current { 1.0 } else { 0.0 },
+                )
+            })
+        }),
+    );
+    let mut agent_counts: std::collections::BTreeMap<(&str, &str, AgentStatus), u64> = Default::default();
+    for ((app, group, _), status) in &gauges.agent_status {
+        for s in AgentStatus::ALL {
+            *agent_counts.entry((app.as_str(), group.as_str(), s)).or_default() += u64::from(s == *status);
+        }
+    }
+    family(
+        out,
+        "chat_agents",
+        "gauge",
+        "Agents in each status.",
+        agent_counts
+            .iter()
+            .map(|((app, group, s), v)| (labels(&[("app", app), ("group", group), ("status", s.label())]), *v as f64)),
+    );
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl Iterator<Item = (String, f64)>) {
+    let mut samples = samples.peekable();
+    if samples.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help} {AS_OF}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+fn histogram_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    histograms: &std::collections::BTreeMap<ChatLabels, Histogram>,
+) {
+    if histograms.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help} {AS_OF}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (l, h) in histograms {
+        let base = chat_labels(l, &[]);
+        for (bound, count) in bounds.iter().map(|b| b.to_string()).chain(["+Inf".to_string()]).zip(h.cumulative()) {
+            let _ = writeln!(out, "{name}_bucket{{{base},le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{base}}} {}", h.sum);
+        let _ = writeln!(out, "{name}_count{{{base}}} {}", h.count);
+    }
+}
+
+fn chat_labels(l: &ChatLabels, extra: &[(&str, &str)]) -> String {
+    let mut pairs = vec![("app", l.app.as_str()), ("group", l.group.as_str()), ("origin", l.origin.as_str())];
+    pairs.extend_from_slice(extra);
+    labels(&pairs)
+}
+
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out
+}

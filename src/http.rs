@@ -1,0 +1,110 @@
+//! HTTP routes: the metrics, the health endpoints and a landing page.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::exporter::Health;
+use crate::exposition::{SharedExposition, CONTENT_TYPE};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub exposition: SharedExposition,
+    pub health: Arc<Health>,
+    pub telemetry_path: String,
+    /// Shown on the landing page; never the token.
+    pub source_description: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    let telemetry_path = state.telemetry_path.clone();
+    Router::new()
+        .route("/", get(landing))
+        .route(&telemetry_path, get(metrics))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            name.eq_ignore_ascii_case("gzip") && !q_zero
+        })
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let exposition = state.exposition.get();
+    let mut response = if accepts_gzip(&headers) {
+        let mut r = exposition.gzip.clone().into_response();
+        r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
+    } else {
+        exposition.plain.clone().into_response()
+    };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    response
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.health.is_ready() {
+        (StatusCode::OK, "Ready\n").into_response()
+    } else {
+        let s = state.health.state();
+        let why = s.last_error.unwrap_or_else(|| "no successful poll yet".to_string());
+        (StatusCode::SERVICE_UNAVAILABLE, format!("Not ready: {}: {why}\n", s.source)).into_response()
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn landing(State(state): State<AppState>) -> Html<String> {
+    let s = state.health.state();
+    let status = if state.health.is_ready() { "up" } else { "down" };
+    let last_success = s.last_success.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".to_string());
+    let last_error = s.last_error.as_deref().map(escape_html).unwrap_or_else(|| "none".to_string());
+    let path = escape_html(&state.telemetry_path);
+    Html(format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>chat_exporter</title></head>
+<body>
+<h1>chat_exporter</h1>
+<p>Prometheus exporter for customer-service chat platforms, version {version}.</p>
+<ul>
+<li><a href="{path}">Metrics</a></li>
+<li><a href="/-/healthy">Health</a></li>
+<li><a href="/-/ready">Readiness</a></li>
+</ul>
+<h2>Source</h2>
+<table>
+<tr><th align="left">source</th><td>{source}</td></tr>
+<tr><th align="left">platform</th><td>{description}</td></tr>
+<tr><th align="left">status</th><td>{status}</td></tr>
+<tr><th align="left">polls</th><td>{polls}</td></tr>
+<tr><th align="left">last success</th><td>{last_success}</td></tr>
+<tr><th align="left">last error</th><td>{last_error}</td></tr>
+</table>
+</body>
+</html>
+"#,
+        version = env!("CARGO_PKG_VERSION"),
+        source = escape_html(&s.source),
+        description = escape_html(&state.source_description),
+        polls = s.polls,
+    ))
+}

@@ -1,0 +1,164 @@
+//! The exporter's own health metrics, kept in a `prometheus` registry with the process
+//! collector. Sources record into it as they talk to their platform.
+
+use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// Every failure reason, so the series exist at 0 before the first failure and
+/// `rate()` sees the first one.
+pub const FAILURE_REASONS: &[&str] = &[
+    "timeout",
+    "connection",
+    "rate_limited",
+    "unauthorized",
+    "server_error",
+    "client_error",
+    "decode",
+    "invalid_record",
+];
+
+#[derive(Clone)]
+pub struct SelfMetrics {
+    pub registry: Registry,
+    pub source_up: GaugeVec,
+    pub last_success: GaugeVec,
+    pub poll_duration: HistogramVec,
+    pub api_requests: IntCounterVec,
+    pub api_failures: IntCounterVec,
+    pub budget_per_minute: GaugeVec,
+    pub budget_used: GaugeVec,
+    pub budget_wait: prometheus::CounterVec,
+    pub open_chats_tracked: Gauge,
+}
+
+impl SelfMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let build_info = GaugeVec::new(
+            Opts::new(
+                "chat_exporter_build_info",
+                "A metric with a constant '1' value labelled by version, revision and rustversion of chat_exporter.",
+            ),
+            &["version", "revision", "rustversion"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("CHAT_EXPORTER_REVISION").unwrap_or("unknown"),
+                option_env!("CHAT_EXPORTER_RUSTC_VERSION").unwrap_or("unknown"),
+            ])
+            .set(1.0);
+        let source_up = GaugeVec::new(
+            Opts::new("chat_exporter_source_up", "1 if the last poll of the source succeeded, 0 otherwise."),
+            &["source"],
+        )
+        .expect("valid metric");
+        let last_success = GaugeVec::new(
+            Opts::new(
+                "chat_exporter_source_last_success_timestamp_seconds",
+                "Unix time of the last successful poll of the source.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "chat_exporter_poll_duration_seconds",
+                "Wall time of each poll of the source, waits for request budget included.",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            &["source"],
+        )
+        .expect("valid metric");
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                "chat_exporter_api_requests_total",
+                "Requests sent to the platform's API, by endpoint and HTTP status code (none when no answer came).",
+            ),
+            &["source", "endpoint", "code"],
+        )
+        .expect("valid metric");
+        let api_failures = IntCounterVec::new(
+            Opts::new(
+                "chat_exporter_api_request_failures_total",
+                "Failed requests to the platform and records rejected from its answers, by reason.",
+            ),
+            &["source", "reason"],
+        )
+        .expect("valid metric");
+        let budget_per_minute = GaugeVec::new(
+            Opts::new(
+                "chat_exporter_api_budget_requests_per_minute",
+                "Configured budget of requests per minute to the platform.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let budget_used = GaugeVec::new(
+            Opts::new("chat_exporter_api_budget_used", "Requests sent to the platform in the last 60 seconds."),
+            &["source"],
+        )
+        .expect("valid metric");
+        let budget_wait = prometheus::CounterVec::new(
+            Opts::new(
+                "chat_exporter_api_budget_wait_seconds_total",
+                "Time spent waiting for request budget before calling the platform.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let open_chats_tracked = Gauge::new(
+            "chat_exporter_open_conversations_tracked",
+            "Open conversations held in memory by the tracker.",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(build_info) as Box<dyn prometheus::core::Collector>,
+            Box::new(source_up.clone()),
+            Box::new(last_success.clone()),
+            Box::new(poll_duration.clone()),
+            Box::new(api_requests.clone()),
+            Box::new(api_failures.clone()),
+            Box::new(budget_per_minute.clone()),
+            Box::new(budget_used.clone()),
+            Box::new(budget_wait.clone()),
+            Box::new(open_chats_tracked.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registers once");
+        SelfMetrics {
+            registry,
+            source_up,
+            last_success,
+            poll_duration,
+            api_requests,
+            api_failures,
+            budget_per_minute,
+            budget_used,
+            budget_wait,
+            open_chats_tracked,
+        }
+    }
+
+    /// Creates the per-source series at their starting values.
+    pub fn register_source(&self, source: &str, requests_per_minute: u32) {
+        self.source_up.with_label_values(&[source]).set(0.0);
+        self.budget_per_minute.with_label_values(&[source]).set(requests_per_minute as f64);
+        self.budget_used.with_label_values(&[source]).set(0.0);
+        self.budget_wait.with_label_values(&[source]);
+        self.poll_duration.with_label_values(&[source]);
+        for reason in FAILURE_REASONS {
+            self.api_failures.with_label_values(&[source, reason]);
+        }
+    }
+}
+
+impl Default for SelfMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,235 @@
+//! Movidesk's public API over the world model: `/public/v1/tickets` and
+//! `/public/v1/persons`, with the token in the query string, the OData subset, pages of
+//! at most 100, zone-less dates and the per-token rate limit.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use super::odata::{order_values, parse_filter, parse_orderby};
+use super::world::{Ticket, World};
+use super::{Fault, SimState};
+
+pub const MAX_PAGE: usize = 100;
+
+/// Movidesk's date format: UTC, no zone designator, seven fractional digits.
+pub fn format_date(t: DateTime<Utc>) -> String {
+    format!("{}.{:07}", t.format("%Y-%m-%dT%H:%M:%S"), t.timestamp_subsec_nanos() / 100)
+}
+
+fn opt_date(t: Option<DateTime<Utc>>) -> Value {
+    t.map(|t| Value::String(format_date(t))).unwrap_or(Value::Null)
+}
+
+fn person_json(world: &World, index: usize) -> Value {
+    let a = &world.agents[index];
+    json!({
+        "id": a.id,
+        "personType": 1,
+        "profileType": 1,
+        "businessName": a.name,
+        "email": a.email,
+        "phone": null,
+    })
+}
+
+pub fn ticket_json(world: &World, t: &Ticket, expand_owner: bool) -> Value {
+    // Ids come back as strings for some tickets, as on the real API.
+    let id = if t.id % 3 == 0 { Value::String(t.id.to_string()) } else { json!(t.id) };
+    let status_name = match t.status.as_str() {
+        "New" => "Novo",
+        "InAttendance" => "Em atendimento",
+        "Stopped" => "Aguardando",
+        "Canceled" => "Cancelado",
+        "Resolved" => "Resolvido",
+        _ => "Fechado",
+    };
+    let mut m = Map::new();
+    m.insert("id".into(), id);
+    m.insert("protocol".into(), json!(format!("{:08}", t.id)));
+    m.insert("type".into(), json!(2));
+    m.insert("subject".into(), json!(if t.is_chat { "Chat" } else { "E-mail" }));
+    m.insert("status".into(), json!(status_name));
+    m.insert("baseStatus".into(), json!(t.status.as_str()));
+    m.insert("origin".into(), json!(t.origin));
+    m.insert("createdDate".into(), json!(format_date(t.created)));
+    m.insert("isDeleted".into(), json!(t.deleted));
+    m.insert("ownerTeam".into(), if t.owner.is_some() && t.is_chat { json!(t.group) } else { Value::Null });
+    m.insert("chatWidget".into(), if t.is_chat { json!(t.app) } else { Value::Null });
+    m.insert("chatGroup".into(), if t.is_chat { json!(t.group) } else { Value::Null });
+    m.insert("chatWaitingTime".into(), t.waiting_time.map(|w| json!(w)).unwrap_or(Value::Null));
+    m.insert("chatTalkTime".into(), t.talk_time.map(|w| json!(w)).unwrap_or(Value::Null));
+    m.insert("resolvedInFirstCall".into(), json!(t.resolved_in_first_call));
+    m.insert("resolvedIn".into(), opt_date(t.resolved_in));
+    m.insert("closedIn".into(), opt_date(t.closed_in));
+    m.insert("canceledIn".into(), opt_date(t.canceled_in));
+    m.insert("lastUpdate".into(), json!(format_date(t.last_update)));
+    m.insert("tags".into(), json!([]));
+    m.insert("customFieldValues".into(), json!([]));
+    if expand_owner {
+        m.insert("owner".into(), t.owner.map(|o| person_json(world, o)).unwrap_or(Value::Null));
+    }
+    Value::Object(m)
+}
+
+fn persons_json(world: &World) -> Vec<Value> {
+    let mut people: Vec<Value> = world
+        .agents
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.id,
+                "isActive": a.active,
+                "personType": 1,
+                "profileType": 1,
+                "businessName": a.name,
+                "emails": [{"email": a.email, "isDefault": true}],
+                "teams": a.groups,
+                "createdDate": "2024-01-10T12:00:00.0000000",
+            })
+        })
+        .collect();
+    // Customers are persons too, and must not be taken for agents.
+    for (i, name) in ["Cliente Exemplo Ltda", "Maria Cliente"].iter().enumerate() {
+        people.push(json!({
+            "id": format!("cl{:03}", i + 1),
+            "isActive": true,
+            "personType": 2,
+            "profileType": 2,
+            "businessName": name,
+            "teams": [],
+        }));
+    }
+    people
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// Applies `$filter`, `$orderby`, `$skip`, `$top` and `$select` to a list.
+fn query_list(mut items: Vec<Value>, params: &HashMap<String, String>, keep: &[&str]) -> Result<Vec<Value>, String> {
+    if let Some(filter) = params.get("$filter") {
+        let filter = parse_filter(filter).map_err(|e| format!("$filter: {e}"))?;
+        items.retain(|i| filter.matches(i));
+    }
+    if let Some(orderby) = params.get("$orderby") {
+        let terms = parse_orderby(orderby).map_err(|e| format!("$orderby: {e}"))?;
+        items.sort_by(|a, b| {
+            for (field, desc) in &terms {
+                let o = order_values(a.get(field).unwrap_or(&Value::Null), b.get(field).unwrap_or(&Value::Null));
+                let o = if *desc { o.reverse() } else { o };
+                if o.is_ne() {
+                    return o;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
+    }
+    let skip = match params.get("$skip") {
+        Some(s) => s.parse::<usize>().map_err(|_| "$skip: not a number".to_string())?,
+        None => 0,
+    };
+    let top = match params.get("$top") {
+        Some(s) => s.parse::<usize>().map_err(|_| "$top: not a number".to_string())?,
+        None => MAX_PAGE,
+    };
+    if top > MAX_PAGE {
+        return Err(format!("$top: at most {MAX_PAGE} items per page"));
+    }
+    let mut page: Vec<Value> = items.into_iter().skip(skip).take(top).collect();
+    if let Some(select) = params.get("$select") {
+        let fields: Vec<&str> = select.split(',').map(str::trim).chain(keep.iter().copied()).collect();
+        for item in &mut page {
+            if let Value::Object(m) = item {
+                m.retain(|k, _| fields.contains(&k.as_str()));
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// Checks the token and the rate limit, and takes the next injected fault.
+fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, String>) -> Result<Option<Fault>, Response> {
+    let mut guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());
+    let query: String = {
+        let mut keys: Vec<_> = params.iter().filter(|(k, _)| k.as_str() != "token").collect();
+        keys.sort();
+        keys.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    };
+    let token_ok = params.get("token").is_some_and(|t| *t == guard.options.token);
+    if !token_ok {
+        guard.log_request(endpoint, 401, query);
+        return Err(error(StatusCode::UNAUTHORIZED, "invalid token"));
+    }
+    if let Some(retry_after) = guard.rate_limit_check() {
+        guard.log_request(endpoint, 429, query);
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_str(&retry_after.to_string()).expect("digits"));
+        return Err((StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"}))).into_response());
+    }
+    let fault = guard.faults.pop_front();
+    let status = match &fault {
+        Some(Fault::Status { code }) => *code,
+        _ => 200,
+    };
+    guard.log_request(endpoint, status, query);
+    Ok(fault)
+}
+
+async fn respond(items: Vec<Value>, fault: Option<Fault>) -> Response {
+    match fault {
+        None => axum::Json(Value::Array(items)).into_response(),
+        Some(Fault::Status { code }) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected fault"),
+        Some(Fault::MalformedJson) => (StatusCode::OK, [("content-type", "application/json")], "[{\"id\": 1, \"baseStatus\": ").into_response(),
+        Some(Fault::NotAnArray) => axum::Json(json!({"items": items})).into_response(),
+        Some(Fault::Html) => (StatusCode::OK, [("content-type", "text/html")], "<html><body>Service Unavailable</body></html>").into_response(),
+        Some(Fault::GarbageRecord) => {
+            let mut items = items;
+            items.push(json!({"id": "not-a-number", "origin": "x", "lastUpdate": "yesterday"}));
+            axum::Json(Value::Array(items)).into_response()
+        }
+        Some(Fault::Delay { millis }) => {
+            tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+            axum::Json(Value::Array(items)).into_response()
+        }
+    }
+}
+
+pub async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let fault = match admit(&state, "tickets", &params) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let page = {
+        let guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let world = &guard.world;
+        let expand_owner = params.get("$expand").is_some_and(|e| e.split(',').any(|x| x.trim() == "owner"));
+        let items: Vec<Value> = world.tickets.iter().map(|t| ticket_json(world, t, expand_owner)).collect();
+        let keep: &[&str] = if expand_owner { &["owner"] } else { &[] };
+        query_list(items, &params, keep)
+    };
+    match page {
+        Ok(items) => respond(items, fault).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+pub async fn persons(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let fault = match admit(&state, "persons", &params) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let page = {
+        let guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());
+        query_list(persons_json(&guard.world), &params, &[])
+    };
+    match page {
+        Ok(items) => respond(items, fault).await,
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}

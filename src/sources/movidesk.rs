@@ -1,0 +1,485 @@
+//! Movidesk: a chat is a ticket whose `origin` is a chat channel.
+//!
+//! Each poll asks for the tickets changed since the newest `lastUpdate` seen, less an
+//! overlap window (so late writes on the platform are not missed), paged by id. Every
+//! few polls it also lists every open chat (a reconciliation that drops conversations
+//! deleted or gone without a trace) and, less often, the agent roster. Cursors are the
+//! platform's own timestamps, so the exporter's clock never matters.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::budget::{Outcome, RequestBudget};
+use crate::config::MovideskConfig;
+use crate::model::{AgentRef, ChatLabels, ChatObservation, Observations, Phase, RosterAgent};
+use crate::self_metrics::SelfMetrics;
+use crate::sources::{Source, SourceError};
+
+pub const SOURCE: &str = "movidesk";
+
+const TICKET_FIELDS: &str = "id,origin,baseStatus,isDeleted,chatGroup,chatWidget,resolvedInFirstCall,\
+chatWaitingTime,chatTalkTime,createdDate,lastUpdate";
+
+/// The `origin` label for a Movidesk origin code.
+pub fn origin_label(code: u16) -> String {
+    match code {
+        5 => "chat".into(),
+        6 => "chat_offline".into(),
+        18 => "whatsapp".into(),
+        20 => "zenvia_chat".into(),
+        22 => "messenger".into(),
+        23 => "whatsapp_business".into(),
+        25 => "whatsapp_active".into(),
+        other => format!("origin_{other}"),
+    }
+}
+
+pub struct MovideskSource {
+    client: reqwest::Client,
+    config: MovideskConfig,
+    token: String,
+    budget: Arc<RequestBudget>,
+    metrics: SelfMetrics,
+    /// Newest `lastUpdate` seen, in the platform's clock.
+    cursor: Option<DateTime<Utc>>,
+    started: bool,
+    polls: u64,
+    roster_fetched_at: Option<Instant>,
+    /// Reasons already logged at warn level since the last clean poll: upstream garbage
+    /// is logged once, then counted quietly.
+    logged: HashSet<&'static str>,
+}
+
+impl MovideskSource {
+    pub fn new(config: MovideskConfig, metrics: SelfMetrics) -> Self {
+        let token = config.token.as_ref().map(|t| t.expose().to_string()).unwrap_or_default();
+        let budget = Arc::new(RequestBudget::new(SOURCE, config.requests_per_minute, metrics.clone()));
+        metrics.register_source(SOURCE, config.requests_per_minute);
+        let client = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("chat_exporter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client builds with static settings");
+        MovideskSource {
+            client,
+            config,
+            token,
+            budget,
+            metrics,
+            cursor: None,
+            started: false,
+            polls: 0,
+            roster_fetched_at: None,
+            logged: HashSet::new(),
+        }
+    }
+
+    pub fn budget(&self) -> Arc<RequestBudget> {
+        self.budget.clone()
+    }
+
+    pub fn cursor(&self) -> Option<DateTime<Utc>> {
+        self.cursor
+    }
+
+    fn origin_filter(&self) -> String {
+        let terms: Vec<String> = self.config.chat_origins.iter().map(|o| format!("origin eq {o}")).collect();
+        format!("({})", terms.join(" or "))
+    }
+
+    /// One GET through the budget. The token travels in the query string, so nothing
+    /// here ever formats the URL: errors carry the endpoint name only.
+    async fn get(&mut self, endpoint: &'static str, query: &[(&str, String)]) -> Result<Vec<Value>, SourceError> {
+        self.budget.acquire().await;
+        let url = format!("{}/{}", self.config.base_url.trim_end_matches('/'), endpoint);
+        let mut params: Vec<(&str, &str)> = vec![("token", self.token.as_str())];
+        params.extend(query.iter().map(|(k, v)| (*k, v.as_str())));
+        let result = self.client.get(&url).query(&params).send().await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.count_request(endpoint, "none");
+                let err = transport_error(endpoint, &e);
+                return Err(self.fail(err));
+            }
+        };
+        let status = response.status().as_u16();
+        self.count_request(endpoint, &status.to_string());
+        if status == 429 {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            return Err(self.fail(SourceError::RateLimited { endpoint, retry_after }));
+        }
+        if status == 401 || status == 403 {
+            return Err(self.fail(SourceError::Unauthorized { endpoint, status }));
+        }
+        if status >= 500 {
+            return Err(self.fail(SourceError::Server { endpoint, status }));
+        }
+        if status != 200 {
+            return Err(self.fail(SourceError::Client { endpoint, status }));
+        }
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Err(self.fail(transport_error(endpoint, &e))),
+        };
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) => {
+                self.budget.record(Outcome::Success);
+                Ok(items)
+            }
+            Ok(other) => Err(self.fail(SourceError::Decode {
+                endpoint,
+                detail: format!("expected a JSON array, got {}", json_kind(&other)),
+            })),
+            Err(e) => Err(self.fail(SourceError::Decode { endpoint, detail: e.to_string() })),
+        }
+    }
+
+    fn count_request(&self, endpoint: &str, code: &str) {
+        self.metrics.api_requests.with_label_values(&[SOURCE, endpoint, code]).inc();
+    }
+
+    fn fail(&mut self, err: SourceError) -> SourceError {
+        self.metrics.api_failures.with_label_values(&[SOURCE, err.reason()]).inc();
+        self.budget.record(match &err {
+            SourceError::RateLimited { retry_after, .. } => Outcome::RetryAfter(*retry_after),
+            _ => Outcome::Failure,
+        });
+        err
+    }
+
+    /// Every ticket matching `filter`, paged by id so that a ticket changing while we page
+    /// is neither skipped nor repeated because of shifting offsets.
+    async fn tickets(&mut self, filter: &str) -> Result<Vec<Value>, SourceError> {
+        let mut all = Vec::new();
+        let mut after_id: Option<u64> = None;
+        loop {
+            let page_filter = match after_id {
+                Some(id) => format!("{filter} and id gt {id}"),
+                None => filter.to_string(),
+            };
+            let page = self
+                .get(
+                    "tickets",
+                    &[
+                        ("$select", TICKET_FIELDS.to_string()),
+                        ("$expand", "owner".to_string()),
+                        ("$filter", page_filter),
+                        ("$orderby", "id asc".to_string()),
+                        ("$top", self.config.page_size.to_string()),
+                    ],
+                )
+                .await?;
+            let full = page.len() >= self.config.page_size as usize;
+            let max_id = page.iter().filter_map(|t| t.get("id").and_then(parse_id)).max();
+            all.extend(page);
+            match (full, max_id) {
+                (true, Some(id)) if after_id.is_none_or(|prev| id > prev) => after_id = Some(id),
+                _ => break,
+            }
+        }
+        Ok(all)
+    }
+
+    /// The platform's newest `lastUpdate`: where counting starts on the first poll.
+    async fn newest_update(&mut self) -> Result<Option<DateTime<Utc>>, SourceError> {
+        let page = self
+            .get(
+                "tickets",
+                &[
+                    ("$select", "id,lastUpdate".to_string()),
+                    ("$orderby", "lastUpdate desc".to_string()),
+                    ("$top", "1".to_string()),
+                ],
+            )
+            .await?;
+        Ok(page.first().and_then(|t| t.get("lastUpdate")).and_then(|v| v.as_str()).and_then(parse_datetime))
+    }
+
+    async fn roster(&mut self) -> Result<Vec<RosterAgent>, SourceError> {
+        let mut people = Vec::new();
+        let page_size = self.config.page_size as usize;
+        loop {
+            let page = self
+                .get(
+                    "persons",
+                    &[
+                        ("$select", "id,businessName,profileType,isActive,teams".to_string()),
+                        ("$filter", "isActive eq true and (profileType eq 1 or profileType eq 3)".to_string()),
+                        ("$orderby", "id asc".to_string()),
+                        ("$top", page_size.to_string()),
+                        ("$skip", people.len().to_string()),
+                    ],
+                )
+                .await?;
+            let n = page.len();
+            people.extend(page);
+            if n < page_size {
+                break;
+            }
+        }
+        let mut roster = Vec::new();
+        for p in people {
+            let Some(id) = p.get("id").and_then(id_string) else { continue };
+            let active = p.get("isActive").and_then(Value::as_bool).unwrap_or(false);
+            let profile = p.get("profileType").and_then(Value::as_u64).unwrap_or(0);
+            if !active || !(profile == 1 || profile == 3) {
+                continue;
+            }
+            let name = p.get("businessName").and_then(Value::as_str).unwrap_or_default().to_string();
+            let groups = p
+                .get("teams")
+                .and_then(Value::as_array)
+                .map(|teams| {
+                    teams
+                        .iter()
+                        .filter_map(|t| t.as_str().map(str::to_string).or_else(|| t.get("name")?.as_str().map(str::to_string)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            roster.push(RosterAgent { agent: AgentRef { id, name }, apps: Vec::new(), groups });
+        }
+        Ok(roster)
+    }
+
+    fn to_observations(&mut self, tickets: Vec<Value>, obs: &mut Observations) {
+        let mut invalid = 0u64;
+        for ticket in &tickets {
+            match parse_ticket(ticket, &self.config.chat_origins) {
+                Ok(Some(chat)) => {
+                    if self.cursor.is_none_or(|c| chat.last_update > c) {
+                        self.cursor = Some(chat.last_update);
+                    }
+                    obs.chats.push(chat);
+                }
+                Ok(None) => {}
+                Err(why) => {
+                    invalid += 1;
+                    if self.logged.insert("invalid_record") {
+                        tracing::warn!(source = SOURCE, reason = "invalid_record", detail = %why, "skipping a ticket the exporter cannot read; further ones are counted, not logged, until a clean poll");
+                    } else {
+                        tracing::debug!(source = SOURCE, detail = %why, "skipping unreadable ticket");
+                    }
+                }
+            }
+        }
+        if invalid > 0 {
+            self.metrics.api_failures.with_label_values(&[SOURCE, "invalid_record"]).inc_by(invalid);
+        }
+        obs.invalid_records += invalid;
+    }
+
+    async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
+        let mut obs = Observations::default();
+        if !self.started {
+            let newest = self.newest_update().await?;
+            obs.history_until = Some(newest.unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
+        }
+        let cursor_before = self.cursor.or(obs.history_until);
+        let reconcile = !self.started || self.polls % u64::from(self.config.reconcile_every) == 0;
+        let mut tickets = Vec::new();
+        if reconcile {
+            let filter = format!("(baseStatus eq 'New' or baseStatus eq 'InAttendance') and {}", self.origin_filter());
+            tickets.extend(self.tickets(&filter).await?);
+            obs.open_set_complete_at = cursor_before;
+        }
+        let since = cursor_before.unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+            - chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
+        let filter = format!("lastUpdate ge {} and {}", since.format("%Y-%m-%dT%H:%M:%SZ"), self.origin_filter());
+        tickets.extend(self.tickets(&filter).await?);
+        let roster_due = self.roster_fetched_at.is_none_or(|t| t.elapsed() >= self.config.roster_interval);
+        if roster_due {
+            obs.roster = Some(self.roster().await?);
+        }
+        if let Some(h) = obs.history_until {
+            self.cursor = Some(self.cursor.map_or(h, |c| c.max(h)));
+        }
+        self.to_observations(tickets, &mut obs);
+        if obs.invalid_records == 0 {
+            self.logged.clear();
+        }
+        if roster_due {
+            self.roster_fetched_at = Some(Instant::now());
+        }
+        self.started = true;
+        self.polls += 1;
+        Ok(obs)
+    }
+}
+
+impl Source for MovideskSource {
+    fn name(&self) -> &'static str {
+        SOURCE
+    }
+
+    async fn poll(&mut self) -> Result<Observations, SourceError> {
+        let saved_cursor = self.cursor;
+        let result = self.poll_inner().await;
+        if result.is_err() {
+            // A poll is all or nothing: the next one asks again from the same cursor.
+            self.cursor = saved_cursor;
+        }
+        result
+    }
+}
+
+fn transport_error(endpoint: &'static str, e: &reqwest::Error) -> SourceError {
+    if e.is_timeout() {
+        SourceError::Timeout { endpoint }
+    } else if e.is_decode() || e.is_body() {
+        SourceError::Decode { endpoint, detail: error_chain(e) }
+    } else {
+        SourceError::Connection { endpoint, detail: error_chain(e) }
+    }
+}
+
+/// The error and its causes, without the URL (which carries the token).
+fn error_chain(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut parts = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        parts.push(c.to_string());
+        cause = c.source();
+    }
+    if parts.is_empty() {
+        "request failed".to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `Retry-After` is either seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = when.with_timezone(&Utc) - Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Ids are numbers in filters but may come back as strings.
+pub fn parse_id(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// Movidesk dates are UTC, usually without a zone designator and with up to 7
+/// fractional digits; a zone, when present, is honoured.
+pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.with_timezone(&Utc));
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+fn opt_seconds(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64().filter(|x| x.is_finite() && *x >= 0.0),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0),
+        _ => None,
+    }
+}
+
+fn opt_str(v: Option<&Value>) -> String {
+    v.and_then(Value::as_str).unwrap_or_default().trim().to_string()
+}
+
+/// One ticket to one observation: `Ok(None)` for a ticket that is not a chat.
+pub fn parse_ticket(t: &Value, chat_origins: &[u16]) -> Result<Option<ChatObservation>, String> {
+    if !t.is_object() {
+        return Err(format!("ticket is {}, not an object", json_kind(t)));
+    }
+    let id = t.get("id").and_then(parse_id).ok_or("ticket without a numeric id")?;
+    let origin = match t.get("origin") {
+        Some(Value::Number(n)) => n.as_u64().and_then(|o| u16::try_from(o).ok()),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("ticket {id}: origin missing or not an integer"))?;
+    if !chat_origins.contains(&origin) {
+        return Ok(None);
+    }
+    let last_update = t
+        .get("lastUpdate")
+        .and_then(Value::as_str)
+        .and_then(parse_datetime)
+        .ok_or_else(|| format!("ticket {id}: lastUpdate missing or not a date"))?;
+    let deleted = t.get("isDeleted").and_then(Value::as_bool).unwrap_or(false);
+    let agent = match t.get("owner") {
+        Some(owner @ Value::Object(_)) => owner.get("id").and_then(id_string).map(|id| AgentRef {
+            id,
+            name: owner.get("businessName").and_then(Value::as_str).unwrap_or_default().to_string(),
+        }),
+        _ => None,
+    };
+    let base_status = t.get("baseStatus").and_then(Value::as_str).unwrap_or_default();
+    let phase = if deleted {
+        Phase::Deleted
+    } else {
+        match (base_status, agent.is_some()) {
+            ("New", _) => Phase::Waiting,
+            ("InAttendance", _) => Phase::Attending,
+            ("Resolved" | "Closed" | "Stopped", true) => Phase::Finished {
+                resolved_first_contact: t.get("resolvedInFirstCall").and_then(Value::as_bool).unwrap_or(false),
+            },
+            ("Canceled", true) => Phase::Cancelled,
+            ("Resolved" | "Closed" | "Stopped" | "Canceled", false) => Phase::Abandoned,
+            (other, _) => return Err(format!("ticket {id}: unknown baseStatus {other:?}")),
+        }
+    };
+    let waiting_since = t.get("createdDate").and_then(Value::as_str).and_then(parse_datetime);
+    Ok(Some(ChatObservation {
+        id,
+        labels: ChatLabels {
+            app: opt_str(t.get("chatWidget")),
+            group: opt_str(t.get("chatGroup")),
+            origin: origin_label(origin),
+        },
+        agent,
+        phase,
+        waiting_since,
+        wait_seconds: opt_seconds(t.get("chatWaitingTime")),
+        talk_seconds: opt_seconds(t.get("chatTalkTime")),
+        last_update,
+    }))
+}

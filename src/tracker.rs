@@ -1,0 +1,309 @@
+//! Turns observations into counters and gauges, once and only once.
+//!
+//! Polling sees states, not events, and sees the same conversation many times (overlap
+//! windows, reconciliations, out-of-order pages). The tracker keeps, per conversation,
+//! which transitions it has already counted, so a counter rises exactly once per
+//! conversation and transition however often and in whatever order it is seen.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AgentRef, ChatLabels, ChatObservation, Observations, Phase, RosterAgent};
+
+pub const WAIT_BUCKETS: &[f64] = &[5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
+pub const DURATION_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0];
+
+/// How long a finished conversation is remembered, so that seeing it again (a ticket
+/// `Stopped` today and resolved next week) does not count it again. Movidesk's ticket
+/// list only holds tickets changed in the last 90 days.
+pub const RECORD_RETENTION_DAYS: i64 = 90;
+
+/// What has been counted for one conversation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChatRecord {
+    pub answered: bool,
+    pub finished: bool,
+    pub abandoned: bool,
+    pub wait_observed: bool,
+    pub duration_observed: bool,
+    pub last_update: Option<DateTime<Utc>>,
+}
+
+/// A conversation waiting or in attendance now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenChat {
+    pub labels: ChatLabels,
+    pub agent: Option<AgentRef>,
+    pub attending: bool,
+    pub waiting_since: Option<DateTime<Utc>>,
+    pub last_update: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Histogram {
+    /// Per-bucket (not cumulative) counts; the last one is the +Inf bucket.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Self {
+        Histogram { counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0 }
+    }
+
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
+        let bucket = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
+        self.counts[bucket] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// Cumulative counts, one per bound, then +Inf, as the exposition format wants them.
+    pub fn cumulative(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .scan(0u64, |acc, c| {
+                *acc += c;
+                Some(*acc)
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FirstContact {
+    Resolved,
+    Unresolved,
+}
+
+impl FirstContact {
+    pub fn label(self) -> &'static str {
+        match self {
+            FirstContact::Resolved => "resolved",
+            FirstContact::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// The counter and histogram values: everything that must survive a restart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatCounters {
+    pub answered: BTreeMap<(ChatLabels, String), u64>,
+    pub finished: BTreeMap<(ChatLabels, String, FirstContact), u64>,
+    pub abandoned: BTreeMap<ChatLabels, u64>,
+    pub wait: BTreeMap<ChatLabels, Histogram>,
+    pub duration: BTreeMap<ChatLabels, Histogram>,
+}
+
+/// Agent status as far as the platform tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AgentStatus {
+    /// Has at least one conversation in attendance.
+    Attending,
+    /// On the roster, with no conversation in attendance (presence unknown).
+    NotAttending,
+}
+
+impl AgentStatus {
+    pub const ALL: [AgentStatus; 2] = [AgentStatus::Attending, AgentStatus::NotAttending];
+    pub fn label(self) -> &'static str {
+        match self {
+            AgentStatus::Attending => "attending",
+            AgentStatus::NotAttending => "not_attending",
+        }
+    }
+}
+
+/// Gauge values computed from the open conversations and the roster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatGauges {
+    pub waiting: BTreeMap<ChatLabels, u64>,
+    pub waiting_oldest: BTreeMap<ChatLabels, DateTime<Utc>>,
+    pub active: BTreeMap<(ChatLabels, String), u64>,
+    /// (app, group, agent) -> status; present only once a roster is known.
+    pub agent_status: BTreeMap<(String, String, String), AgentStatus>,
+}
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub(crate) records: HashMap<u64, ChatRecord>,
+    pub(crate) open: HashMap<u64, OpenChat>,
+    pub(crate) roster: Option<Vec<RosterAgent>>,
+    pub(crate) history_until: Option<DateTime<Utc>>,
+    pub(crate) counters: ChatCounters,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn counters(&self) -> &ChatCounters {
+        &self.counters
+    }
+
+    pub fn open_chats(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn apply(&mut self, obs: &Observations) {
+        if let Some(until) = obs.history_until {
+            self.history_until = Some(until);
+        }
+        for chat in &obs.chats {
+            self.observe(chat);
+        }
+        if let Some(complete_at) = obs.open_set_complete_at {
+            let seen: std::collections::HashSet<u64> =
+                obs.chats.iter().filter(|c| c.phase.is_open()).map(|c| c.id).collect();
+            self.open.retain(|id, chat| seen.contains(id) || chat.last_update > complete_at);
+        }
+        if let Some(roster) = &obs.roster {
+            self.roster = Some(roster.clone());
+        }
+        self.prune();
+    }
+
+    fn observe(&mut self, chat: &ChatObservation) {
+        let record = self.records.entry(chat.id).or_default();
+        if record.last_update.is_some_and(|seen| chat.last_update < seen) {
+            // An older state than one already applied (out-of-order pages or overlap):
+            // everything it could teach has been learnt already.
+            return;
+        }
+        record.last_update = Some(chat.last_update);
+        let is_history = self.history_until.is_some_and(|until| chat.last_update <= until);
+        let counters = &mut self.counters;
+        let agent_name = chat.agent.as_ref().map(|a| a.name.clone());
+
+        let attended = matches!(chat.phase, Phase::Attending | Phase::Finished { .. } | Phase::Cancelled);
+        if attended && chat.agent.is_some() && !record.answered {
+            record.answered = true;
+            if !is_history {
+                *counters
+                    .answered
+                    .entry((chat.labels.clone(), agent_name.clone().unwrap_or_default()))
+                    .or_default() += 1;
+            }
+        }
+        if record.answered && !record.wait_observed {
+            if let Some(wait) = chat.wait_seconds {
+                record.wait_observed = true;
+                if !is_history {
+                    counters
+                        .wait
+                        .entry(chat.labels.clone())
+                        .or_insert_with(|| Histogram::new(WAIT_BUCKETS))
+                        .observe(WAIT_BUCKETS, wait);
+                }
+            }
+        }
+        if let Phase::Finished { resolved_first_contact } = chat.phase {
+            if record.answered && !record.finished {
+                record.finished = true;
+                if !is_history {
+                    let first_contact =
+                        if resolved_first_contact { FirstContact::Resolved } else { FirstContact::Unresolved };
+                    *counters
+                        .finished
+                        .entry((chat.labels.clone(), agent_name.clone().unwrap_or_default(), first_contact))
+                        .or_default() += 1;
+                }
+            }
+            if record.finished && !record.duration_observed {
+                if let Some(talk) = chat.talk_seconds {
+                    record.duration_observed = true;
+                    if !is_history {
+                        counters
+                            .duration
+                            .entry(chat.labels.clone())
+                            .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+                            .observe(DURATION_BUCKETS, talk);
+                    }
+                }
+            }
+        }
+        if chat.phase == Phase::Abandoned && !record.answered && !record.abandoned {
+            record.abandoned = true;
+            if !is_history {
+                *counters.abandoned.entry(chat.labels.clone()).or_default() += 1;
+            }
+        }
+
+        if chat.phase.is_open() {
+            self.open.insert(
+                chat.id,
+                OpenChat {
+                    labels: chat.labels.clone(),
+                    agent: chat.agent.clone(),
+                    attending: chat.phase == Phase::Attending,
+                    waiting_since: chat.waiting_since,
+                    last_update: chat.last_update,
+                },
+            );
+        } else {
+            self.open.remove(&chat.id);
+        }
+    }
+
+    /// Forgets closed conversations too old to be seen again, so memory follows the
+    /// platform's window rather than the whole history.
+    fn prune(&mut self) {
+        let Some(newest) = self.records.values().filter_map(|r| r.last_update).max() else { return };
+        let horizon = newest - chrono::Duration::days(RECORD_RETENTION_DAYS);
+        let open = &self.open;
+        self.records
+            .retain(|id, r| open.contains_key(id) || r.last_update.is_none_or(|t| t >= horizon));
+    }
+
+    pub fn gauges(&self) -> ChatGauges {
+        let mut g = ChatGauges::default();
+        let mut attending_agents: std::collections::HashSet<&str> = Default::default();
+        for chat in self.open.values() {
+            if chat.attending {
+                let agent = chat.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+                *g.active.entry((chat.labels.clone(), agent)).or_default() += 1;
+                if let Some(a) = &chat.agent {
+                    attending_agents.insert(a.id.as_str());
+                }
+            } else {
+                *g.waiting.entry(chat.labels.clone()).or_default() += 1;
+                if let Some(since) = chat.waiting_since {
+                    g.waiting_oldest
+                        .entry(chat.labels.clone())
+                        .and_modify(|t| *t = (*t).min(since))
+                        .or_insert(since);
+                }
+            }
+        }
+        if let Some(roster) = &self.roster {
+            for member in roster {
+                let status = if attending_agents.contains(member.agent.id.as_str()) {
+                    AgentStatus::Attending
+                } else {
+                    AgentStatus::NotAttending
+                };
+                let apps: Vec<&str> = if member.apps.is_empty() {
+                    vec![""]
+                } else {
+                    member.apps.iter().map(String::as_str).collect()
+                };
+                let groups: Vec<&str> = if member.groups.is_empty() {
+                    vec![""]
+                } else {
+                    member.groups.iter().map(String::as_str).collect()
+                };
+                for app in &apps {
+                    for group in &groups {
+                        g.agent_status
+                            .insert((app.to_string(), group.to_string(), member.agent.name.clone()), status);
+                    }
+                }
+            }
+        }
+        g
+    }
+}
