@@ -168,6 +168,7 @@ impl Tracker {
     }
 
     fn observe(&mut self, chat: &ChatObservation) {
+        let known = self.records.contains_key(&chat.id);
         let record = self.records.entry(chat.id).or_default();
         if record.last_update.is_some_and(|seen| chat.last_update < seen) {
             // An older state than one already applied (out-of-order pages or overlap):
@@ -175,7 +176,13 @@ impl Tracker {
             return;
         }
         record.last_update = Some(chat.last_update);
-        let is_history = self.history_until.is_some_and(|until| chat.last_update <= until);
+        // History is what happened before the exporter started. The first poll lists every
+        // open conversation, so one first seen later that began before the start had
+        // already ended by then: a later change to it (a pending ticket resolved, a
+        // resolved one closed) is not a new transition.
+        let is_history = self.history_until.is_some_and(|until| {
+            chat.last_update <= until || (!known && chat.waiting_since.is_some_and(|since| since <= until))
+        });
         let counters = &mut self.counters;
         let agent_name = chat.agent.as_ref().map(|a| a.name.clone());
 

@@ -110,7 +110,9 @@ impl Inner {
             if now < until {
                 return Some((until - now).as_secs_f64().ceil().max(1.0) as u64);
             }
+            // The block over, the token starts a fresh minute.
             self.blocked_until = None;
+            self.accepted.clear();
         }
         while self.accepted.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
             self.accepted.pop_front();
@@ -168,6 +170,12 @@ impl SimState {
 
     pub fn truth(&self) -> Truth {
         truth::truth(&self.lock().world)
+    }
+
+    /// Forgets every counted transition: ground truth counts from now on, as an
+    /// exporter started now does.
+    pub fn reset_counts(&self) {
+        self.lock().world.events = Default::default();
     }
 
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {

@@ -209,7 +209,14 @@ pub async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap
         let guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());
         let world = &guard.world;
         let expand_owner = params.get("$expand").is_some_and(|e| e.split(',').any(|x| x.trim() == "owner"));
-        let items: Vec<Value> = world.tickets.iter().map(|t| ticket_json(world, t, expand_owner)).collect();
+        let bounds = params.get("$filter").and_then(|f| parse_filter(f).ok()).map(|f| f.bounds()).unwrap_or_default();
+        let first = bounds.id_after.map_or(0, |id| (id as usize).min(world.tickets.len()));
+        let items: Vec<Value> = world.tickets[first..]
+            .iter()
+            .filter(|t| bounds.last_update_from.is_none_or(|from| t.last_update >= from))
+            .filter(|t| bounds.base_statuses.as_ref().is_none_or(|s| s.iter().any(|x| x == t.status.as_str())))
+            .map(|t| ticket_json(world, t, expand_owner))
+            .collect();
         let keep: &[&str] = if expand_owner { &["owner"] } else { &[] };
         query_list(items, &params, keep)
     };

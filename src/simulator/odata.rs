@@ -263,3 +263,54 @@ pub fn order_values(a: &Value, b: &Value) -> Ordering {
         }
     }
 }
+
+/// Cheap bounds implied by a filter's top-level conjunction, so the simulator can skip
+/// tickets without rendering them. Conservative: `None` means no bound.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Bounds {
+    pub last_update_from: Option<DateTime<Utc>>,
+    pub id_after: Option<u64>,
+    pub base_statuses: Option<Vec<String>>,
+}
+
+impl Filter {
+    pub fn bounds(&self) -> Bounds {
+        let mut b = Bounds::default();
+        self.collect_bounds(&mut b);
+        b
+    }
+
+    fn collect_bounds(&self, b: &mut Bounds) {
+        match self {
+            Filter::And(x, y) => {
+                x.collect_bounds(b);
+                y.collect_bounds(b);
+            }
+            Filter::Compare(field, op, Literal::Date(d)) if field == "lastUpdate" && matches!(op, Op::Ge | Op::Gt) => {
+                b.last_update_from = Some(b.last_update_from.map_or(*d, |x| x.max(*d)));
+            }
+            Filter::Compare(field, Op::Gt, Literal::Number(n)) if field == "id" && *n >= 0.0 => {
+                let n = n.floor() as u64;
+                b.id_after = Some(b.id_after.map_or(n, |x| x.max(n)));
+            }
+            other => {
+                if let Some(statuses) = other.status_alternatives() {
+                    b.base_statuses = Some(statuses);
+                }
+            }
+        }
+    }
+
+    /// `baseStatus eq 'A' or baseStatus eq 'B' ...` as the list of alternatives.
+    fn status_alternatives(&self) -> Option<Vec<String>> {
+        match self {
+            Filter::Compare(field, Op::Eq, Literal::Text(t)) if field == "baseStatus" => Some(vec![t.clone()]),
+            Filter::Or(x, y) => {
+                let mut v = x.status_alternatives()?;
+                v.extend(y.status_alternatives()?);
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Specification: the exporter, polling the simulated Movidesk API over real HTTP,
+//! reports exactly what happened in the simulated contact centre.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_exporter::simulator::{Fault, SimOptions};
+use common::*;
+
+/// A whole simulated day, polled every simulated minute: every chat metric equals the
+/// simulator's ground truth, exactly, every simulated hour and at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_day_matches_ground_truth_every_hour() {
+    let sim = start_simulator(manual_sim(7)).await;
+    let mut exp = TestExporter::start(fast_config(&sim)).await;
+    exp.exporter.poll_once().await.expect("first poll, at the start of the day");
+    let mut checked = 0;
+    for minute in 1..=24 * 60 {
+        sim.state.advance(60);
+        exp.exporter.poll_once().await.expect("poll succeeds");
+        if minute % 60 == 0 {
+            let truth = truth_samples(&sim.state.truth());
+            assert_samples_eq(&chat_samples(&exp.scrape().await), &truth, &format!("after {} simulated hours", minute / 60));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24);
+    // The day was not trivially empty: every family of the contract carries data.
+    let truth = sim.state.truth();
+    for family in [
+        "chat_conversations_answered_total",
+        "chat_conversations_finished_total",
+        "chat_conversations_abandoned_total",
+        "chat_conversation_wait_seconds_count",
+        "chat_conversation_duration_seconds_count",
+        "chat_agent_status",
+        "chat_agents",
+    ] {
+        assert!(truth.samples.iter().any(|s| s.name == family && s.value > 0.0), "{family} is empty in the simulated day");
+    }
+    let total_answered: f64 =
+        truth.samples.iter().filter(|s| s.name == "chat_conversations_answered_total").map(|s| s.value).sum();
+    assert!(total_answered > 300.0, "a day should see hundreds of chats, saw {total_answered}");
+}
+
+/// Gauges (queue, in attendance, oldest wait) are right at any moment, not only at the
+/// end of a day: checked after every poll through a busy morning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_match_after_every_poll() {
+    let sim = start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(11) }).await;
+    let mut exp = TestExporter::start(fast_config(&sim)).await;
+    exp.exporter.poll_once().await.unwrap();
+    let mut saw_queue = false;
+    for minute in 1..=120 {
+        sim.state.advance(60);
+        exp.exporter.poll_once().await.unwrap();
+        let scraped = chat_samples(&exp.scrape().await);
+        let truth = truth_samples(&sim.state.truth());
+        assert_samples_eq(&scraped, &truth, &format!("minute {minute}"));
+        saw_queue |= truth.keys().any(|(n, _)| n == "chat_conversations_waiting");
+    }
+    assert!(saw_queue, "the peak scenario builds a queue");
+}
+
+/// Each chat is seen many times (a one-hour overlap window, reconciliation every poll,
+/// polls every 20 simulated seconds) and pages come in any order: still counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_polls_count_each_chat_once() {
+    let sim = start_simulator(manual_sim(3)).await;
+    let mut cfg = fast_config(&sim);
+    cfg.overlap = Duration::from_secs(3600);
+    cfg.reconcile_every = 1;
+    cfg.page_size = 7;
+    let mut exp = TestExporter::start(cfg).await;
+    sim.state.advance(10 * 3600);
+    sim.state.reset_counts();
+    exp.exporter.poll_once().await.unwrap();
+    for _ in 0..180 {
+        sim.state.advance(20);
+        exp.exporter.poll_once().await.unwrap();
+    }
+    let requests = sim.state.requests();
+    assert!(requests.len() > 500, "small pages and a wide overlap make many requests: {}", requests.len());
+    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after overlapping polls");
+}
+
+/// A 429 is honoured: no request goes out before `Retry-After` has passed, the failure is
+/// counted as rate_limited, and once the limit lifts every metric is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_429_and_retry_after_are_honoured() {
+    let sim = start_simulator(manual_sim(5)).await;
+    let mut cfg = fast_config(&sim);
+    cfg.requests_per_minute = 6000; // far above the platform's limit, to provoke 429s
+    let mut exp = TestExporter::start(cfg).await;
+    sim.state.advance(9 * 3600);
+    sim.state.reset_counts();
+    exp.exporter.poll_once().await.unwrap();
+    sim.state.set_rate_limit(Some(4), Duration::from_secs(2));
+    let mut successes = 0;
+    let mut rate_limited = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while successes < 6 {
+        assert!(std::time::Instant::now() < deadline, "no progress under rate limiting");
+        sim.state.advance(60);
+        match exp.exporter.poll_once().await {
+            Ok(()) => successes += 1,
+            Err(e) => {
+                assert_eq!(e.reason(), "rate_limited", "unexpected failure: {e}");
+                rate_limited += 1;
+            }
+        }
+    }
+    let log = sim.state.requests();
+    let refusals: Vec<_> = log.iter().enumerate().filter(|(_, r)| r.status == 429).collect();
+    assert!(!refusals.is_empty() && rate_limited > 0, "the test must provoke 429s");
+    for (i, refusal) in &refusals {
+        if let Some(next) = log.get(i + 1) {
+            let gap = next.at_ms - refusal.at_ms;
+            assert!(gap >= 1990, "a request went out {gap} ms after a 429 with Retry-After: 2");
+        }
+    }
+    let samples = exp.scrape().await;
+    assert_eq!(
+        value(&samples, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", "rate_limited")]),
+        Some(refusals.len() as f64)
+    );
+    assert_eq!(
+        value(&samples, "chat_exporter_api_requests_total", &[("source", "movidesk"), ("endpoint", "tickets"), ("code", "429")])
+            .unwrap_or(0.0)
+            + value(&samples, "chat_exporter_api_requests_total", &[("source", "movidesk"), ("endpoint", "persons"), ("code", "429")])
+                .unwrap_or(0.0),
+        refusals.len() as f64
+    );
+    assert_samples_eq(&chat_samples(&samples), &truth_samples(&sim.state.truth()), "after the rate limit lifted");
+}
+
+/// Malformed or unexpected answers fail the poll with a counted reason, keep the last good
+/// values on /metrics, flip source_up to 0 and readiness off; recovery is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
+    let sim = start_simulator(manual_sim(9)).await;
+    let mut exp = TestExporter::start(fast_config(&sim)).await;
+    sim.state.advance(10 * 3600);
+    sim.state.reset_counts();
+    exp.exporter.poll_once().await.unwrap();
+    let good = chat_samples(&exp.scrape().await);
+    assert!(!good.is_empty());
+    let cases = [
+        (Fault::MalformedJson, "decode"),
+        (Fault::NotAnArray, "decode"),
+        (Fault::Html, "decode"),
+        (Fault::Status { code: 500 }, "server_error"),
+        (Fault::Status { code: 503 }, "server_error"),
+        (Fault::Status { code: 401 }, "unauthorized"),
+        (Fault::Status { code: 400 }, "client_error"),
+    ];
+    for (fault, reason) in cases {
+        let before = exp.scrape().await;
+        let failures = |s: &Samples| value(s, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", reason)]).unwrap();
+        sim.state.advance(60);
+        sim.state.push_faults([fault.clone()]);
+        let err = exp.exporter.poll_once().await.expect_err("an injected fault fails the poll");
+        assert_eq!(err.reason(), reason, "{fault:?}");
+        let after = exp.scrape().await;
+        assert_eq!(failures(&after), failures(&before) + 1.0, "{fault:?} counted once");
+        assert_eq!(value(&after, "chat_exporter_source_up", &[("source", "movidesk")]), Some(0.0));
+        assert_samples_eq(&chat_samples(&after), &chat_samples(&before), &format!("last good values kept after {fault:?}"));
+        let ready = reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap();
+        assert_eq!(ready.status(), 503);
+    }
+    // A page with one unreadable record: the record is counted and skipped, the poll succeeds.
+    sim.state.advance(60);
+    sim.state.push_faults([Fault::GarbageRecord]);
+    exp.exporter.poll_once().await.unwrap();
+    let after = exp.scrape().await;
+    assert_eq!(value(&after, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", "invalid_record")]), Some(1.0));
+    assert_eq!(value(&after, "chat_exporter_source_up", &[("source", "movidesk")]), Some(1.0));
+    assert_samples_eq(&chat_samples(&after), &truth_samples(&sim.state.truth()), "after recovery");
+    let ready = reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+/// A slow platform is cut off by the request timeout and counted as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_answer_times_out() {
+    let sim = start_simulator(manual_sim(2)).await;
+    let mut cfg = fast_config(&sim);
+    cfg.request_timeout = Duration::from_millis(300);
+    let mut exp = TestExporter::start(cfg).await;
+    sim.state.advance(3600);
+    sim.state.reset_counts();
+    sim.state.push_faults([Fault::Delay { millis: 2000 }]);
+    let err = exp.exporter.poll_once().await.unwrap_err();
+    assert_eq!(err.reason(), "timeout");
+    exp.exporter.poll_once().await.unwrap();
+    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after the timeout");
+}
+
+/// Chats that existed before the exporter started are history: gauges show them, but
+/// counters only count what happens after the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_starts_when_the_exporter_starts() {
+    let sim = start_simulator(manual_sim(4)).await;
+    sim.state.advance(11 * 3600);
+    let before = truth_samples(&sim.state.truth());
+    let mut exp = TestExporter::start(fast_config(&sim)).await;
+    exp.exporter.poll_once().await.unwrap();
+    let first = chat_samples(&exp.scrape().await);
+    for ((name, labels), v) in &before {
+        let gauge = !name.ends_with("_total") && !name.contains("_seconds_");
+        if gauge {
+            assert_eq!(first.get(&(name.clone(), labels.clone())), Some(v), "gauge {name} {labels:?} at start");
+        }
+    }
+    assert!(!first.keys().any(|(n, _)| n.ends_with("_total")), "no counter before anything happened");
+    for _ in 0..120 {
+        sim.state.advance(60);
+        exp.exporter.poll_once().await.unwrap();
+    }
+    let after = truth_samples(&sim.state.truth());
+    let scraped = chat_samples(&exp.scrape().await);
+    // Counters equal truth-now minus truth-at-start, series by series.
+    for ((name, labels), v) in &after {
+        if name.ends_with("_total") {
+            let base = before.get(&(name.clone(), labels.clone())).copied().unwrap_or(0.0);
+            let got = scraped.get(&(name.clone(), labels.clone())).copied().unwrap_or(0.0);
+            assert_eq!(got, v - base, "{name} {labels:?}");
+        }
+    }
+}
