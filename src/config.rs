@@ -169,7 +169,11 @@ pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Conf
 /// The config crate names the key in its message ("... for key `movidesk.x`"); keep its
 /// words but lead with the key so every error reads the same way.
 fn config_crate_error(err: config::ConfigError) -> ConfigError {
-    let message = err.to_string();
+    // TOML parse errors draw a caret under the offending text over several lines.
+    let message = err.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    if message.contains("TOML parse error") {
+        return ConfigError::new("--config.file", message);
+    }
     let key = message
         .split("for key `")
         .nth(1)

@@ -68,8 +68,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CipherSuite, DigitallySignedStruct, DistinguishedName, NamedGroup, RootCertStore,
-    ServerConfig, SignatureScheme, SupportedCipherSuite, SupportedProtocolVersion,
+    CipherSuite, DigitallySignedStruct, DistinguishedName, NamedGroup, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedCipherSuite, SupportedProtocolVersion,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -250,7 +250,7 @@ impl PemSource {
     }
 
     /// Modification stamp of a file source; `None` for inline text or an unreadable file.
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
+    fn stamp(&self) -> FileStamp {
         match self {
             PemSource::File(path) => {
                 let meta = std::fs::metadata(path).ok()?;
@@ -321,8 +321,8 @@ impl WebConfig {
     /// to `base_dir`.
     pub fn from_yaml_str(text: &str, base_dir: &Path) -> Result<WebConfig, WebConfigError> {
         // An empty file (or one with only comments) is valid: no TLS, no authentication.
-        let value: serde_yaml::Value = serde_yaml::from_str(text)
-            .map_err(|e| WebConfigError::new("", format!("invalid YAML: {e}")))?;
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| WebConfigError::new("", format!("invalid YAML: {e}")))?;
         let raw: RawConfig = if value.is_null() {
             RawConfig::default()
         } else {
@@ -371,10 +371,7 @@ impl WebConfig {
         let users = raw.basic_auth_users.unwrap_or_default();
         for (user, hash) in &users {
             if user.contains(':') {
-                return Err(WebConfigError::new(
-                    format!("basic_auth_users.{user}"),
-                    "a user name cannot contain ':'",
-                ));
+                return Err(WebConfigError::new(format!("basic_auth_users.{user}"), "a user name cannot contain ':'"));
             }
             validate_bcrypt_hash(hash).map_err(|m| WebConfigError::new(format!("basic_auth_users.{user}"), m))?;
         }
@@ -433,7 +430,10 @@ fn validate_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue),
     let key = format!("http_server_config.headers.{name}");
     let Some((canonical, allowed)) = ALLOWED_HEADERS.iter().find(|(h, _)| h.eq_ignore_ascii_case(name)) else {
         let names: Vec<&str> = ALLOWED_HEADERS.iter().map(|(h, _)| *h).collect();
-        return Err(WebConfigError::new(key, format!("this header can not be configured (allowed: {})", names.join(", "))));
+        return Err(WebConfigError::new(
+            key,
+            format!("this header can not be configured (allowed: {})", names.join(", ")),
+        ));
     };
     if !allowed.is_empty() && !allowed.contains(&value) {
         return Err(WebConfigError::new(key, format!("invalid value {value:?}, expected one of {allowed:?}")));
@@ -449,9 +449,7 @@ fn validate_bcrypt_hash(hash: &str) -> Result<(), String> {
     let parts: Result<bcrypt::HashParts, _> = hash.parse();
     match parts {
         Ok(_) => Ok(()),
-        Err(e) => Err(format!(
-            "not a bcrypt hash ({e}); generate one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`"
-        )),
+        Err(e) => Err(format!("not a bcrypt hash ({e}); generate one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`")),
     }
 }
 
@@ -520,8 +518,10 @@ fn build_tls(raw: RawTls, base_dir: &Path) -> Result<TlsBuild, WebConfigError> {
     if !enabled {
         return Ok((None, ClientAuthType::NoClientCert));
     }
-    let cert = cert.ok_or_else(|| WebConfigError::new(key_name("cert_file"), "missing: set cert_file (or cert) to enable TLS"))?;
-    let key = key.ok_or_else(|| WebConfigError::new(key_name("key_file"), "missing: set key_file (or key) to enable TLS"))?;
+    let cert = cert
+        .ok_or_else(|| WebConfigError::new(key_name("cert_file"), "missing: set cert_file (or cert) to enable TLS"))?;
+    let key =
+        key.ok_or_else(|| WebConfigError::new(key_name("key_file"), "missing: set key_file (or key) to enable TLS"))?;
 
     let client_auth = ClientAuthType::parse(&client_auth_text).ok_or_else(|| {
         WebConfigError::new(
@@ -550,7 +550,10 @@ fn build_tls(raw: RawTls, base_dir: &Path) -> Result<TlsBuild, WebConfigError> {
         min = 2;
     }
     if max < 2 {
-        return Err(WebConfigError::new(key_name("max_version"), "must be TLS12 or TLS13 (older versions are not supported)"));
+        return Err(WebConfigError::new(
+            key_name("max_version"),
+            "must be TLS12 or TLS13 (older versions are not supported)",
+        ));
     }
     if min > max {
         return Err(WebConfigError::new(key_name("min_version"), "is greater than max_version"));
@@ -571,9 +574,11 @@ fn build_tls(raw: RawTls, base_dir: &Path) -> Result<TlsBuild, WebConfigError> {
             provider.cipher_suites.iter().copied().filter(|s| s.version() == &rustls::version::TLS13).collect();
         let mut tls12 = 0;
         for name in &names {
-            match provider.cipher_suites.iter().find(|s| {
-                s.version() == &rustls::version::TLS12 && cipher_suite_matches(s.suite(), name)
-            }) {
+            match provider
+                .cipher_suites
+                .iter()
+                .find(|s| s.version() == &rustls::version::TLS12 && cipher_suite_matches(s.suite(), name))
+            {
                 Some(suite) => {
                     if !chosen.iter().any(|c| c.suite() == suite.suite()) {
                         chosen.push(*suite);
@@ -705,7 +710,11 @@ fn load_roots(source: &PemSource) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-fn load_certified_key(cert: &PemSource, key: &PemSource, provider: &CryptoProvider) -> Result<CertifiedKey, WebConfigError> {
+fn load_certified_key(
+    cert: &PemSource,
+    key: &PemSource,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, WebConfigError> {
     let (cert_key, key_key) = (
         if matches!(cert, PemSource::File(_)) { "tls_server_config.cert_file" } else { "tls_server_config.cert" },
         if matches!(key, PemSource::File(_)) { "tls_server_config.key_file" } else { "tls_server_config.key" },
@@ -718,12 +727,12 @@ fn load_certified_key(cert: &PemSource, key: &PemSource, provider: &CryptoProvid
     if chain.is_empty() {
         return Err(WebConfigError::new(cert_key, format!("no certificate found in {}", cert.describe())));
     }
-    let key_pem = key.read().map_err(|e| WebConfigError::new(key_key, format!("cannot read {}: {e}", key.describe())))?;
+    let key_pem =
+        key.read().map_err(|e| WebConfigError::new(key_key, format!("cannot read {}: {e}", key.describe())))?;
     let private_key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| WebConfigError::new(key_key, format!("no usable private key in {}: {e}", key.describe())))?;
-    CertifiedKey::from_der(chain, private_key, provider).map_err(|e| {
-        WebConfigError::new(key_key, format!("does not go with the certificate or is not supported: {e}"))
-    })
+    CertifiedKey::from_der(chain, private_key, provider)
+        .map_err(|e| WebConfigError::new(key_key, format!("does not go with the certificate or is not supported: {e}")))
 }
 
 /// Serves the configured certificate and re-reads the files when they change.
@@ -735,10 +744,14 @@ struct ReloadingCertResolver {
     state: Mutex<ResolverState>,
 }
 
+/// Modification time and length of a file, to notice it changed.
+type FileStamp = Option<(SystemTime, u64)>;
+
 #[derive(Debug)]
 struct ResolverState {
     current: Arc<CertifiedKey>,
-    stamps: (Option<(SystemTime, u64)>, Option<(SystemTime, u64)>),
+    /// Of the certificate and the key file.
+    stamps: (FileStamp, FileStamp),
     last_check: Instant,
 }
 
@@ -767,7 +780,9 @@ impl ReloadingCertResolver {
                         state.stamps = stamps;
                     }
                     // Half-written files during a rotation: keep the old pair, retry later.
-                    Err(e) => tracing::warn!(error = %e, "TLS certificate changed but cannot be loaded; keeping the previous one"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS certificate changed but cannot be loaded; keeping the previous one")
+                    }
                 }
             }
         }
@@ -1248,14 +1263,16 @@ mod tests {
         let err = parse("tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_auth_type: Sometimes\n")
             .unwrap_err();
         assert_eq!(err.key, "tls_server_config.client_auth_type");
-        let err = parse("tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  min_version: TLS14\n").unwrap_err();
+        let err =
+            parse("tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  min_version: TLS14\n").unwrap_err();
         assert_eq!(err.key, "tls_server_config.min_version");
         let err = parse(
             "tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_auth_type: RequireAndVerifyClientCert\n",
         )
         .unwrap_err();
         assert_eq!(err.key, "tls_server_config.client_ca_file");
-        let err = parse("tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_ca_file: ca.pem\n").unwrap_err();
+        let err =
+            parse("tls_server_config:\n  cert_file: c.pem\n  key_file: k.pem\n  client_ca_file: ca.pem\n").unwrap_err();
         assert_eq!(err.key, "tls_server_config.client_ca_file");
         assert!(err.message.contains("NoClientCert"), "{err}");
     }

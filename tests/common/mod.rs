@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod process;
+
 use chat_exporter::config::{MovideskConfig, Secret};
 use chat_exporter::exporter::Exporter;
 use chat_exporter::http::{router, AppState};

@@ -1,0 +1,115 @@
+//! The real `chat_exporter` binary as a child process, with its output captured.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct ExporterProcess {
+    pub child: Child,
+    pub stdout: Arc<Mutex<String>>,
+    pub stderr: Arc<Mutex<String>>,
+    /// e.g. http://127.0.0.1:PORT/metrics
+    pub metrics_url: String,
+}
+
+impl ExporterProcess {
+    /// Starts the binary and waits for its "listening on" line.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> ExporterProcess {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat_exporter"));
+        cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(path) = std::env::var_os("PATH") {
+            cmd.env("PATH", path);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start chat_exporter");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let out_buf = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut b = out_buf.lock().unwrap();
+                b.push_str(&line);
+                b.push('\n');
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let err_buf = stderr.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                err_buf.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let metrics_url = loop {
+            if let Some(url) = stdout
+                .lock()
+                .unwrap()
+                .lines()
+                .find_map(|l| l.split("chat_exporter listening on ").nth(1).map(|u| u.trim().to_string()))
+            {
+                break url;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("chat_exporter exited with {status}: {}", stderr.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "chat_exporter did not say where it listens");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        ExporterProcess { child, stdout, stderr, metrics_url }
+    }
+
+    pub fn base_url(&self) -> String {
+        self.metrics_url.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap()
+    }
+
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.stdout.lock().unwrap(), self.stderr.lock().unwrap())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ExporterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+pub fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat_exporter"));
+    cmd.args(args).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run chat_exporter");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,191 @@
+//! Specification of the daemon as users run it: the binary, its flags, its config, its
+//! HTTP endpoints, its logs.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use chat_exporter::simulator::{Fault, SimOptions};
+use common::process::{run_to_end, ExporterProcess};
+use common::*;
+
+const SECRET: &str = "9b1c3e7a-SECRET-TOKEN-do-not-print";
+
+fn write_config(dir: &tempfile::TempDir, body: &str) -> String {
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, body).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Every configuration mistake stops the start with one line naming the key.
+#[test]
+fn config_errors_name_the_key_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_line = "token = \"abc\"\n";
+    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+        (String::new(), vec![], "movidesk"),
+        (format!("[movidesk]\n{token_line}poll_interval = \"soon\"\n"), vec![], "movidesk.poll_interval"),
+        (format!("[movidesk]\n{token_line}requests_per_minute = \"ten\"\n"), vec![], "movidesk.requests_per_minute"),
+        (format!("[movidesk]\n{token_line}requests_per_minute = 0\n"), vec![], "movidesk.requests_per_minute"),
+        (format!("[movidesk]\n{token_line}pol_interval = \"30s\"\n"), vec![], "pol_interval"),
+        (format!("[movidesk]\n{token_line}base_url = \"ftp://example.com\"\n"), vec![], "movidesk.base_url"),
+        (format!("[movidesk]\n{token_line}page_size = 500\n"), vec![], "movidesk.page_size"),
+        ("[movidesk]\ntoken_file = \"/nonexistent/token\"\n".to_string(), vec![], "movidesk.token_file"),
+        ("[movidesk]\npoll_interval = \"30s\"\n".to_string(), vec![], "movidesk.token"),
+        (format!("[movidesk]\n{token_line}"), vec![("CHAT_EXPORTER_MOVIDESK__REQUESTS_PER_MINUTE", "lots")], "movidesk.requests_per_minute"),
+        ("[movidesk\ntoken = 1\n".to_string(), vec![], "config.toml"),
+    ];
+    for (body, env, key) in cases {
+        let path = write_config(&dir, &body);
+        let (code, _out, err) = run_to_end(&["--config.file", &path, "--web.listen-address", "127.0.0.1:0"], &env);
+        assert_ne!(code, 0, "config {body:?} must be refused");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {body:?}, got: {err}");
+        assert!(lines[0].contains(key), "error for {body:?} must name {key}: {}", lines[0]);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = run_to_end(&["--config.file", "/nonexistent/chat_exporter.toml"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--config.file"), "{err}");
+}
+
+/// The token, from the file or the environment, never shows in logs (even at debug and
+/// when requests fail), on /metrics, on the landing page or in readiness answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_appears() {
+    let sim = start_simulator(SimOptions { token: SECRET.to_string(), rate_limit: None, ..manual_sim(1) }).await;
+    sim.state.advance(10 * 3600);
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{SECRET}\n")).unwrap();
+    let fast = "poll_interval = \"200ms\"\nrequests_per_minute = 6000\n";
+    let cases = [
+        // Right token, answers that fail in every way.
+        (format!("[movidesk]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{fast}", sim.movidesk_url(), token_file.display()), vec![]),
+        // Nobody listening.
+        (format!("[movidesk]\nbase_url = \"http://127.0.0.1:{closed_port}/public/v1\"\n{fast}"), vec![("CHAT_EXPORTER_MOVIDESK__TOKEN", SECRET)]),
+    ];
+    for (i, (body, env)) in cases.into_iter().enumerate() {
+        if i == 0 {
+            sim.state.push_faults([
+                Fault::Status { code: 500 },
+                Fault::MalformedJson,
+                Fault::GarbageRecord,
+                Fault::Status { code: 401 },
+                Fault::Html,
+            ]);
+        }
+        let path = write_config(&dir, &body);
+        let proc = ExporterProcess::start(&["--config.file", &path, "--web.listen-address", "127.0.0.1:0", "--log.level", "debug"], &env);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let base = proc.base_url();
+        let mut pages = String::new();
+        for path in ["/metrics", "/", "/-/ready", "/-/healthy"] {
+            pages.push_str(&reqwest::get(format!("{base}{path}")).await.unwrap().text().await.unwrap());
+        }
+        let output = proc.all_output();
+        assert!(output.contains("poll failed"), "case {i}: failures must be logged: {output}");
+        assert!(!output.contains(SECRET), "case {i}: token in the logs:\n{output}");
+        assert!(!pages.contains(SECRET), "case {i}: token in a page");
+        assert!(pages.contains("chat_exporter_api_request_failures_total"));
+    }
+    // The simulator did see the token: the test is not vacuous.
+    assert!(sim.state.requests().iter().any(|r| r.status == 200));
+}
+
+/// What promtool, the reference linter, says of a full exposition: nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_exposition() {
+    let promtool = require_tool("promtool");
+    let sim = start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(12) }).await;
+    let mut exp = TestExporter::start(fast_config(&sim)).await;
+    exp.exporter.poll_once().await.unwrap();
+    // Into the peak: queue, agents away, every family present.
+    for _ in 0..30 {
+        sim.state.advance(120);
+        exp.exporter.poll_once().await.unwrap();
+    }
+    let text = exp.scrape_text().await;
+    for family in ["chat_conversations_waiting", "chat_conversations_active", "chat_conversation_wait_seconds_bucket", "chat_agents", "process_cpu_seconds_total"] {
+        assert!(text.contains(family), "{family} missing");
+    }
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics complained:\n{said}");
+}
+
+/// Scrapes get the bytes encoded at the last poll, gzipped when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_gzipped_when_asked() {
+    let sim = start_simulator(manual_sim(8)).await;
+    let mut exp = TestExporter::start(fast_config(&sim)).await;
+    exp.exporter.poll_once().await.unwrap();
+    sim.state.advance(12 * 3600);
+    exp.exporter.poll_once().await.unwrap();
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let url = format!("http://{}/metrics", exp.addr);
+    let plain = client.get(&url).send().await.unwrap();
+    assert_eq!(plain.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain = plain.bytes().await.unwrap();
+    let zipped = client.get(&url).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let zipped = zipped.bytes().await.unwrap();
+    assert!(zipped.len() * 3 < plain.len(), "gzip should shrink the text a lot");
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..]).read_to_end(&mut unzipped).unwrap();
+    assert_eq!(unzipped, plain.to_vec());
+    // A scrape does not call the platform.
+    let before = sim.state.requests().len();
+    for _ in 0..20 {
+        client.get(&url).send().await.unwrap().bytes().await.unwrap();
+    }
+    assert_eq!(sim.state.requests().len(), before);
+}
+
+/// The one-command demo serves live metrics where it says, and SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_metrics_and_stops_on_sigterm() {
+    let mut proc = ExporterProcess::start(
+        &["--demo", "--web.listen-address", "127.0.0.1:0", "--demo.speed", "120", "--demo.rate-limit", "600", "--web.telemetry-path", "/custom"],
+        &[],
+    );
+    assert!(proc.metrics_url.ends_with("/custom"), "{}", proc.metrics_url);
+    let out = proc.stdout.lock().unwrap().clone();
+    let sim_url = out.lines().find_map(|l| l.split("simulator listening on ").nth(1)).unwrap().split(' ').next().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(&proc.metrics_url).await.unwrap().text().await.unwrap();
+        let samples = parse_exposition(&text);
+        if value(&samples, "chat_exporter_source_up", &[("source", "movidesk")]) == Some(1.0)
+            && samples.keys().any(|(n, _)| n == "chat_conversations_answered_total")
+        {
+            assert_eq!(value(&samples, "chat_exporter_build_info", &[("version", env!("CARGO_PKG_VERSION")), ("revision", "unknown"), ("rustversion", "unknown")]).or(Some(1.0)), Some(1.0));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "demo never produced chat metrics:\n{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let truth = reqwest::get(format!("{sim_url}/_sim/truth")).await.unwrap();
+    assert_eq!(truth.status(), 200);
+    let landing = reqwest::get(proc.base_url() + "/").await.unwrap().text().await.unwrap();
+    assert!(landing.contains("href=\"/custom\""));
+    assert_eq!(reqwest::get(proc.base_url() + "/-/healthy").await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(proc.base_url() + "/metrics").await.unwrap().status(), 404);
+    let status = proc.terminate();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
