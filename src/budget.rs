@@ -113,9 +113,10 @@ impl RequestBudget {
     }
 
     /// Exponential from one spacing, capped, with jitter over the upper half so that
-    /// several exporters sharing a platform do not retry in lockstep.
+    /// several exporters sharing a platform do not retry in lockstep. The cap is 64 spacings (6.4 minutes at Movidesk's 10/min), and never more than
+    /// five minutes, so recovery is seen within minutes.
     fn backoff(&self, failures: u32) -> Duration {
-        let base = self.spacing.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+        let base = self.spacing.saturating_mul(1u32 << failures.saturating_sub(1).min(6)).min(MAX_BACKOFF);
         base.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 

@@ -37,6 +37,32 @@ impl fmt::Debug for Secret {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub movidesk: MovideskConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+pub const DEFAULT_STATE_PATH: &str = "data/chat_exporter.state.json";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default = "default_state_enabled")]
+    pub enabled: bool,
+    #[serde(default = "default_state_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig { enabled: default_state_enabled(), path: default_state_path() }
+    }
+}
+
+fn default_state_enabled() -> bool {
+    true
+}
+fn default_state_path() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_PATH)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,7 +96,7 @@ fn default_base_url() -> String {
     DEFAULT_MOVIDESK_URL.to_string()
 }
 fn default_poll_interval() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_secs(15)
 }
 fn default_overlap() -> Duration {
     Duration::from_secs(120)
@@ -231,6 +257,9 @@ fn validate(cfg: &Config) -> Result<(), ConfigError> {
     }
     if !(1..=100).contains(&m.page_size) {
         return Err(ConfigError::new("movidesk.page_size", "must be between 1 and 100 (Movidesk's page limit)"));
+    }
+    if cfg.state.enabled && cfg.state.path.as_os_str().is_empty() {
+        return Err(ConfigError::new("state.path", "is empty (set state.enabled = false to run without a state file)"));
     }
     if m.chat_origins.is_empty() {
         return Err(ConfigError::new("movidesk.chat_origins", "must list at least one origin"));

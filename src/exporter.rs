@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::exposition::{self, Exposition, SharedExposition};
 use crate::self_metrics::SelfMetrics;
 use crate::sources::{Source, SourceError};
+use crate::state::{StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
 /// What the landing page and `/-/ready` say about the source.
@@ -64,6 +65,8 @@ pub struct Exporter<S: Source> {
     poll_interval: Duration,
     /// The failure reason last logged at warn level; repeats are logged at debug.
     failing_with: Option<&'static str>,
+    store: Option<StateStore>,
+    save_failing: bool,
 }
 
 impl<S: Source> Exporter<S> {
@@ -77,9 +80,67 @@ impl<S: Source> Exporter<S> {
             health,
             poll_interval,
             failing_with: None,
+            store: None,
+            save_failing: false,
         };
         exporter.publish();
         exporter
+    }
+
+    /// Resumes from the state file if there is one, and saves to it after each poll.
+    /// A state file that cannot be used is set aside (renamed) and the exporter starts
+    /// fresh; the returned message says so, for the caller to report.
+    pub fn with_state(mut self, store: StateStore) -> (Self, Option<String>) {
+        let mut warning = None;
+        match store.load(self.source.name(), &self.source.account()) {
+            Ok(None) => {}
+            Ok(Some(saved)) => {
+                let restored = Tracker::from_state(saved.tracker)
+                    .and_then(|t| self.source.restore_state(saved.source_state).map(|()| t));
+                match restored {
+                    Ok(tracker) => {
+                        self.tracker = tracker;
+                        tracing::info!(path = %store.path().display(), saved_at = %saved.saved_at, "resumed from the state file");
+                    }
+                    Err(detail) => {
+                        // Parsed but inconsistent: keep it for inspection, start fresh.
+                        let aside = store.path().with_extension(format!("corrupt-{}", Utc::now().format("%Y%m%dT%H%M%S")));
+                        let _ = std::fs::rename(store.path(), &aside);
+                        warning = Some(format!(
+                            "state file {} is inconsistent ({detail}); set aside as {}; starting fresh",
+                            store.path().display(),
+                            aside.display()
+                        ));
+                    }
+                }
+            }
+            Err(e) => warning = Some(format!("{e}; starting fresh")),
+        }
+        self.store = Some(store);
+        self.publish();
+        (self, warning)
+    }
+
+    fn save_state(&mut self) {
+        let Some(store) = &self.store else { return };
+        let state = StateFile {
+            version: STATE_VERSION,
+            source: self.source.name().to_string(),
+            account: self.source.account(),
+            saved_at: Utc::now(),
+            source_state: self.source.save_state(),
+            tracker: self.tracker.to_state(),
+        };
+        match store.save(&state) {
+            Ok(()) => self.save_failing = false,
+            Err(e) => {
+                self.metrics.state_save_failures.inc();
+                if !self.save_failing {
+                    tracing::error!(path = %store.path().display(), error = %e, "cannot write the state file; a restart would recount recent chats");
+                    self.save_failing = true;
+                }
+            }
+        }
     }
 
     pub fn exposition(&self) -> SharedExposition {
@@ -124,6 +185,11 @@ impl<S: Source> Exporter<S> {
                     tracing::debug!(source = name, reason = e.reason(), error = %e, "poll failed again");
                 }
             }
+        }
+        if result.is_ok() {
+            // Saved before it is served: no counter value reaches Prometheus that a
+            // restart would take back.
+            self.save_state();
         }
         self.health.record(&result);
         self.publish();

@@ -15,4 +15,5 @@ pub mod model;
 pub mod self_metrics;
 pub mod simulator;
 pub mod sources;
+pub mod state;
 pub mod tracker;

@@ -11,6 +11,7 @@ use chat_exporter::http::{router, AppState};
 use chat_exporter::self_metrics::SelfMetrics;
 use chat_exporter::simulator::{self, SimOptions};
 use chat_exporter::sources::movidesk::MovideskSource;
+use chat_exporter::state::StateStore;
 
 fn init_logging(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::new(format!("warn,chat_exporter={level}"));
@@ -48,12 +49,17 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Err(format!("--web.telemetry-path: '{}' must start with '/' and not be '/'", cli.telemetry_path));
     }
     let addr = parse_listen_address(&cli.listen_address)?;
-    let (movidesk, _simulator) = if cli.demo {
+    // The demo's simulator is new at each start, so a state file would not match it.
+    let (movidesk, state, _simulator) = if cli.demo {
         let (cfg, sim) = start_demo_simulator(&cli.demo_options).await?;
-        (cfg, Some(sim))
+        (cfg, None, Some(sim))
     } else {
         let cfg = config::load(cli.config_file.as_deref()).map_err(|e| e.to_string())?;
-        (cfg.movidesk, None)
+        let state = cfg.state.enabled.then(|| StateStore::new(&cfg.state.path));
+        if let Some(store) = &state {
+            store.prepare().map_err(|e| format!("state.path: {}: {e}", store.path().display()))?;
+        }
+        (cfg.movidesk, state, None)
     };
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("--web.listen-address: cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -62,7 +68,14 @@ async fn run(cli: Cli) -> Result<(), String> {
     let description = format!("Movidesk at {}", movidesk.base_url);
     let poll_interval = movidesk.poll_interval;
     let source = MovideskSource::new(movidesk, metrics.clone());
-    let exporter = Exporter::new(source, metrics, poll_interval);
+    let mut exporter = Exporter::new(source, metrics, poll_interval);
+    if let Some(store) = state {
+        let (resumed, warning) = exporter.with_state(store);
+        exporter = resumed;
+        if let Some(warning) = warning {
+            tracing::error!("{warning}");
+        }
+    }
     let state = AppState {
         exposition: exporter.exposition(),
         health: exporter.health(),

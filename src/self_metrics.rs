@@ -28,6 +28,7 @@ pub struct SelfMetrics {
     pub budget_used: GaugeVec,
     pub budget_wait: prometheus::CounterVec,
     pub open_chats_tracked: Gauge,
+    pub state_save_failures: prometheus::IntCounter,
 }
 
 impl SelfMetrics {
@@ -112,6 +113,11 @@ impl SelfMetrics {
             "Open conversations held in memory by the tracker.",
         )
         .expect("valid metric");
+        let state_save_failures = prometheus::IntCounter::new(
+            "chat_exporter_state_save_failures_total",
+            "Failed writes of the state file; the exporter goes on and tries again after the next poll.",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(source_up.clone()),
@@ -123,6 +129,7 @@ impl SelfMetrics {
             Box::new(budget_used.clone()),
             Box::new(budget_wait.clone()),
             Box::new(open_chats_tracked.clone()),
+            Box::new(state_save_failures.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -141,6 +148,7 @@ impl SelfMetrics {
             budget_used,
             budget_wait,
             open_chats_tracked,
+            state_save_failures,
         }
     }
 

@@ -314,3 +314,99 @@ impl Tracker {
         g
     }
 }
+
+/// The tracker as written to the state file: everything needed to go on counting
+/// exactly once after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrackerState {
+    /// (id, counted transitions as bits, last update in Unix milliseconds)
+    pub records: Vec<(u64, u8, Option<i64>)>,
+    pub open: Vec<(u64, OpenChat)>,
+    pub roster: Option<Vec<RosterAgent>>,
+    pub history_until: Option<DateTime<Utc>>,
+    pub answered: Vec<(ChatLabels, String, u64)>,
+    pub finished: Vec<(ChatLabels, String, FirstContact, u64)>,
+    pub abandoned: Vec<(ChatLabels, u64)>,
+    pub wait: Vec<(ChatLabels, Histogram)>,
+    pub duration: Vec<(ChatLabels, Histogram)>,
+}
+
+const ANSWERED: u8 = 1;
+const FINISHED: u8 = 2;
+const ABANDONED: u8 = 4;
+const WAIT_OBSERVED: u8 = 8;
+const DURATION_OBSERVED: u8 = 16;
+
+impl Tracker {
+    pub fn to_state(&self) -> TrackerState {
+        let mut records: Vec<(u64, u8, Option<i64>)> = self
+            .records
+            .iter()
+            .map(|(id, r)| {
+                let bits = u8::from(r.answered) * ANSWERED
+                    | u8::from(r.finished) * FINISHED
+                    | u8::from(r.abandoned) * ABANDONED
+                    | u8::from(r.wait_observed) * WAIT_OBSERVED
+                    | u8::from(r.duration_observed) * DURATION_OBSERVED;
+                (*id, bits, r.last_update.map(|t| t.timestamp_millis()))
+            })
+            .collect();
+        records.sort_unstable_by_key(|r| r.0);
+        let mut open: Vec<(u64, OpenChat)> = self.open.iter().map(|(id, c)| (*id, c.clone())).collect();
+        open.sort_unstable_by_key(|o| o.0);
+        let c = &self.counters;
+        TrackerState {
+            records,
+            open,
+            roster: self.roster.clone(),
+            history_until: self.history_until,
+            answered: c.answered.iter().map(|((l, a), v)| (l.clone(), a.clone(), *v)).collect(),
+            finished: c.finished.iter().map(|((l, a, f), v)| (l.clone(), a.clone(), *f, *v)).collect(),
+            abandoned: c.abandoned.iter().map(|(l, v)| (l.clone(), *v)).collect(),
+            wait: c.wait.iter().map(|(l, h)| (l.clone(), h.clone())).collect(),
+            duration: c.duration.iter().map(|(l, h)| (l.clone(), h.clone())).collect(),
+        }
+    }
+
+    pub fn from_state(state: TrackerState) -> Result<Self, String> {
+        for (what, bounds, hs) in [("wait", WAIT_BUCKETS, &state.wait), ("duration", DURATION_BUCKETS, &state.duration)] {
+            for (labels, h) in hs {
+                let consistent = h.counts.len() == bounds.len() + 1 && h.counts.iter().sum::<u64>() == h.count;
+                if !consistent {
+                    return Err(format!("{what} histogram {labels:?} does not match the bucket layout"));
+                }
+            }
+        }
+        let mut records = HashMap::with_capacity(state.records.len());
+        for (id, bits, last) in state.records {
+            let last_update = match last {
+                Some(ms) => Some(DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("record {id}: bad time"))?),
+                None => None,
+            };
+            records.insert(
+                id,
+                ChatRecord {
+                    answered: bits & ANSWERED != 0,
+                    finished: bits & FINISHED != 0,
+                    abandoned: bits & ABANDONED != 0,
+                    wait_observed: bits & WAIT_OBSERVED != 0,
+                    duration_observed: bits & DURATION_OBSERVED != 0,
+                    last_update,
+                },
+            );
+        }
+        Ok(Tracker {
+            records,
+            open: state.open.into_iter().collect(),
+            roster: state.roster,
+            history_until: state.history_until,
+            counters: ChatCounters {
+                answered: state.answered.into_iter().map(|(l, a, v)| ((l, a), v)).collect(),
+                finished: state.finished.into_iter().map(|(l, a, f, v)| ((l, a, f), v)).collect(),
+                abandoned: state.abandoned.into_iter().collect(),
+                wait: state.wait.into_iter().collect(),
+                duration: state.duration.into_iter().collect(),
+            },
+        })
+    }
+}

@@ -36,8 +36,8 @@
 //! certificate is picked up without a restart; a rotation that cannot be loaded is logged
 //! and the previous certificate stays in use.
 //!
-//! The health endpoints [`UNAUTHENTICATED_PATHS`] never ask for credentials, so liveness and
-//! readiness probes keep working; TLS still applies to them.
+//! The health endpoints [`UNAUTHENTICATED_PATHS`] never ask for credentials and are not
+//! rate-limited, so liveness and readiness probes keep working; TLS still applies to them.
 //!
 //! Entry points for the server code:
 //! - [`WebConfig::load`] (or [`load_optional`]) at startup, failing fast on a bad file;
@@ -81,7 +81,8 @@ use tokio_rustls::TlsAcceptor;
 /// Name of the counter of requests answered with 401 Unauthorized.
 pub const UNAUTHORIZED_METRIC_NAME: &str = "chat_exporter_http_unauthorized_requests_total";
 
-/// Paths served without asking for credentials (probes), even when basic auth is on.
+/// Paths served without asking for credentials (probes), even when basic auth is on; the
+/// rate limit does not apply to them either.
 pub const UNAUTHENTICATED_PATHS: &[&str] = &["/-/healthy", "/-/ready"];
 
 /// Time a client gets to finish the TLS handshake (or to send its first byte).
@@ -1048,6 +1049,11 @@ async fn guard_middleware(State(guard): State<Arc<Guard>>, request: Request, nex
 }
 
 async fn guarded(guard: &Arc<Guard>, request: Request, next: Next) -> Response {
+    // Probes pass neither the rate limit nor authentication: a busy or misconfigured
+    // scraper must not get the exporter restarted by its liveness probe.
+    if UNAUTHENTICATED_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     if let Some(limiter) = &guard.limiter {
         if !limiter.lock().unwrap_or_else(|p| p.into_inner()).allow() {
             return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
@@ -1056,9 +1062,6 @@ async fn guarded(guard: &Arc<Guard>, request: Request, next: Next) -> Response {
     let Some(auth) = &guard.auth else {
         return next.run(request).await;
     };
-    if UNAUTHENTICATED_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
-    }
     let header = request.headers().get(AUTHORIZATION).cloned();
     let outcome = match auth.check_cached(header.as_ref()) {
         Some(outcome) => outcome,
@@ -1317,5 +1320,102 @@ mod tests {
         let hash = bcrypt::hash("a:b", 4).unwrap();
         let auth = BasicAuth::new(BTreeMap::from([("u".to_string(), hash)]));
         assert!(auth.check(Some(&basic("u", "a:b"))).is_allowed());
+    }
+
+    /// A self-signed certificate for 127.0.0.1 / localhost: (cert PEM, key PEM).
+    fn self_signed(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn rotated_certificates_are_picked_up_and_broken_ones_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_a, key_a) = self_signed("a");
+        std::fs::write(dir.path().join("c.pem"), &cert_a).unwrap();
+        std::fs::write(dir.path().join("k.pem"), &key_a).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let resolver = ReloadingCertResolver::new(
+            PemSource::File(dir.path().join("c.pem")),
+            PemSource::File(dir.path().join("k.pem")),
+            provider,
+        )
+        .unwrap();
+        let first = resolver.current();
+        let force_check = |r: &ReloadingCertResolver| {
+            r.state.lock().unwrap().last_check = Instant::now() - CERT_RELOAD_CHECK_INTERVAL * 2;
+        };
+
+        // A half-done rotation (new certificate, old key) keeps the old pair.
+        let (cert_b, key_b) = self_signed("b");
+        std::fs::write(dir.path().join("c.pem"), format!("{cert_b}\n")).unwrap();
+        force_check(&resolver);
+        assert_eq!(resolver.current().cert, first.cert, "mismatched pair must not be served");
+
+        // The finished rotation is served.
+        std::fs::write(dir.path().join("k.pem"), &key_b).unwrap();
+        force_check(&resolver);
+        let rotated = resolver.current();
+        assert_ne!(rotated.cert, first.cert, "rotated certificate must be served");
+        assert_eq!(rotated.cert[0].as_ref(), CertificateDer::from_pem_slice(cert_b.as_bytes()).unwrap().as_ref());
+    }
+
+    #[tokio::test]
+    async fn serve_requires_any_client_certificate_and_keeps_probes_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = self_signed("server");
+        std::fs::write(dir.path().join("server.pem"), &cert).unwrap();
+        std::fs::write(dir.path().join("server-key.pem"), &key).unwrap();
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let config = WebConfig::from_yaml_str(
+            &format!(
+                "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n  \
+                 client_auth_type: RequireAnyClientCert\nbasic_auth_users:\n  u: '{hash}'\n"
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(config.scheme(), "https");
+        assert_eq!(config.client_auth_type(), ClientAuthType::RequireAnyClientCert);
+
+        let app = Router::new()
+            .route("/metrics", axum::routing::get(|| async { "metrics\n" }))
+            .route("/-/healthy", axum::routing::get(|| async { "Healthy\n" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, Some(config), async {
+            let _ = stopped.await;
+        }));
+
+        // Any client certificate will do, even one no CA signed.
+        let (client_cert, client_key) = self_signed("client");
+        let with_cert = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
+            .identity(reqwest::Identity::from_pem(format!("{client_cert}{client_key}").as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let url = |path: &str| format!("https://localhost:{}{path}", addr.port());
+        let r = with_cert.get(url("/metrics")).basic_auth("u", Some("pw")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = with_cert.get(url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Basic");
+        let r = with_cert.get(url("/-/healthy")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "probes need no credentials");
+
+        let without_cert = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        assert!(without_cert.get(url("/-/healthy")).send().await.is_err(), "a client certificate is required");
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), server).await.expect("graceful shutdown").unwrap().unwrap();
     }
 }

@@ -64,11 +64,12 @@ async fn the_token_never_appears() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{SECRET}\n")).unwrap();
     let fast = "poll_interval = \"200ms\"\nrequests_per_minute = 6000\n";
+    let state = format!("[state]\npath = \"{}\"\n", dir.path().join("state.json").display());
     let cases = [
         // Right token, answers that fail in every way.
-        (format!("[movidesk]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{fast}", sim.movidesk_url(), token_file.display()), vec![]),
+        (format!("{state}[movidesk]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{fast}", sim.movidesk_url(), token_file.display()), vec![]),
         // Nobody listening.
-        (format!("[movidesk]\nbase_url = \"http://127.0.0.1:{closed_port}/public/v1\"\n{fast}"), vec![("CHAT_EXPORTER_MOVIDESK__TOKEN", SECRET)]),
+        (format!("{state}[movidesk]\nbase_url = \"http://127.0.0.1:{closed_port}/public/v1\"\n{fast}"), vec![("CHAT_EXPORTER_MOVIDESK__TOKEN", SECRET)]),
     ];
     for (i, (body, env)) in cases.into_iter().enumerate() {
         if i == 0 {

@@ -40,6 +40,30 @@ pub enum Fault {
     GarbageRecord,
     /// A normal page, answered late.
     Delay { millis: u64 },
+    /// A normal page whose body trickles in, one chunk every `millis`.
+    SlowBody { millis: u64 },
+}
+
+/// How the API writes dates: Movidesk's usual seven fractional digits and no zone, or
+/// the variants a client must also accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateStyle {
+    #[default]
+    Fraction7NoZone,
+    NoFractionNoZone,
+    Zulu,
+    Offset,
+}
+
+/// Variations of the answers that must not change what the exporter reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Rendering {
+    pub dates: DateStyle,
+    /// Leave out fields whose value is null instead of writing `null`.
+    pub omit_nulls: bool,
+    /// Every id as a string (by default one ticket in three).
+    pub ids_as_strings: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +114,9 @@ pub(crate) struct Inner {
     pub world: World,
     pub options: SimOptions,
     pub faults: VecDeque<Fault>,
+    /// A fault every request gets until it is lifted: an outage.
+    pub outage: Option<Fault>,
+    pub rendering: Rendering,
     pub requests: Vec<RequestRecord>,
     started: Instant,
     accepted: VecDeque<Instant>,
@@ -141,6 +168,8 @@ impl SimState {
                 world,
                 options,
                 faults: VecDeque::new(),
+                outage: None,
+                rendering: Rendering::default(),
                 requests: Vec::new(),
                 started: Instant::now(),
                 accepted: VecDeque::new(),
@@ -180,6 +209,20 @@ impl SimState {
 
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
         self.lock().faults.extend(faults);
+    }
+
+    /// Every request fails with `fault` until `set_outage(None)`.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.lock().outage = fault;
+    }
+
+    pub fn set_rendering(&self, rendering: Rendering) {
+        self.lock().rendering = rendering;
+    }
+
+    /// A conversation vanishes from the API without a trace (hard deletion).
+    pub fn purge(&self, id: u64) {
+        self.lock().world.purge(id);
     }
 
     pub fn requests(&self) -> Vec<RequestRecord> {
@@ -255,6 +298,18 @@ impl RunningSimulator {
     }
 }
 
+impl RunningSimulator {
+    /// Stops answering: connections to its port are refused until it is served again.
+    pub async fn stop(self) -> SimState {
+        self.task.abort();
+        let state = self.state.clone();
+        drop(self);
+        // Let the aborted server task drop its listener.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        state
+    }
+}
+
 impl Drop for RunningSimulator {
     fn drop(&mut self) {
         self.task.abort();
@@ -265,9 +320,18 @@ impl Drop for RunningSimulator {
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, options: SimOptions) -> std::io::Result<RunningSimulator> {
-    let addr = listener.local_addr()?;
     let speed = options.speed;
-    let state = SimState::new(options);
+    serve_state(listener, SimState::new(options), speed).await
+}
+
+/// Serves an existing world: a simulator stopped and started again keeps its state, as a
+/// platform back from an outage does.
+pub async fn serve_state(
+    listener: tokio::net::TcpListener,
+    state: SimState,
+    speed: Option<f64>,
+) -> std::io::Result<RunningSimulator> {
+    let addr = listener.local_addr()?;
     let app = router(state.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

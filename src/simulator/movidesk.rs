@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::odata::{order_values, parse_filter, parse_orderby};
 use super::world::{Ticket, World};
-use super::{Fault, SimState};
+use super::{DateStyle, Fault, Rendering, SimState};
 
 pub const MAX_PAGE: usize = 100;
 
@@ -21,8 +21,17 @@ pub fn format_date(t: DateTime<Utc>) -> String {
     format!("{}.{:07}", t.format("%Y-%m-%dT%H:%M:%S"), t.timestamp_subsec_nanos() / 100)
 }
 
-fn opt_date(t: Option<DateTime<Utc>>) -> Value {
-    t.map(|t| Value::String(format_date(t))).unwrap_or(Value::Null)
+fn render_date(t: DateTime<Utc>, style: DateStyle) -> String {
+    match style {
+        DateStyle::Fraction7NoZone => format_date(t),
+        DateStyle::NoFractionNoZone => t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        DateStyle::Zulu => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        DateStyle::Offset => t.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string(),
+    }
+}
+
+fn opt_date(t: Option<DateTime<Utc>>, style: DateStyle) -> Value {
+    t.map(|t| Value::String(render_date(t, style))).unwrap_or(Value::Null)
 }
 
 fn person_json(world: &World, index: usize) -> Value {
@@ -37,9 +46,10 @@ fn person_json(world: &World, index: usize) -> Value {
     })
 }
 
-pub fn ticket_json(world: &World, t: &Ticket, expand_owner: bool) -> Value {
+pub fn ticket_json(world: &World, t: &Ticket, expand_owner: bool, r: &Rendering) -> Value {
     // Ids come back as strings for some tickets, as on the real API.
-    let id = if t.id % 3 == 0 { Value::String(t.id.to_string()) } else { json!(t.id) };
+    let id = if r.ids_as_strings || t.id % 3 == 0 { Value::String(t.id.to_string()) } else { json!(t.id) };
+    let date = |d: DateTime<Utc>| json!(render_date(d, r.dates));
     let status_name = match t.status.as_str() {
         "New" => "Novo",
         "InAttendance" => "Em atendimento",
@@ -56,7 +66,7 @@ pub fn ticket_json(world: &World, t: &Ticket, expand_owner: bool) -> Value {
     m.insert("status".into(), json!(status_name));
     m.insert("baseStatus".into(), json!(t.status.as_str()));
     m.insert("origin".into(), json!(t.origin));
-    m.insert("createdDate".into(), json!(format_date(t.created)));
+    m.insert("createdDate".into(), date(t.created));
     m.insert("isDeleted".into(), json!(t.deleted));
     m.insert("ownerTeam".into(), if t.owner.is_some() && t.is_chat { json!(t.group) } else { Value::Null });
     m.insert("chatWidget".into(), if t.is_chat { json!(t.app) } else { Value::Null });
@@ -64,14 +74,17 @@ pub fn ticket_json(world: &World, t: &Ticket, expand_owner: bool) -> Value {
     m.insert("chatWaitingTime".into(), t.waiting_time.map(|w| json!(w)).unwrap_or(Value::Null));
     m.insert("chatTalkTime".into(), t.talk_time.map(|w| json!(w)).unwrap_or(Value::Null));
     m.insert("resolvedInFirstCall".into(), json!(t.resolved_in_first_call));
-    m.insert("resolvedIn".into(), opt_date(t.resolved_in));
-    m.insert("closedIn".into(), opt_date(t.closed_in));
-    m.insert("canceledIn".into(), opt_date(t.canceled_in));
-    m.insert("lastUpdate".into(), json!(format_date(t.last_update)));
+    m.insert("resolvedIn".into(), opt_date(t.resolved_in, r.dates));
+    m.insert("closedIn".into(), opt_date(t.closed_in, r.dates));
+    m.insert("canceledIn".into(), opt_date(t.canceled_in, r.dates));
+    m.insert("lastUpdate".into(), date(t.last_update));
     m.insert("tags".into(), json!([]));
     m.insert("customFieldValues".into(), json!([]));
     if expand_owner {
         m.insert("owner".into(), t.owner.map(|o| person_json(world, o)).unwrap_or(Value::Null));
+    }
+    if r.omit_nulls {
+        m.retain(|_, v| !v.is_null());
     }
     Value::Object(m)
 }
@@ -172,7 +185,7 @@ fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, Stri
         headers.insert("retry-after", HeaderValue::from_str(&retry_after.to_string()).expect("digits"));
         return Err((StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"}))).into_response());
     }
-    let fault = guard.faults.pop_front();
+    let fault = guard.outage.clone().or_else(|| guard.faults.pop_front());
     let status = match &fault {
         Some(Fault::Status { code }) => *code,
         _ => 200,
@@ -197,6 +210,16 @@ async fn respond(items: Vec<Value>, fault: Option<Fault>) -> Response {
             tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
             axum::Json(Value::Array(items)).into_response()
         }
+        Some(Fault::SlowBody { millis }) => {
+            let body = serde_json::to_vec(&Value::Array(items)).expect("JSON encodes");
+            let chunks: Vec<Vec<u8>> = body.chunks(64).map(<[u8]>::to_vec).collect();
+            let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
+                let chunk = rest.next()?;
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                Some((Ok::<_, std::io::Error>(chunk), rest))
+            });
+            (StatusCode::OK, [("content-type", "application/json")], axum::body::Body::from_stream(stream)).into_response()
+        }
     }
 }
 
@@ -211,11 +234,13 @@ pub async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap
         let expand_owner = params.get("$expand").is_some_and(|e| e.split(',').any(|x| x.trim() == "owner"));
         let bounds = params.get("$filter").and_then(|f| parse_filter(f).ok()).map(|f| f.bounds()).unwrap_or_default();
         let first = bounds.id_after.map_or(0, |id| (id as usize).min(world.tickets.len()));
+        let rendering = guard.rendering;
         let items: Vec<Value> = world.tickets[first..]
             .iter()
+            .filter(|t| !t.purged)
             .filter(|t| bounds.last_update_from.is_none_or(|from| t.last_update >= from))
             .filter(|t| bounds.base_statuses.as_ref().is_none_or(|s| s.iter().any(|x| x == t.status.as_str())))
-            .map(|t| ticket_json(world, t, expand_owner))
+            .map(|t| ticket_json(world, t, expand_owner, &rendering))
             .collect();
         let keep: &[&str] = if expand_owner { &["owner"] } else { &[] };
         query_list(items, &params, keep)

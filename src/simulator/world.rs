@@ -97,6 +97,8 @@ pub struct Ticket {
     pub closed_in: Option<DateTime<Utc>>,
     pub canceled_in: Option<DateTime<Utc>>,
     pub deleted: bool,
+    /// Gone from the API without a trace.
+    pub purged: bool,
     pub is_chat: bool,
     /// Scheduled changes, private to the model.
     #[serde(skip)]
@@ -239,6 +241,18 @@ impl World {
         self.open.iter().filter_map(|id| self.ticket(*id))
     }
 
+    /// Removes an open conversation from the platform altogether: no further change
+    /// happens to it and the API no longer lists it.
+    pub fn purge(&mut self, id: u64) {
+        if let Some(t) = self.tickets.get_mut((id as usize).wrapping_sub(1)) {
+            t.purged = true;
+            t.next_change_at = None;
+            t.abandon_at = None;
+            t.delete_at = None;
+        }
+        self.close(id);
+    }
+
     fn minutes_since_start(&self) -> i64 {
         (self.now - self.start).num_minutes()
     }
@@ -373,6 +387,7 @@ impl World {
             closed_in: None,
             canceled_in: None,
             deleted: false,
+            purged: false,
             is_chat: true,
             abandon_at: Some(self.now + Duration::seconds(patience as i64)),
             talk_seconds: 0,
@@ -400,6 +415,7 @@ impl World {
             closed_in: None,
             canceled_in: None,
             deleted: false,
+            purged: false,
             is_chat: false,
             abandon_at: None,
             talk_seconds: 0,

@@ -11,8 +11,15 @@ pub mod movidesk;
 pub trait Source: Send {
     /// Value of the `source` label on the exporter's own metrics.
     fn name(&self) -> &'static str;
+    /// Which account of the platform this is (no secret): a state file saved for one
+    /// account is never restored for another.
+    fn account(&self) -> String;
     /// Asks the platform what changed since the last successful poll.
     fn poll(&mut self) -> impl Future<Output = Result<Observations, SourceError>> + Send;
+    /// Where the source stands (its cursor), for the state file.
+    fn save_state(&self) -> serde_json::Value;
+    /// Resumes from a saved position.
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String>;
 }
 
 /// Why a poll failed. Each variant maps to one bounded `reason` label value.

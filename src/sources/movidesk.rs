@@ -322,6 +322,29 @@ impl Source for MovideskSource {
         SOURCE
     }
 
+    fn account(&self) -> String {
+        self.config.base_url.trim_end_matches('/').to_string()
+    }
+
+    fn save_state(&self) -> serde_json::Value {
+        serde_json::json!({ "cursor": self.cursor, "started": self.started })
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            cursor: Option<DateTime<Utc>>,
+            started: bool,
+        }
+        let saved: Saved = serde_json::from_value(state).map_err(|e| format!("movidesk cursor: {e}"))?;
+        self.cursor = saved.cursor;
+        self.started = saved.started;
+        // The first poll after a restart reconciles the open chats and reads the roster.
+        self.polls = 0;
+        self.roster_fetched_at = None;
+        Ok(())
+    }
+
     async fn poll(&mut self) -> Result<Observations, SourceError> {
         let saved_cursor = self.cursor;
         let result = self.poll_inner().await;

@@ -1,0 +1,223 @@
+//! Specification: under every fault the platform can throw, the exporter keeps serving the
+//! last good values, says so (source_up 0, the age of the last success, failures by
+//! reason, readiness), never crashes, and once the platform recovers every chat metric
+//! equals the ground truth.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_exporter::simulator::{self, DateStyle, Fault, Rendering, SimOptions};
+use common::*;
+
+/// Starts a simulator and an exporter and runs two busy hours in lockstep.
+async fn busy_morning(seed: u64, options: SimOptions) -> (simulator::RunningSimulator, TestExporter) {
+    let sim = start_simulator(SimOptions { seed, ..options }).await;
+    sim.state.advance(9 * 3600);
+    sim.state.reset_counts();
+    let mut cfg = fast_config(&sim);
+    cfg.request_timeout = Duration::from_millis(500);
+    let mut exp = TestExporter::start(cfg).await;
+    exp.exporter.poll_once().await.unwrap();
+    for _ in 0..120 {
+        sim.state.advance(60);
+        exp.exporter.poll_once().await.unwrap();
+    }
+    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "before the fault");
+    (sim, exp)
+}
+
+fn failures(s: &Samples, reason: &str) -> f64 {
+    value(s, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", reason)]).unwrap()
+}
+
+/// While the fault lasts: `polls` failing polls, each counted under `reason`, the last good
+/// chat values served unchanged, source down, last success frozen, not ready.
+async fn fails_honestly(sim: &simulator::RunningSimulator, exp: &mut TestExporter, polls: usize, reason: &str) {
+    let good = exp.scrape().await;
+    let last_success = value(&good, "chat_exporter_source_last_success_timestamp_seconds", &[("source", "movidesk")]);
+    for i in 0..polls {
+        sim.state.advance(60);
+        let err = exp.exporter.poll_once().await.expect_err("the poll fails during the fault");
+        assert_eq!(err.reason(), reason, "poll {i}: {err}");
+        let now = exp.scrape().await;
+        assert_eq!(failures(&now, reason), failures(&good, reason) + (i + 1) as f64, "each failure counted once");
+        assert_eq!(value(&now, "chat_exporter_source_up", &[("source", "movidesk")]), Some(0.0));
+        assert_eq!(
+            value(&now, "chat_exporter_source_last_success_timestamp_seconds", &[("source", "movidesk")]),
+            last_success,
+            "the last success does not move while failing"
+        );
+        assert_samples_eq(&chat_samples(&now), &chat_samples(&good), "last good values");
+        let ready = reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap();
+        assert_eq!(ready.status(), 503);
+        let why = ready.text().await.unwrap();
+        assert!(why.contains("movidesk"), "{why}");
+    }
+}
+
+async fn recovers_exactly(sim: &simulator::RunningSimulator, exp: &mut TestExporter, what: &str) {
+    for _ in 0..3 {
+        sim.state.advance(60);
+        exp.exporter.poll_once().await.unwrap_or_else(|e| panic!("{what}: no recovery: {e}"));
+    }
+    let now = exp.scrape().await;
+    assert_eq!(value(&now, "chat_exporter_source_up", &[("source", "movidesk")]), Some(1.0));
+    assert_samples_eq(&chat_samples(&now), &truth_samples(&sim.state.truth()), &format!("after {what}"));
+    assert_eq!(reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_bursts() {
+    let (sim, mut exp) = busy_morning(21, manual_sim(0)).await;
+    for code in [500, 502, 503, 504] {
+        sim.state.push_faults((0..3).map(|_| Fault::Status { code }));
+        fails_honestly(&sim, &mut exp, 3, "server_error").await;
+        recovers_exactly(&sim, &mut exp, &format!("HTTP {code} burst")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_slow_bodies() {
+    let (sim, mut exp) = busy_morning(22, manual_sim(0)).await;
+    sim.state.push_faults([Fault::Delay { millis: 1500 }, Fault::Delay { millis: 1500 }]);
+    fails_honestly(&sim, &mut exp, 2, "timeout").await;
+    recovers_exactly(&sim, &mut exp, "late answers").await;
+    sim.state.push_faults([Fault::SlowBody { millis: 200 }]);
+    fails_honestly(&sim, &mut exp, 1, "timeout").await;
+    recovers_exactly(&sim, &mut exp, "a trickling body").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections() {
+    let (sim, mut exp) = busy_morning(23, manual_sim(0)).await;
+    let addr = sim.addr;
+    let state = sim.stop().await;
+    // Lockstep without the simulator's server: advance its world directly.
+    let good = exp.scrape().await;
+    for _ in 0..3 {
+        state.advance(60);
+        let err = exp.exporter.poll_once().await.unwrap_err();
+        assert_eq!(err.reason(), "connection", "{err}");
+    }
+    let now = exp.scrape().await;
+    assert_eq!(failures(&now, "connection"), failures(&good, "connection") + 3.0);
+    assert_samples_eq(&chat_samples(&now), &chat_samples(&good), "last good values while refused");
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the simulator's port");
+    let sim = simulator::serve_state(listener, state, None).await.unwrap();
+    recovers_exactly(&sim, &mut exp, "refused connections").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_token_401_and_403() {
+    let (sim, mut exp) = busy_morning(24, manual_sim(0)).await;
+    sim.state.set_outage(Some(Fault::Status { code: 401 }));
+    fails_honestly(&sim, &mut exp, 3, "unauthorized").await;
+    sim.state.set_outage(Some(Fault::Status { code: 403 }));
+    fails_honestly(&sim, &mut exp, 2, "unauthorized").await;
+    sim.state.set_outage(None);
+    recovers_exactly(&sim, &mut exp, "401/403").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_lockout() {
+    let (sim, mut exp) = busy_morning(25, manual_sim(0)).await;
+    sim.state.set_rate_limit(Some(1), Duration::from_secs(1));
+    // The first request of the minute passes, the next ones are locked out.
+    let mut refused = 0;
+    for _ in 0..4 {
+        sim.state.advance(60);
+        if let Err(e) = exp.exporter.poll_once().await {
+            assert_eq!(e.reason(), "rate_limited");
+            refused += 1;
+        }
+    }
+    assert!(refused > 0);
+    sim.state.set_rate_limit(None, Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the Retry-After the exporter honours
+    recovers_exactly(&sim, &mut exp, "a 429 lock-out").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_truncated_and_unexpected_bodies() {
+    let (sim, mut exp) = busy_morning(26, manual_sim(0)).await;
+    for fault in [Fault::MalformedJson, Fault::NotAnArray, Fault::Html] {
+        sim.state.push_faults([fault.clone(), fault.clone()]);
+        fails_honestly(&sim, &mut exp, 2, "decode").await;
+        recovers_exactly(&sim, &mut exp, &format!("{fault:?}")).await;
+    }
+    // One unreadable record in a good page: skipped and counted, the rest applied.
+    let before = failures(&exp.scrape().await, "invalid_record");
+    sim.state.push_faults([Fault::GarbageRecord]);
+    recovers_exactly(&sim, &mut exp, "a garbage record").await;
+    assert_eq!(failures(&exp.scrape().await, "invalid_record"), before + 1.0);
+}
+
+/// Answers that look different but say the same thing change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_nulls_string_ids_and_date_formats() {
+    let (sim, mut exp) = busy_morning(27, manual_sim(0)).await;
+    for dates in [DateStyle::NoFractionNoZone, DateStyle::Zulu, DateStyle::Offset, DateStyle::Fraction7NoZone] {
+        for omit_nulls in [true, false] {
+            sim.state.set_rendering(Rendering { dates, omit_nulls, ids_as_strings: omit_nulls });
+            for _ in 0..15 {
+                sim.state.advance(60);
+                exp.exporter.poll_once().await.unwrap();
+            }
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth_samples(&sim.state.truth()),
+                &format!("dates {dates:?}, nulls omitted {omit_nulls}"),
+            );
+        }
+    }
+}
+
+/// A chat deleted on the platform, or gone without a trace, leaves the gauges; what was
+/// counted stays counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_that_disappear() {
+    let (sim, mut exp) = busy_morning(28, SimOptions { scenario: simulator::Scenario::Peak, ..manual_sim(0) }).await;
+    let open: Vec<u64> = sim.state.with_world(|w| w.open_chats().map(|t| t.id).collect());
+    assert!(open.len() >= 2, "need open chats to purge");
+    for id in open.iter().take(open.len() / 2) {
+        sim.state.purge(*id);
+    }
+    // Reconciliation runs every tenth poll: within ten polls the gauges are exact again.
+    for _ in 0..10 {
+        sim.state.advance(60);
+        exp.exporter.poll_once().await.unwrap();
+    }
+    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after purges");
+    let deleted = sim.state.with_world(|w| w.tickets.iter().filter(|t| t.deleted).count());
+    assert!(deleted > 0, "the simulated day deletes some waiting chats");
+}
+
+/// The platform's clock an hour ahead of or behind the exporter's changes nothing: the
+/// exporter's cursor is the platform's own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_clock_ahead_or_behind() {
+    for skew_hours in [1i64, -1, 26] {
+        let start = chrono::Utc::now() + chrono::Duration::hours(skew_hours);
+        let start = chrono::DateTime::from_timestamp(start.timestamp(), 0).unwrap();
+        let sim = start_simulator(SimOptions { start, ..manual_sim(29) }).await;
+        let mut exp = TestExporter::start(fast_config(&sim)).await;
+        exp.exporter.poll_once().await.unwrap();
+        for _ in 0..90 {
+            sim.state.advance(60);
+            exp.exporter.poll_once().await.unwrap();
+        }
+        assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), &format!("skew {skew_hours} h"));
+    }
+}
+
+/// An hour of outage, then recovery: everything that happened in that hour is counted,
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_of_outage_then_recovery() {
+    let (sim, mut exp) = busy_morning(30, manual_sim(0)).await;
+    sim.state.set_outage(Some(Fault::Status { code: 503 }));
+    fails_honestly(&sim, &mut exp, 60, "server_error").await;
+    sim.state.set_outage(None);
+    recovers_exactly(&sim, &mut exp, "an hour of outage").await;
+}
