@@ -1,0 +1,144 @@
+//! Specification: restarts lose nothing and count nothing twice. The real binary is killed
+//! with SIGKILL at random moments of a simulated day (seeded, so every run kills at the
+//! same points) and started again from its state file; after each restart every chat
+//! metric equals the simulator's ground truth.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use chat_exporter::simulator::RunningSimulator;
+use common::process::ExporterProcess;
+use common::*;
+
+fn config(sim: &RunningSimulator, state_path: &std::path::Path) -> String {
+    format!(
+        "[movidesk]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\npoll_interval = \"100ms\"\nrequests_per_minute = 1000000\n\
+         roster_interval = \"0s\"\nrequest_timeout = \"5s\"\n\n[state]\npath = \"{}\"\n",
+        sim.movidesk_url(),
+        state_path.display()
+    )
+}
+
+async fn scrape(proc: &ExporterProcess) -> Option<Samples> {
+    let r = reqwest::get(&proc.metrics_url).await.ok()?;
+    Some(parse_exposition(&r.text().await.ok()?))
+}
+
+/// Waits until the exporter reports exactly the truth; a lost or doubled chat never
+/// converges, and the final assertion shows the difference.
+async fn converges(proc: &ExporterProcess, sim: &RunningSimulator, context: &str) {
+    let truth = truth_samples(&sim.state.truth());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(samples) = scrape(proc).await {
+            let chats = chat_samples(&samples);
+            if chats == truth {
+                return;
+            }
+            if Instant::now() > deadline {
+                assert_samples_eq(&chats, &truth, context);
+            }
+        }
+        assert!(Instant::now() < deadline, "{context}: exporter not answering");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
+    let sim = start_simulator(manual_sim(31)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that does not exist yet: the exporter creates it.
+    let state_path = dir.path().join("state/movidesk/state.json");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(&sim, &state_path)).unwrap();
+    let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
+    let mut rng = ChaCha8Rng::seed_from_u64(2026);
+    let mut proc = ExporterProcess::start(&args, &[]);
+    converges(&proc, &sim, "at the start").await;
+    let mut kills = 0;
+    for step in 1..=24 * 12 {
+        sim.state.advance(300);
+        if rng.random_bool(0.1) {
+            // Any moment: before the poll, during it, while the state file is written.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..120))).await;
+            proc.child.kill().unwrap();
+            proc.child.wait().unwrap();
+            kills += 1;
+            if rng.random_bool(0.5) {
+                // The platform goes on while the exporter is down.
+                sim.state.advance(rng.random_range(60..3600));
+            }
+            proc = ExporterProcess::start(&args, &[]);
+        }
+        converges(&proc, &sim, &format!("step {step} ({kills} kills so far)")).await;
+    }
+    assert!(kills >= 15, "the seeded schedule kills often: {kills}");
+    assert!(state_path.is_file());
+    let leftovers: Vec<_> = std::fs::read_dir(state_path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(leftovers.iter().all(|n| !n.to_string_lossy().contains("corrupt")), "no state was ever corrupt: {leftovers:?}");
+}
+
+/// A state file that cannot be read is reported in one clear log line and set aside
+/// (renamed, never overwritten); the exporter starts fresh and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_state_files_are_set_aside() {
+    let sim = start_simulator(manual_sim(32)).await;
+    sim.state.advance(10 * 3600);
+    let cases = [
+        ("{\"version\": 1, \"source\": \"movid", "unreadable"),
+        ("{\"version\": 999, \"something\": \"else\"}", "version 999"),
+        ("not json at all", "unreadable"),
+    ];
+    for (content, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let state_path = dir.path().join("state.json");
+        std::fs::write(&state_path, content).unwrap();
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config(&sim, &state_path)).unwrap();
+        let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
+        let proc = ExporterProcess::start(&args, &[]);
+        sim.state.reset_counts();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sim.state.advance(600);
+        converges(&proc, &sim, says).await;
+        let stderr = proc.stderr.lock().unwrap().clone();
+        let line = stderr.lines().find(|l| l.contains("set aside")).unwrap_or_else(|| panic!("no report in: {stderr}"));
+        assert!(line.contains(says), "{line}");
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("state.json.") && !n.ends_with(".tmp"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(), content, "set aside untouched");
+        let fresh: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+        assert_eq!(fresh["version"], 1);
+        assert!(!std::fs::read_to_string(&state_path).unwrap().contains(TOKEN), "no secret in the state file");
+    }
+}
+
+/// A state file written for another account is not applied to this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_from_another_account_is_not_used() {
+    let sim_a = start_simulator(manual_sim(33)).await;
+    let sim_b = start_simulator(manual_sim(34)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.json");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(&sim_a, &state_path)).unwrap();
+    let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
+    let mut proc = ExporterProcess::start(&args, &[]);
+    sim_a.state.advance(10 * 3600);
+    converges(&proc, &sim_a, "account A").await;
+    proc.terminate();
+    std::fs::write(&config_path, config(&sim_b, &state_path)).unwrap();
+    let proc = ExporterProcess::start(&args, &[]);
+    sim_b.state.advance(10 * 3600);
+    converges(&proc, &sim_b, "account B, fresh").await;
+    assert!(proc.stderr.lock().unwrap().contains("belongs to movidesk at"), "{}", proc.stderr.lock().unwrap());
+}
