@@ -14,6 +14,9 @@ use tokio::time::Instant;
 use crate::self_metrics::SelfMetrics;
 
 const WINDOW: Duration = Duration::from_secs(60);
+/// Kept free at the end of each window, so that network jitter cannot make the platform
+/// see one request too many in its own 60-second window.
+const WINDOW_MARGIN: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 pub struct RequestBudget {
@@ -60,7 +63,7 @@ impl RequestBudget {
             let wait = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
-                while state.sent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW) {
+                while state.sent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW + WINDOW_MARGIN) {
                     state.sent.pop_front();
                 }
                 let mut ready_at = now;
@@ -68,7 +71,8 @@ impl RequestBudget {
                     ready_at = ready_at.max(*last + self.spacing);
                 }
                 if state.sent.len() >= self.per_minute as usize {
-                    ready_at = ready_at.max(state.sent[state.sent.len() - self.per_minute as usize] + WINDOW);
+                    ready_at = ready_at
+                        .max(state.sent[state.sent.len() - self.per_minute as usize] + WINDOW + WINDOW_MARGIN);
                 }
                 if let Some(nb) = state.not_before {
                     ready_at = ready_at.max(nb);

@@ -296,6 +296,13 @@ impl RunningSimulator {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Freezes simulated time (a running clock stops where it is).
+    pub fn stop_clock(&mut self) {
+        if let Some(c) = self.clock.take() {
+            c.abort();
+        }
+    }
 }
 
 impl RunningSimulator {

@@ -203,7 +203,7 @@ async fn respond(items: Vec<Value>, fault: Option<Fault>) -> Response {
         Some(Fault::Html) => (StatusCode::OK, [("content-type", "text/html")], "<html><body>Service Unavailable</body></html>").into_response(),
         Some(Fault::GarbageRecord) => {
             let mut items = items;
-            items.push(json!({"id": "not-a-number", "origin": "x", "lastUpdate": "yesterday"}));
+            items.push(json!({"id": null, "profileType": "agent", "origin": "x", "lastUpdate": "yesterday"}));
             axum::Json(Value::Array(items)).into_response()
         }
         Some(Fault::Delay { millis }) => {
@@ -223,8 +223,27 @@ async fn respond(items: Vec<Value>, fault: Option<Fault>) -> Response {
     }
 }
 
+/// The platform's clock in the `Date` header, as real servers send it.
+fn with_date(mut response: Response, state: &SimState) -> Response {
+    let now = state.inner.lock().unwrap_or_else(|e| e.into_inner()).world.now;
+    if let Ok(v) = HeaderValue::from_str(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+        response.headers_mut().insert(axum::http::header::DATE, v);
+    }
+    response
+}
+
 pub async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
-    let fault = match admit(&state, "tickets", &params) {
+    let response = tickets_inner(&state, params).await;
+    with_date(response, &state)
+}
+
+pub async fn persons(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let response = persons_inner(&state, params).await;
+    with_date(response, &state)
+}
+
+async fn tickets_inner(state: &SimState, params: HashMap<String, String>) -> Response {
+    let fault = match admit(state, "tickets", &params) {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -251,8 +270,8 @@ pub async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap
     }
 }
 
-pub async fn persons(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
-    let fault = match admit(&state, "persons", &params) {
+async fn persons_inner(state: &SimState, params: HashMap<String, String>) -> Response {
+    let fault = match admit(state, "persons", &params) {
         Ok(f) => f,
         Err(r) => return r,
     };

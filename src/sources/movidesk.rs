@@ -53,6 +53,20 @@ pub struct MovideskSource {
     /// Reasons already logged at warn level since the last clean poll: upstream garbage
     /// is logged once, then counted quietly.
     logged: HashSet<&'static str>,
+    /// The platform's clock (`Date` header) at the last answer.
+    server_time: Option<DateTime<Utc>>,
+    /// An incremental window still being paged: a failed poll keeps the pages it got,
+    /// and the next one carries on from there instead of starting over.
+    pending: Option<PendingWindow>,
+}
+
+struct PendingWindow {
+    filter: String,
+    after_id: Option<u64>,
+    /// Platform time when the window's first page was asked for: every change after it
+    /// falls in the next window, however long the paging takes.
+    started_at: Option<DateTime<Utc>>,
+    tickets: Vec<Value>,
 }
 
 impl MovideskSource {
@@ -77,6 +91,8 @@ impl MovideskSource {
             polls: 0,
             roster_fetched_at: None,
             logged: HashSet::new(),
+            server_time: None,
+            pending: None,
         }
     }
 
@@ -111,6 +127,12 @@ impl MovideskSource {
         };
         let status = response.status().as_u16();
         self.count_request(endpoint, &status.to_string());
+        self.server_time = response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            .map(|t| t.with_timezone(&Utc));
         if status == 429 {
             let retry_after = response
                 .headers()
@@ -161,12 +183,17 @@ impl MovideskSource {
     /// Every ticket matching `filter`, paged by id so that a ticket changing while we page
     /// is neither skipped nor repeated because of shifting offsets.
     async fn tickets(&mut self, filter: &str) -> Result<Vec<Value>, SourceError> {
-        let mut all = Vec::new();
-        let mut after_id: Option<u64> = None;
+        let mut window = PendingWindow { filter: filter.to_string(), after_id: None, started_at: None, tickets: Vec::new() };
+        self.page_through(&mut window).await?;
+        Ok(window.tickets)
+    }
+
+    /// Pages through `window` from where it stands; on failure the window keeps what it got.
+    async fn page_through(&mut self, window: &mut PendingWindow) -> Result<(), SourceError> {
         loop {
-            let page_filter = match after_id {
-                Some(id) => format!("{filter} and id gt {id}"),
-                None => filter.to_string(),
+            let page_filter = match window.after_id {
+                Some(id) => format!("{} and id gt {id}", window.filter),
+                None => window.filter.clone(),
             };
             let page = self
                 .get(
@@ -180,15 +207,17 @@ impl MovideskSource {
                     ],
                 )
                 .await?;
+            if window.started_at.is_none() {
+                window.started_at = self.server_time;
+            }
             let full = page.len() >= self.config.page_size as usize;
             let max_id = page.iter().filter_map(|t| t.get("id").and_then(parse_id)).max();
-            all.extend(page);
+            window.tickets.extend(page);
             match (full, max_id) {
-                (true, Some(id)) if after_id.is_none_or(|prev| id > prev) => after_id = Some(id),
-                _ => break,
+                (true, Some(id)) if window.after_id.is_none_or(|prev| id > prev) => window.after_id = Some(id),
+                _ => return Ok(()),
             }
         }
-        Ok(all)
     }
 
     /// The platform's newest `lastUpdate`: where counting starts on the first poll.
@@ -206,7 +235,7 @@ impl MovideskSource {
         Ok(page.first().and_then(|t| t.get("lastUpdate")).and_then(|v| v.as_str()).and_then(parse_datetime))
     }
 
-    async fn roster(&mut self) -> Result<Vec<RosterAgent>, SourceError> {
+    async fn roster(&mut self) -> Result<(Vec<RosterAgent>, Vec<String>), SourceError> {
         let mut people = Vec::new();
         let page_size = self.config.page_size as usize;
         loop {
@@ -229,10 +258,14 @@ impl MovideskSource {
             }
         }
         let mut roster = Vec::new();
+        let mut invalid = Vec::new();
         for p in people {
-            let Some(id) = p.get("id").and_then(id_string) else { continue };
+            let (Some(id), Some(profile)) = (p.get("id").and_then(id_string), p.get("profileType").and_then(Value::as_u64))
+            else {
+                invalid.push(format!("person without an id or a numeric profileType: {}", truncate(&p.to_string(), 120)));
+                continue;
+            };
             let active = p.get("isActive").and_then(Value::as_bool).unwrap_or(false);
-            let profile = p.get("profileType").and_then(Value::as_u64).unwrap_or(0);
             if !active || !(profile == 1 || profile == 3) {
                 continue;
             }
@@ -249,11 +282,27 @@ impl MovideskSource {
                 .unwrap_or_default();
             roster.push(RosterAgent { agent: AgentRef { id, name }, apps: Vec::new(), groups });
         }
-        Ok(roster)
+        Ok((roster, invalid))
+    }
+
+    /// Counts records that could not be read; the first one is logged, the rest only
+    /// counted until a poll comes back clean.
+    fn count_invalid(&mut self, details: &[String]) {
+        if details.is_empty() {
+            return;
+        }
+        self.metrics.api_failures.with_label_values(&[SOURCE, "invalid_record"]).inc_by(details.len() as u64);
+        if self.logged.insert("invalid_record") {
+            tracing::warn!(source = SOURCE, reason = "invalid_record", detail = %details[0], "skipping a record the exporter cannot read; further ones are counted, not logged, until a clean poll");
+        } else {
+            for detail in details {
+                tracing::debug!(source = SOURCE, detail = %detail, "skipping unreadable record");
+            }
+        }
     }
 
     fn to_observations(&mut self, tickets: Vec<Value>, obs: &mut Observations) {
-        let mut invalid = 0u64;
+        let mut invalid = Vec::new();
         for ticket in &tickets {
             match parse_ticket(ticket, &self.config.chat_origins) {
                 Ok(Some(chat)) => {
@@ -263,20 +312,11 @@ impl MovideskSource {
                     obs.chats.push(chat);
                 }
                 Ok(None) => {}
-                Err(why) => {
-                    invalid += 1;
-                    if self.logged.insert("invalid_record") {
-                        tracing::warn!(source = SOURCE, reason = "invalid_record", detail = %why, "skipping a ticket the exporter cannot read; further ones are counted, not logged, until a clean poll");
-                    } else {
-                        tracing::debug!(source = SOURCE, detail = %why, "skipping unreadable ticket");
-                    }
-                }
+                Err(why) => invalid.push(why),
             }
         }
-        if invalid > 0 {
-            self.metrics.api_failures.with_label_values(&[SOURCE, "invalid_record"]).inc_by(invalid);
-        }
-        obs.invalid_records += invalid;
+        obs.invalid_records += invalid.len() as u64;
+        self.count_invalid(&invalid);
     }
 
     async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
@@ -293,18 +333,41 @@ impl MovideskSource {
             tickets.extend(self.tickets(&filter).await?);
             obs.open_set_complete_at = cursor_before;
         }
-        let since = cursor_before.unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
-            - chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
-        let filter = format!("lastUpdate ge {} and {}", since.format("%Y-%m-%dT%H:%M:%SZ"), self.origin_filter());
-        tickets.extend(self.tickets(&filter).await?);
         let roster_due = self.roster_fetched_at.is_none_or(|t| t.elapsed() >= self.config.roster_interval);
+        let mut invalid_people = Vec::new();
         if roster_due {
-            obs.roster = Some(self.roster().await?);
+            let (roster, invalid) = self.roster().await?;
+            obs.roster = Some(roster);
+            invalid_people = invalid;
         }
+        let mut window = match self.pending.take() {
+            Some(w) => w,
+            None => {
+                let since = cursor_before.unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+                    - chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
+                let filter =
+                    format!("lastUpdate ge {} and {}", since.format("%Y-%m-%dT%H:%M:%SZ"), self.origin_filter());
+                PendingWindow { filter, after_id: None, started_at: None, tickets: Vec::new() }
+            }
+        };
+        if let Err(e) = self.page_through(&mut window).await {
+            self.pending = Some(window);
+            return Err(e);
+        }
+        let window_started = window.started_at;
+        tickets.extend(window.tickets);
         if let Some(h) = obs.history_until {
             self.cursor = Some(self.cursor.map_or(h, |c| c.max(h)));
         }
+        let cursor_before_tickets = self.cursor;
+        obs.invalid_records += invalid_people.len() as u64;
+        self.count_invalid(&invalid_people);
         self.to_observations(tickets, &mut obs);
+        // The cursor is the platform's time when the window was opened, when the platform
+        // says it (`Date`); otherwise the newest change seen.
+        if let Some(started) = window_started {
+            self.cursor = Some(cursor_before_tickets.map_or(started, |c| c.max(started)));
+        }
         if obs.invalid_records == 0 {
             self.logged.clear();
         }
@@ -505,4 +568,11 @@ pub fn parse_ticket(t: &Value, chat_origins: &[u16]) -> Result<Option<ChatObserv
         talk_seconds: opt_seconds(t.get("chatTalkTime")),
         last_update,
     }))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
