@@ -79,7 +79,12 @@ impl RequestBudget {
                 }
                 if ready_at <= now {
                     state.sent.push_back(now);
-                    self.metrics.budget_used.with_label_values(&[self.source]).set(state.sent.len() as f64);
+                    let used = state.sent.len();
+                    self.metrics.budget_used.with_label_values(&[self.source]).set(used as f64);
+                    self.metrics
+                        .budget_remaining
+                        .with_label_values(&[self.source])
+                        .set(self.per_minute.saturating_sub(used as u32) as f64);
                     None
                 } else {
                     Some(ready_at - now)

@@ -26,6 +26,7 @@ pub struct SelfMetrics {
     pub api_failures: IntCounterVec,
     pub budget_per_minute: GaugeVec,
     pub budget_used: GaugeVec,
+    pub budget_remaining: GaugeVec,
     pub budget_wait: prometheus::CounterVec,
     pub open_chats_tracked: Gauge,
     pub state_save_failures: prometheus::IntCounter,
@@ -100,6 +101,14 @@ impl SelfMetrics {
             &["source"],
         )
         .expect("valid metric");
+        let budget_remaining = GaugeVec::new(
+            Opts::new(
+                "chat_exporter_api_budget_remaining",
+                "Requests the budget still allows in the current 60-second window.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
         let budget_wait = prometheus::CounterVec::new(
             Opts::new(
                 "chat_exporter_api_budget_wait_seconds_total",
@@ -127,6 +136,7 @@ impl SelfMetrics {
             Box::new(api_failures.clone()),
             Box::new(budget_per_minute.clone()),
             Box::new(budget_used.clone()),
+            Box::new(budget_remaining.clone()),
             Box::new(budget_wait.clone()),
             Box::new(open_chats_tracked.clone()),
             Box::new(state_save_failures.clone()),
@@ -146,6 +156,7 @@ impl SelfMetrics {
             api_failures,
             budget_per_minute,
             budget_used,
+            budget_remaining,
             budget_wait,
             open_chats_tracked,
             state_save_failures,
@@ -157,6 +168,7 @@ impl SelfMetrics {
         self.source_up.with_label_values(&[source]).set(0.0);
         self.budget_per_minute.with_label_values(&[source]).set(requests_per_minute as f64);
         self.budget_used.with_label_values(&[source]).set(0.0);
+        self.budget_remaining.with_label_values(&[source]).set(requests_per_minute as f64);
         self.budget_wait.with_label_values(&[source]);
         self.poll_duration.with_label_values(&[source]);
         for reason in FAILURE_REASONS {
