@@ -4,26 +4,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tool -> Debian package that provides it
+declare -A package=(
+    [prometheus]=prometheus [promtool]=prometheus
+    [prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager
+    [systemd-analyze]=systemd
+)
 need=()
-for tool in prometheus promtool prometheus-alertmanager amtool; do
-    command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+for tool in "${!package[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || need+=("${package[$tool]}")
 done
 if ((${#need[@]})); then
-    echo "scripts/test.sh: installing prometheus and prometheus-alertmanager (missing: ${need[*]})"
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+    echo "scripts/test.sh: installing ${need[*]}"
     sudo_cmd=()
     if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null 2>&1 || { echo "scripts/test.sh: need root or sudo to install ${need[*]}" >&2; exit 1; }
         sudo_cmd=(sudo)
     fi
     "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
     # The packages start system services on the default ports; the tests start their own
     # instances on free ports and need none of them.
     for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
         "${sudo_cmd[@]}" service "$svc" stop >/dev/null 2>&1 || true
     done
 fi
-for tool in prometheus promtool prometheus-alertmanager amtool; do
+for tool in "${!package[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool still missing after install" >&2; exit 1; }
 done
 

@@ -16,6 +16,9 @@ pub struct Cli {
     /// Address to listen on for the metrics and health endpoints (":port" for every interface).
     #[arg(long = "web.listen-address", default_value = ":9877", value_name = "ADDR")]
     pub listen_address: String,
+    /// Web configuration file (TLS and basic auth), in the format of Prometheus' exporters.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", default_value = "/metrics", value_name = "PATH")]
     pub telemetry_path: String,

@@ -17,3 +17,4 @@ pub mod simulator;
 pub mod sources;
 pub mod state;
 pub mod tracker;
+pub mod web_config;

@@ -12,6 +12,7 @@ use chat_exporter::self_metrics::SelfMetrics;
 use chat_exporter::simulator::{self, SimOptions};
 use chat_exporter::sources::movidesk::MovideskSource;
 use chat_exporter::state::StateStore;
+use chat_exporter::web_config;
 
 fn init_logging(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::new(format!("warn,chat_exporter={level}"));
@@ -49,6 +50,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Err(format!("--web.telemetry-path: '{}' must start with '/' and not be '/'", cli.telemetry_path));
     }
     let addr = parse_listen_address(&cli.listen_address)?;
+    let web = web_config::load_optional(cli.web_config_file.as_deref()).map_err(|e| e.to_string())?;
     // The demo's simulator is new at each start, so a state file would not match it.
     let (movidesk, state, _simulator) = if cli.demo {
         let (cfg, sim) = start_demo_simulator(&cli.demo_options).await?;
@@ -85,9 +87,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let poller = tokio::spawn(exporter.run(wait_for(stop_rx.clone())));
 
-    println!("chat_exporter listening on http://{bound}{}", cli.telemetry_path);
+    let scheme = web.as_ref().map_or("http", |w| w.scheme());
+    println!("chat_exporter listening on {scheme}://{bound}{}", cli.telemetry_path);
     tracing::info!(address = %bound, path = %cli.telemetry_path, "listening");
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(wait_for(stop_rx));
+    let server = web_config::serve(listener, router(state), web, wait_for(stop_rx));
     let signals = tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");

@@ -143,6 +143,9 @@ impl SelfMetrics {
         ] {
             registry.register(collector).expect("metric names are unique");
         }
+        registry
+            .register(Box::new(crate::web_config::unauthorized_requests_total().clone()))
+            .expect("registered once per registry");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
