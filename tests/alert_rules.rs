@@ -6,6 +6,9 @@
 //! The tools must be on PATH (Debian: `apt-get install prometheus prometheus-alertmanager`).
 //! A missing tool fails the test with a message saying so: nothing is skipped.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,37 +29,12 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// The first of `names` found as an executable file on PATH; panics when none is.
-fn tool(names: &[&str], install_hint: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in names {
-            let candidate = dir.join(name);
-            if is_executable(&candidate) {
-                return candidate;
-            }
-        }
-    }
-    panic!("{} not found on PATH ({}); install it: {install_hint}", names.join(" or "), path.to_string_lossy());
-}
-
-#[cfg(unix)]
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-}
-
-#[cfg(not(unix))]
-fn is_executable(path: &Path) -> bool {
-    path.is_file()
-}
-
 fn promtool() -> PathBuf {
-    tool(&["promtool"], "Debian: apt-get install prometheus; or Prometheus' release tarball")
+    tools::require_tool(&["promtool"], "prometheus")
 }
 
 fn amtool() -> PathBuf {
-    tool(&["amtool"], "Debian: apt-get install prometheus-alertmanager; or Alertmanager's release tarball")
+    tools::require_tool(&["amtool"], "prometheus-alertmanager")
 }
 
 /// Runs the command from the repository root and panics with its output unless it succeeds.

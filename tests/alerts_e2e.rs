@@ -14,6 +14,9 @@
 //! Needs `prometheus` and `alertmanager` (Debian: `prometheus-alertmanager`) on PATH;
 //! fails, never skips, when they are missing.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -46,19 +49,6 @@ fn sim_minutes(real: Duration) -> u64 {
 }
 
 // ------------------------------------------------------------------------ tools & processes
-
-fn tool(names: &[&str], install_hint: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in names {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!("{} not found on PATH; install it: {install_hint}", names.join(" or "));
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local address").port()
@@ -457,9 +447,9 @@ fn diagnostics(stack: &Stack, events: &[SpikeEvent], exporter: &Exporter) -> Str
 
 #[test]
 fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
-    let prometheus_bin = tool(&["prometheus"], "Debian: apt-get install prometheus");
+    let prometheus_bin = tools::require_tool(&["prometheus"], "prometheus");
     let alertmanager_bin =
-        tool(&["alertmanager", "prometheus-alertmanager"], "Debian: apt-get install prometheus-alertmanager");
+        tools::require_tool(&["alertmanager", "prometheus-alertmanager"], "prometheus-alertmanager");
     let dir = tempfile::tempdir().expect("temporary directory");
     let (webhook, notifications) = start_webhook();
 

@@ -10,6 +10,9 @@
 //! Needs `prometheus` on PATH (`apt-get install prometheus`); it fails, never
 //! skips, without it.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 mod dashboard_support;
 
 use dashboard_support::*;
@@ -67,13 +70,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
 }
 
 fn free_port() -> u16 {
@@ -160,13 +156,7 @@ fn parse_listening_port(line: &str) -> Option<u16> {
 }
 
 fn start_prometheus(dir: &Path, exporter_port: u16) -> (Proc, u16) {
-    let prometheus = find_on_path("prometheus").unwrap_or_else(|| {
-        panic!(
-            "`prometheus` was not found on PATH: the dashboard end-to-end test needs a real \
-             Prometheus server. Install it (Debian: `apt-get install prometheus`); this test \
-             is never skipped."
-        )
-    });
+    let prometheus = tools::require_tool(&["prometheus"], "prometheus");
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,

@@ -18,6 +18,9 @@
 //! `promtool` (Debian package prometheus) and `systemd-analyze` (Debian package systemd)
 //! must be on PATH: a missing tool fails the test, naming the package.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -90,20 +93,6 @@ fn mapping_keys(value: &Yaml) -> BTreeSet<String> {
 /// `labels` ⊆ `of` for two YAML mappings of strings.
 fn labels_subset(labels: &Yaml, of: &Yaml) -> bool {
     labels.as_mapping().is_some_and(|m| m.iter().all(|(k, v)| of.get(k) == Some(v)))
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
-fn require_tool(program: &str, debian_package: &str) -> PathBuf {
-    find_on_path(program).unwrap_or_else(|| {
-        panic!("`{program}` is not on PATH; this check needs it: apt-get install -y {debian_package}")
-    })
 }
 
 fn exporter() -> Command {
@@ -660,7 +649,7 @@ fn compose_movidesk_override() {
 /// Lay out Prometheus' mounts in a temporary directory, then run promtool on it.
 #[test]
 fn compose_prometheus_config_rules_and_targets() {
-    let promtool = require_tool("promtool", "prometheus");
+    let promtool = tools::require_tool(&["promtool"], "prometheus");
     let compose = compose();
     let prom = service(&compose, "prometheus");
     let args = command_args(prom, "prometheus");
@@ -1365,7 +1354,7 @@ fn systemd_unit_is_hardened_and_verifies() {
     assert_eq!(cfg.movidesk.token.as_ref().map(|t| t.expose().to_string()).as_deref(), Some("x"));
 
     // systemd's own check, with ExecStart pointed at the binary built for this test.
-    let analyze = require_tool("systemd-analyze", "systemd");
+    let analyze = tools::require_tool(&["systemd-analyze"], "systemd");
     let unit = dir.path().join("chat_exporter.service");
     std::fs::write(
         &unit,

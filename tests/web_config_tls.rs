@@ -10,6 +10,9 @@
 //!
 //! The certificates are made at test time (rcgen), so nothing here expires.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -100,14 +103,6 @@ fn start_exporter(name: &'static str, web_config: &Path) -> (ChildGuard, String,
             );
         }
     }
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 fn free_port() -> u16 {
@@ -206,12 +201,7 @@ async fn up_by_job(http: &reqwest::Client, prom: &str) -> std::collections::BTre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_over_tls_with_basic_auth_and_client_certs() {
-    let prometheus_bin = find_on_path("prometheus").unwrap_or_else(|| {
-        panic!(
-            "`prometheus` is not on PATH: this test scrapes the exporter with a real Prometheus. \
-             Install the Debian package: `apt-get install -y prometheus` (the binary is /usr/bin/prometheus)."
-        )
-    });
+    let prometheus_bin = tools::require_tool(&["prometheus"], "prometheus");
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod process;
+pub mod tools;
 
 use chat_exporter::config::{MovideskConfig, Secret};
 use chat_exporter::exporter::Exporter;
@@ -188,12 +189,6 @@ pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f
 
 /// A tool the tests need from the system; missing is a loud failure, never a skip.
 pub fn require_tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("required tool `{name}` is not installed: run scripts/test.sh, which installs it (Debian package prometheus / prometheus-alertmanager)");
+    let package = if name.contains("alertmanager") || name == "amtool" { "prometheus-alertmanager" } else { "prometheus" };
+    tools::require_tool(&[name], package)
 }
