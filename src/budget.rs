@@ -48,7 +48,13 @@ impl RequestBudget {
             per_minute,
             spacing: WINDOW / per_minute,
             metrics,
-            state: Mutex::new(BudgetState { sent: VecDeque::new(), not_before: None, consecutive_failures: 0 }),
+            // A process that just started does not know what its predecessor sent: it
+            // waits one spacing, so a crash loop cannot burst past the platform's limit.
+            state: Mutex::new(BudgetState {
+                sent: VecDeque::new(),
+                not_before: Some(Instant::now() + WINDOW / per_minute),
+                consecutive_failures: 0,
+            }),
         }
     }
 

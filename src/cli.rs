@@ -55,7 +55,7 @@ pub struct DemoOptions {
 pub enum Command {
     /// Serve the Movidesk API simulator on its own.
     Simulate(SimulateArgs),
-    /// Exit 0 if the URL answers 200 (a container health check without curl).
+    /// Exit 0 if the URL answers 2xx (a container health check without curl).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:9877/-/healthy")]
         url: String,
@@ -83,8 +83,22 @@ pub struct SimulateArgs {
     pub lockout: std::time::Duration,
 }
 
-/// Accepts Prometheus-style ":9877" as every interface.
-pub fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
-    let full = if value.starts_with(':') { format!("0.0.0.0{value}") } else { value.to_string() };
-    full.parse().map_err(|_| format!("--web.listen-address: '{value}' is not HOST:PORT or :PORT"))
+/// The addresses to try, in order. Prometheus-style ":9877" means every interface: IPv6
+/// and IPv4 (`[::]`, dual-stack on Linux), then IPv4 alone where IPv6 is off. Host names
+/// are resolved.
+pub fn parse_listen_address(value: &str) -> Result<Vec<SocketAddr>, String> {
+    let invalid = || format!("--web.listen-address: '{value}' is not HOST:PORT or :PORT");
+    if let Some(port) = value.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        return Ok(vec![SocketAddr::from(([0u16; 8], port)), SocketAddr::from(([0u8; 4], port))]);
+    }
+    use std::net::ToSocketAddrs as _;
+    let addrs: Vec<SocketAddr> = value.to_socket_addrs().map_err(|_| invalid())?.collect();
+    if addrs.is_empty() {
+        return Err(invalid());
+    }
+    Ok(addrs)
 }
+
+/// Paths the exporter serves itself, which the telemetry path must not take.
+pub const RESERVED_PATHS: &[&str] = &["/", "/-/healthy", "/-/ready"];

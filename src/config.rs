@@ -239,9 +239,24 @@ fn resolve_token(m: &mut MovideskConfig) -> Result<(), ConfigError> {
 fn validate(cfg: &Config) -> Result<(), ConfigError> {
     let m = &cfg.movidesk;
     match reqwest::Url::parse(&m.base_url) {
+        // The URL is shown on the landing page and in logs: it must carry no secret.
+        Ok(url)
+            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() =>
+        {
+            return Err(ConfigError::new(
+                "movidesk.base_url",
+                "must not carry a query, a fragment or credentials (put the token in movidesk.token or movidesk.token_file)",
+            ))
+        }
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
         Ok(_) => return Err(ConfigError::new("movidesk.base_url", "must be an http:// or https:// URL")),
         Err(e) => return Err(ConfigError::new("movidesk.base_url", format!("not a URL: {e}"))),
+    }
+    if m.overlap < Duration::from_secs(10) {
+        return Err(ConfigError::new(
+            "movidesk.overlap",
+            "must be at least 10s: it covers the platform writing lastUpdate later than it stamps it",
+        ));
     }
     if m.requests_per_minute == 0 {
         return Err(ConfigError::new("movidesk.requests_per_minute", "must be at least 1"));

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::exposition::{self, Exposition, SharedExposition};
 use crate::self_metrics::SelfMetrics;
 use crate::sources::{Source, SourceError};
-use crate::state::{StateFile, StateStore, STATE_VERSION};
+use crate::state::{StateError, StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
 /// What the landing page and `/-/ready` say about the source.
@@ -67,6 +67,10 @@ pub struct Exporter<S: Source> {
     failing_with: Option<&'static str>,
     store: Option<StateStore>,
     save_failing: bool,
+    /// The chat metrics as last published. When the state file cannot be written, the
+    /// new values are not published: a restart would take them back, and Prometheus
+    /// would read the drop as a counter reset.
+    chats: String,
 }
 
 impl<S: Source> Exporter<S> {
@@ -82,15 +86,19 @@ impl<S: Source> Exporter<S> {
             failing_with: None,
             store: None,
             save_failing: false,
+            chats: String::new(),
         };
+        let mut exporter = exporter;
+        exporter.refresh_chats();
         exporter.publish();
         exporter
     }
 
     /// Resumes from the state file if there is one, and saves to it after each poll.
-    /// A state file that cannot be used is set aside (renamed) and the exporter starts
-    /// fresh; the returned message says so, for the caller to report.
-    pub fn with_state(mut self, store: StateStore) -> (Self, Option<String>) {
+    /// A state file that cannot be used is set aside (renamed, never overwritten) and the
+    /// exporter starts fresh: `Ok(Some(message))` says so, for the caller to report. A
+    /// file that cannot be read or set aside is an error: starting fresh would overwrite it.
+    pub fn with_state(mut self, store: StateStore) -> Result<(Self, Option<String>), StateError> {
         let mut warning = None;
         match store.load(self.source.name(), &self.source.account()) {
             Ok(None) => {}
@@ -103,9 +111,7 @@ impl<S: Source> Exporter<S> {
                         tracing::info!(path = %store.path().display(), saved_at = %saved.saved_at, "resumed from the state file");
                     }
                     Err(detail) => {
-                        // Parsed but inconsistent: keep it for inspection, start fresh.
-                        let aside = store.path().with_extension(format!("corrupt-{}", Utc::now().format("%Y%m%dT%H%M%S")));
-                        let _ = std::fs::rename(store.path(), &aside);
+                        let aside = store.set_aside("corrupt")?;
                         warning = Some(format!(
                             "state file {} is inconsistent ({detail}); set aside as {}; starting fresh",
                             store.path().display(),
@@ -114,15 +120,20 @@ impl<S: Source> Exporter<S> {
                     }
                 }
             }
-            Err(e) => warning = Some(format!("{e}; starting fresh")),
+            Err(e @ (StateError::Corrupt { .. } | StateError::Incompatible { .. })) => {
+                warning = Some(format!("{e}; starting fresh"));
+            }
+            Err(e) => return Err(e),
         }
         self.store = Some(store);
+        self.refresh_chats();
         self.publish();
-        (self, warning)
+        Ok((self, warning))
     }
 
-    fn save_state(&mut self) {
-        let Some(store) = &self.store else { return };
+    /// Saves the state; `false` when it could not be written.
+    fn save_state(&mut self) -> bool {
+        let Some(store) = &self.store else { return true };
         let state = StateFile {
             version: STATE_VERSION,
             source: self.source.name().to_string(),
@@ -132,15 +143,23 @@ impl<S: Source> Exporter<S> {
             tracker: self.tracker.to_state(),
         };
         match store.save(&state) {
-            Ok(()) => self.save_failing = false,
+            Ok(()) => {
+                self.save_failing = false;
+                true
+            }
             Err(e) => {
                 self.metrics.state_save_failures.inc();
                 if !self.save_failing {
-                    tracing::error!(path = %store.path().display(), error = %e, "cannot write the state file; a restart would recount recent chats");
+                    tracing::error!(path = %store.path().display(), error = %e, "cannot write the state file; serving the last saved chat values until it can");
                     self.save_failing = true;
                 }
+                false
             }
         }
+    }
+
+    fn refresh_chats(&mut self) {
+        self.chats = exposition::encode_chats(self.tracker.counters(), &self.tracker.gauges());
     }
 
     pub fn exposition(&self) -> SharedExposition {
@@ -186,10 +205,10 @@ impl<S: Source> Exporter<S> {
                 }
             }
         }
-        if result.is_ok() {
-            // Saved before it is served: no counter value reaches Prometheus that a
-            // restart would take back.
-            self.save_state();
+        // Saved before it is served: no counter value reaches Prometheus that a restart
+        // would take back.
+        if result.is_ok() && self.save_state() {
+            self.refresh_chats();
         }
         self.health.record(&result);
         self.publish();
@@ -199,8 +218,7 @@ impl<S: Source> Exporter<S> {
     /// Encodes the current values; scrapes are served these bytes until the next poll.
     pub fn publish(&self) {
         self.metrics.open_chats_tracked.set(self.tracker.open_chats() as f64);
-        let text = exposition::encode(self.tracker.counters(), &self.tracker.gauges(), &self.metrics);
-        self.exposition.set(Exposition::new(text));
+        self.exposition.set(Exposition::new(exposition::encode(&self.chats, &self.metrics)));
     }
 
     /// Polls every `poll_interval` until `shutdown` resolves.

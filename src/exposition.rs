@@ -53,10 +53,17 @@ impl Default for SharedExposition {
 
 const AS_OF: &str = "Values are as of the exporter's last poll of the platform.";
 
-/// Encodes chat metrics followed by the exporter's own metrics.
-pub fn encode(counters: &ChatCounters, gauges: &ChatGauges, self_metrics: &SelfMetrics) -> String {
+/// The chat metrics' text.
+pub fn encode_chats(counters: &ChatCounters, gauges: &ChatGauges) -> String {
     let mut out = String::with_capacity(64 * 1024);
     encode_chat_metrics(&mut out, counters, gauges);
+    out
+}
+
+/// Chat metrics (already encoded) followed by the exporter's own metrics.
+pub fn encode(chats: &str, self_metrics: &SelfMetrics) -> String {
+    let mut out = String::with_capacity(chats.len() + 16 * 1024);
+    out.push_str(chats);
     let mut buf = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&self_metrics.registry.gather(), &mut buf)

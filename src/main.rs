@@ -4,7 +4,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::net::TcpListener;
 
-use chat_exporter::cli::{parse_listen_address, Cli, Command, DemoOptions, SimulateArgs};
+use chat_exporter::cli::{parse_listen_address, Cli, Command, DemoOptions, SimulateArgs, RESERVED_PATHS};
 use chat_exporter::config::{self, MovideskConfig, Secret};
 use chat_exporter::exporter::Exporter;
 use chat_exporter::http::{router, AppState};
@@ -46,10 +46,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         Some(Command::Healthcheck { url }) => return healthcheck(url).await,
         None => {}
     }
-    if !cli.telemetry_path.starts_with('/') || cli.telemetry_path.len() < 2 {
-        return Err(format!("--web.telemetry-path: '{}' must start with '/' and not be '/'", cli.telemetry_path));
+    if !cli.telemetry_path.starts_with('/') || RESERVED_PATHS.contains(&cli.telemetry_path.as_str()) {
+        return Err(format!(
+            "--web.telemetry-path: '{}' must start with '/' and be none of {}",
+            cli.telemetry_path,
+            RESERVED_PATHS.join(", ")
+        ));
     }
-    let addr = parse_listen_address(&cli.listen_address)?;
+    let addrs = parse_listen_address(&cli.listen_address)?;
     let web = web_config::load_optional(cli.web_config_file.as_deref()).map_err(|e| e.to_string())?;
     // The demo's simulator is new at each start, so a state file would not match it.
     let (movidesk, state, _simulator) = if cli.demo {
@@ -63,7 +67,18 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         (cfg.movidesk, state, None)
     };
-    let listener = TcpListener::bind(addr).await.map_err(|e| format!("--web.listen-address: cannot listen on {addr}: {e}"))?;
+    let mut bind_error = None;
+    let mut listener = None;
+    for addr in &addrs {
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                listener = Some(l);
+                break;
+            }
+            Err(e) => bind_error = Some(format!("--web.listen-address: cannot listen on {addr}: {e}")),
+        }
+    }
+    let listener = listener.ok_or_else(|| bind_error.unwrap_or_default())?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
 
     let metrics = SelfMetrics::new();
@@ -72,7 +87,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let source = MovideskSource::new(movidesk, metrics.clone());
     let mut exporter = Exporter::new(source, metrics, poll_interval);
     if let Some(store) = state {
-        let (resumed, warning) = exporter.with_state(store);
+        let (resumed, warning) = exporter.with_state(store).map_err(|e| format!("state.path: {e}"))?;
         exporter = resumed;
         if let Some(warning) = warning {
             tracing::error!("{warning}");

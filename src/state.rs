@@ -111,7 +111,8 @@ impl StateStore {
         Ok(Some(state))
     }
 
-    fn set_aside(&self, why: &str) -> Result<PathBuf, StateError> {
+    /// Renames the file aside (`<name>.<why>-<time>`), for a person to inspect.
+    pub fn set_aside(&self, why: &str) -> Result<PathBuf, StateError> {
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let target = self.dir().join(format!("{}.{why}-{stamp}", self.file_name()));
         fs::rename(&self.path, &target).map_err(|e| StateError::Read { path: self.path.clone(), source: e })?;

@@ -15,10 +15,11 @@ use crate::model::{AgentRef, ChatLabels, ChatObservation, Observations, Phase, R
 pub const WAIT_BUCKETS: &[f64] = &[5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
 pub const DURATION_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0];
 
-/// How long a finished conversation is remembered, so that seeing it again (a ticket
-/// `Stopped` today and resolved next week) does not count it again. Movidesk's ticket
-/// list only holds tickets changed in the last 90 days.
-pub const RECORD_RETENTION_DAYS: i64 = 90;
+/// How long a closed conversation is remembered after its last change. Older ones are
+/// forgotten, and `pruned_before` remembers where: a conversation seen again after that
+/// (a ticket `Stopped` today and resolved next month) began before the watermark and is
+/// known to have been counted already.
+pub const RECORD_RETENTION_DAYS: i64 = 7;
 
 /// What has been counted for one conversation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -133,6 +134,8 @@ pub struct Tracker {
     pub(crate) open: HashMap<u64, OpenChat>,
     pub(crate) roster: Option<Vec<RosterAgent>>,
     pub(crate) history_until: Option<DateTime<Utc>>,
+    /// Closed conversations last changed before this instant have been forgotten.
+    pub(crate) pruned_before: Option<DateTime<Utc>>,
     pub(crate) counters: ChatCounters,
 }
 
@@ -180,9 +183,13 @@ impl Tracker {
         // open conversation, so one first seen later that began before the start had
         // already ended by then: a later change to it (a pending ticket resolved, a
         // resolved one closed) is not a new transition.
-        let is_history = self.history_until.is_some_and(|until| {
-            chat.last_update <= until || (!known && chat.waiting_since.is_some_and(|since| since <= until))
-        });
+        // Likewise, one first seen that began before the pruning watermark was counted
+        // and forgotten.
+        let began_before_known = |since: DateTime<Utc>| {
+            self.history_until.is_some_and(|until| since <= until) || self.pruned_before.is_some_and(|p| since < p)
+        };
+        let is_history = self.history_until.is_some_and(|until| chat.last_update <= until)
+            || (!known && chat.waiting_since.is_some_and(began_before_known));
         let counters = &mut self.counters;
         let agent_name = chat.agent.as_ref().map(|a| a.name.clone());
 
@@ -262,8 +269,11 @@ impl Tracker {
         let Some(newest) = self.records.values().filter_map(|r| r.last_update).max() else { return };
         let horizon = newest - chrono::Duration::days(RECORD_RETENTION_DAYS);
         let open = &self.open;
-        self.records
-            .retain(|id, r| open.contains_key(id) || r.last_update.is_none_or(|t| t >= horizon));
+        let before = self.records.len();
+        self.records.retain(|id, r| open.contains_key(id) || r.last_update.is_none_or(|t| t >= horizon));
+        if self.records.len() < before {
+            self.pruned_before = Some(self.pruned_before.map_or(horizon, |p| p.max(horizon)));
+        }
     }
 
     pub fn gauges(&self) -> ChatGauges {
@@ -324,6 +334,8 @@ pub struct TrackerState {
     pub open: Vec<(u64, OpenChat)>,
     pub roster: Option<Vec<RosterAgent>>,
     pub history_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub pruned_before: Option<DateTime<Utc>>,
     pub answered: Vec<(ChatLabels, String, u64)>,
     pub finished: Vec<(ChatLabels, String, FirstContact, u64)>,
     pub abandoned: Vec<(ChatLabels, u64)>,
@@ -360,6 +372,7 @@ impl Tracker {
             open,
             roster: self.roster.clone(),
             history_until: self.history_until,
+            pruned_before: self.pruned_before,
             answered: c.answered.iter().map(|((l, a), v)| (l.clone(), a.clone(), *v)).collect(),
             finished: c.finished.iter().map(|((l, a, f), v)| (l.clone(), a.clone(), *f, *v)).collect(),
             abandoned: c.abandoned.iter().map(|(l, v)| (l.clone(), *v)).collect(),
@@ -400,6 +413,7 @@ impl Tracker {
             open: state.open.into_iter().collect(),
             roster: state.roster,
             history_until: state.history_until,
+            pruned_before: state.pruned_before,
             counters: ChatCounters {
                 answered: state.answered.into_iter().map(|(l, a, v)| ((l, a), v)).collect(),
                 finished: state.finished.into_iter().map(|(l, a, f, v)| ((l, a, f), v)).collect(),

@@ -16,7 +16,7 @@ async fn busy_morning(seed: u64, options: SimOptions) -> (simulator::RunningSimu
     sim.state.advance(9 * 3600);
     sim.state.reset_counts();
     let mut cfg = fast_config(&sim);
-    cfg.request_timeout = Duration::from_millis(500);
+    cfg.request_timeout = Duration::from_secs(2);
     let mut exp = TestExporter::start(cfg).await;
     exp.exporter.poll_once().await.unwrap();
     for _ in 0..120 {
@@ -80,10 +80,10 @@ async fn server_error_bursts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_slow_bodies() {
     let (sim, mut exp) = busy_morning(22, manual_sim(0)).await;
-    sim.state.push_faults([Fault::Delay { millis: 1500 }, Fault::Delay { millis: 1500 }]);
+    sim.state.push_faults([Fault::Delay { millis: 5000 }, Fault::Delay { millis: 5000 }]);
     fails_honestly(&sim, &mut exp, 2, "timeout").await;
     recovers_exactly(&sim, &mut exp, "late answers").await;
-    sim.state.push_faults([Fault::SlowBody { millis: 200 }]);
+    sim.state.push_faults([Fault::SlowBody { millis: 1000 }]);
     fails_honestly(&sim, &mut exp, 1, "timeout").await;
     recovers_exactly(&sim, &mut exp, "a trickling body").await;
 }
@@ -123,16 +123,17 @@ async fn bad_token_401_and_403() {
 async fn rate_limit_lockout() {
     let (sim, mut exp) = busy_morning(25, manual_sim(0)).await;
     sim.state.set_rate_limit(Some(1), Duration::from_secs(1));
-    // The first request of the minute passes, the next ones are locked out.
-    let mut refused = 0;
+    // One request a minute passes, the next ones are locked out: a poll needs two (the
+    // tickets, then the roster).
     for _ in 0..4 {
         sim.state.advance(60);
         if let Err(e) = exp.exporter.poll_once().await {
             assert_eq!(e.reason(), "rate_limited");
-            refused += 1;
         }
     }
-    assert!(refused > 0);
+    let refused = sim.state.requests().iter().filter(|r| r.status == 429).count();
+    assert!(refused > 0, "the lock-out must bite");
+    assert_eq!(failures(&exp.scrape().await, "rate_limited"), refused as f64, "every 429 counted once");
     sim.state.set_rate_limit(None, Duration::from_secs(1));
     tokio::time::sleep(Duration::from_millis(1100)).await; // the Retry-After the exporter honours
     recovers_exactly(&sim, &mut exp, "a 429 lock-out").await;
@@ -159,7 +160,7 @@ async fn missing_nulls_string_ids_and_date_formats() {
     let (sim, mut exp) = busy_morning(27, manual_sim(0)).await;
     for dates in [DateStyle::NoFractionNoZone, DateStyle::Zulu, DateStyle::Offset, DateStyle::Fraction7NoZone] {
         for omit_nulls in [true, false] {
-            sim.state.set_rendering(Rendering { dates, omit_nulls, ids_as_strings: omit_nulls });
+            sim.state.set_rendering(Rendering { dates, omit_nulls, ids_as_strings: omit_nulls, date_header_skew_seconds: 0 });
             for _ in 0..15 {
                 sim.state.advance(60);
                 exp.exporter.poll_once().await.unwrap();
@@ -220,4 +221,19 @@ async fn an_hour_of_outage_then_recovery() {
     fails_honestly(&sim, &mut exp, 60, "server_error").await;
     sim.state.set_outage(None);
     recovers_exactly(&sim, &mut exp, "an hour of outage").await;
+}
+
+/// A `Date` header from a clock far ahead of (or behind) the one writing `lastUpdate`
+/// does not move the cursor past changes not yet seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_header_from_another_clock() {
+    let (sim, mut exp) = busy_morning(31, manual_sim(0)).await;
+    for skew in [3600, -3600, 600] {
+        sim.state.set_rendering(Rendering { date_header_skew_seconds: skew, ..Rendering::default() });
+        for _ in 0..30 {
+            sim.state.advance(60);
+            exp.exporter.poll_once().await.unwrap();
+        }
+        assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), &format!("Date skewed {skew} s"));
+    }
 }

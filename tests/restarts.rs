@@ -23,6 +23,15 @@ fn config(sim: &RunningSimulator, state_path: &std::path::Path) -> String {
     )
 }
 
+/// Waits for the first successful poll, which is where counting starts.
+async fn ready(proc: &ExporterProcess) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(proc.base_url() + "/-/ready").await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "never ready: {}", proc.stderr.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn scrape(proc: &ExporterProcess) -> Option<Samples> {
     let r = reqwest::get(&proc.metrics_url).await.ok()?;
     Some(parse_exposition(&r.text().await.ok()?))
@@ -103,8 +112,8 @@ async fn unusable_state_files_are_set_aside() {
         std::fs::write(&config_path, config(&sim, &state_path)).unwrap();
         let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
         let proc = ExporterProcess::start(&args, &[]);
+        ready(&proc).await;
         sim.state.reset_counts();
-        tokio::time::sleep(Duration::from_millis(300)).await;
         sim.state.advance(600);
         converges(&proc, &sim, says).await;
         let stderr = proc.stderr.lock().unwrap().clone();
@@ -123,7 +132,8 @@ async fn unusable_state_files_are_set_aside() {
     }
 }
 
-/// A state file written for another account is not applied to this one.
+/// A state file written for another account is not applied to this one: another URL, or
+/// the same URL with another token (every Movidesk customer shares one URL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_from_another_account_is_not_used() {
     let sim_a = start_simulator(manual_sim(33)).await;
@@ -134,12 +144,60 @@ async fn state_from_another_account_is_not_used() {
     std::fs::write(&config_path, config(&sim_a, &state_path)).unwrap();
     let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
     let mut proc = ExporterProcess::start(&args, &[]);
+    ready(&proc).await;
     sim_a.state.advance(10 * 3600);
     converges(&proc, &sim_a, "account A").await;
     proc.terminate();
+
+    // Same URL, another token.
+    std::fs::write(&config_path, config(&sim_a, &state_path).replace(TOKEN, "another-accounts-token")).unwrap();
+    let mut proc = ExporterProcess::start(&args, &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stderr = proc.stderr.lock().unwrap().clone();
+    assert!(stderr.contains("belongs to movidesk at") && stderr.contains("set aside"), "{stderr}");
+    assert!(!stderr.contains("another-accounts-token") && !stderr.contains(TOKEN), "no token in the report: {stderr}");
+    proc.terminate();
+
+    // Another URL.
+    std::fs::write(&config_path, config(&sim_a, &state_path)).unwrap();
+    let mut proc = ExporterProcess::start(&args, &[]);
+    ready(&proc).await;
+    proc.terminate();
     std::fs::write(&config_path, config(&sim_b, &state_path)).unwrap();
     let proc = ExporterProcess::start(&args, &[]);
+    ready(&proc).await;
     sim_b.state.advance(10 * 3600);
     converges(&proc, &sim_b, "account B, fresh").await;
     assert!(proc.stderr.lock().unwrap().contains("belongs to movidesk at"), "{}", proc.stderr.lock().unwrap());
+}
+
+/// While the state file cannot be written, the exporter serves the chat values last
+/// saved (a restart would take newer ones back, and Prometheus would read the drop as a
+/// counter reset), counts the failures, and catches up exactly once it can write again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsaved_values_are_not_served() {
+    use chat_exporter::state::StateStore;
+    let sim = start_simulator(manual_sim(35)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.json");
+    let mut exp = TestExporter::start_with_state(fast_config(&sim), Some(StateStore::new(&state_path))).await;
+    exp.exporter.poll_once().await.unwrap();
+    sim.state.advance(10 * 3600);
+    exp.exporter.poll_once().await.unwrap();
+    let saved = chat_samples(&exp.scrape().await);
+    assert_samples_eq(&saved, &truth_samples(&sim.state.truth()), "before");
+    // A directory where the file should be: every save fails.
+    std::fs::remove_file(&state_path).unwrap();
+    std::fs::create_dir(&state_path).unwrap();
+    for _ in 0..5 {
+        sim.state.advance(600);
+        exp.exporter.poll_once().await.unwrap();
+    }
+    let now = exp.scrape().await;
+    assert_samples_eq(&chat_samples(&now), &saved, "the last saved values");
+    assert_eq!(value(&now, "chat_exporter_state_save_failures_total", &[]), Some(5.0));
+    std::fs::remove_dir(&state_path).unwrap();
+    sim.state.advance(60);
+    exp.exporter.poll_once().await.unwrap();
+    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after saving again");
 }

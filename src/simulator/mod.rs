@@ -64,6 +64,9 @@ pub struct Rendering {
     pub omit_nulls: bool,
     /// Every id as a string (by default one ticket in three).
     pub ids_as_strings: bool,
+    /// How far the `Date` header is from the clock that writes `lastUpdate`, in seconds
+    /// (a proxy or load balancer with its own clock).
+    pub date_header_skew_seconds: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +300,22 @@ impl RunningSimulator {
         format!("http://{}", self.addr)
     }
 
+    /// Runs simulated time `speed` times faster than real time, from where it stands.
+    pub fn start_clock(&mut self, speed: f64) {
+        self.stop_clock();
+        let state = self.state.clone();
+        self.clock = Some(tokio::spawn(async move {
+            let real_start = Instant::now();
+            let sim_start = state.now();
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let elapsed = real_start.elapsed().as_secs_f64() * speed;
+                state.advance_to(sim_start + chrono::Duration::milliseconds((elapsed * 1000.0) as i64));
+            }
+        }));
+    }
+
     /// Freezes simulated time (a running clock stops where it is).
     pub fn stop_clock(&mut self) {
         if let Some(c) = self.clock.take() {
@@ -345,18 +364,9 @@ pub async fn serve_state(
             tracing::error!(error = %e, "simulator server stopped");
         }
     });
-    let clock = speed.map(|speed| {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let real_start = Instant::now();
-            let sim_start = state.now();
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                let elapsed = real_start.elapsed().as_secs_f64() * speed;
-                state.advance_to(sim_start + chrono::Duration::milliseconds((elapsed * 1000.0) as i64));
-            }
-        })
-    });
-    Ok(RunningSimulator { addr, state, task, clock })
+    let mut sim = RunningSimulator { addr, state, task, clock: None };
+    if let Some(speed) = speed {
+        sim.start_clock(speed);
+    }
+    Ok(sim)
 }

@@ -223,9 +223,13 @@ async fn respond(items: Vec<Value>, fault: Option<Fault>) -> Response {
     }
 }
 
-/// The platform's clock in the `Date` header, as real servers send it.
-fn with_date(mut response: Response, state: &SimState) -> Response {
-    let now = state.inner.lock().unwrap_or_else(|e| e.into_inner()).world.now;
+/// The platform's clock in the `Date` header, as real servers send it: the moment the
+/// answer was read from the world (plus any injected skew).
+fn with_date(mut response: Response, state: &SimState, at: Option<DateTime<Utc>>) -> Response {
+    let now = {
+        let inner = state.inner.lock().unwrap_or_else(|e| e.into_inner());
+        at.unwrap_or(inner.world.now) + chrono::Duration::seconds(inner.rendering.date_header_skew_seconds)
+    };
     if let Ok(v) = HeaderValue::from_str(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
         response.headers_mut().insert(axum::http::header::DATE, v);
     }
@@ -233,23 +237,25 @@ fn with_date(mut response: Response, state: &SimState) -> Response {
 }
 
 pub async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
-    let response = tickets_inner(&state, params).await;
-    with_date(response, &state)
+    let (response, at) = tickets_inner(&state, params).await;
+    with_date(response, &state, at)
 }
 
 pub async fn persons(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
-    let response = persons_inner(&state, params).await;
-    with_date(response, &state)
+    let (response, at) = persons_inner(&state, params).await;
+    with_date(response, &state, at)
 }
 
-async fn tickets_inner(state: &SimState, params: HashMap<String, String>) -> Response {
+async fn tickets_inner(state: &SimState, params: HashMap<String, String>) -> (Response, Option<DateTime<Utc>>) {
     let fault = match admit(state, "tickets", &params) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return (r, None),
     };
+    let at;
     let page = {
         let guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());
         let world = &guard.world;
+        at = Some(world.now);
         let expand_owner = params.get("$expand").is_some_and(|e| e.split(',').any(|x| x.trim() == "owner"));
         let bounds = params.get("$filter").and_then(|f| parse_filter(f).ok()).map(|f| f.bounds()).unwrap_or_default();
         let first = bounds.id_after.map_or(0, |id| (id as usize).min(world.tickets.len()));
@@ -264,23 +270,25 @@ async fn tickets_inner(state: &SimState, params: HashMap<String, String>) -> Res
         let keep: &[&str] = if expand_owner { &["owner"] } else { &[] };
         query_list(items, &params, keep)
     };
-    match page {
+    let response = match page {
         Ok(items) => respond(items, fault).await,
         Err(e) => error(StatusCode::BAD_REQUEST, &e),
-    }
+    };
+    (response, at)
 }
 
-async fn persons_inner(state: &SimState, params: HashMap<String, String>) -> Response {
+async fn persons_inner(state: &SimState, params: HashMap<String, String>) -> (Response, Option<DateTime<Utc>>) {
     let fault = match admit(state, "persons", &params) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return (r, None),
     };
-    let page = {
+    let (page, at) = {
         let guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());
-        query_list(persons_json(&guard.world), &params, &[])
+        (query_list(persons_json(&guard.world), &params, &[]), guard.world.now)
     };
-    match page {
+    let response = match page {
         Ok(items) => respond(items, fault).await,
         Err(e) => error(StatusCode::BAD_REQUEST, &e),
-    }
+    };
+    (response, Some(at))
 }

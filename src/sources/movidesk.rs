@@ -78,6 +78,8 @@ impl MovideskSource {
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("chat_exporter/", env!("CARGO_PKG_VERSION")))
+            // The token is in the query string: never carry it to another address.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client builds with static settings");
         MovideskSource {
@@ -182,10 +184,11 @@ impl MovideskSource {
 
     /// Every ticket matching `filter`, paged by id so that a ticket changing while we page
     /// is neither skipped nor repeated because of shifting offsets.
-    async fn tickets(&mut self, filter: &str) -> Result<Vec<Value>, SourceError> {
+    /// Every ticket matching `filter`, and the platform's time when the first page was read.
+    async fn tickets(&mut self, filter: &str) -> Result<(Vec<Value>, Option<DateTime<Utc>>), SourceError> {
         let mut window = PendingWindow { filter: filter.to_string(), after_id: None, started_at: None, tickets: Vec::new() };
         self.page_through(&mut window).await?;
-        Ok(window.tickets)
+        Ok((window.tickets, window.started_at))
     }
 
     /// Pages through `window` from where it stands; on failure the window keeps what it got.
@@ -232,7 +235,17 @@ impl MovideskSource {
                 ],
             )
             .await?;
-        Ok(page.first().and_then(|t| t.get("lastUpdate")).and_then(|v| v.as_str()).and_then(parse_datetime))
+        match page.first() {
+            None => Ok(None),
+            Some(t) => match t.get("lastUpdate").and_then(Value::as_str).and_then(parse_datetime) {
+                Some(newest) => Ok(Some(newest)),
+                // Starting from the epoch would count 90 days of history as new.
+                None => Err(self.fail(SourceError::Decode {
+                    endpoint: "tickets",
+                    detail: "the newest ticket has no readable lastUpdate".to_string(),
+                })),
+            },
+        }
     }
 
     async fn roster(&mut self) -> Result<(Vec<RosterAgent>, Vec<String>), SourceError> {
@@ -321,25 +334,22 @@ impl MovideskSource {
 
     async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
         let mut obs = Observations::default();
-        if !self.started {
-            let newest = self.newest_update().await?;
-            obs.history_until = Some(newest.unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
-        }
-        let cursor_before = self.cursor.or(obs.history_until);
-        let reconcile = !self.started || self.polls % u64::from(self.config.reconcile_every) == 0;
+        let reconcile = !self.started || self.polls.is_multiple_of(u64::from(self.config.reconcile_every));
         let mut tickets = Vec::new();
         if reconcile {
             let filter = format!("(baseStatus eq 'New' or baseStatus eq 'InAttendance') and {}", self.origin_filter());
-            tickets.extend(self.tickets(&filter).await?);
-            obs.open_set_complete_at = cursor_before;
+            let (open, listed_at) = self.tickets(&filter).await?;
+            tickets.extend(open);
+            obs.open_set_complete_at = self.cursor;
+            if !self.started {
+                // The exporter starts at the moment the open chats were listed: those are
+                // the baseline, and what changes after it is counted. The newest change
+                // bounds that moment in case the `Date` clock runs ahead of `lastUpdate`'s.
+                let newest = self.newest_update().await?.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+                obs.history_until = Some(listed_at.map_or(newest, |at| at.min(newest)));
+            }
         }
-        let roster_due = self.roster_fetched_at.is_none_or(|t| t.elapsed() >= self.config.roster_interval);
-        let mut invalid_people = Vec::new();
-        if roster_due {
-            let (roster, invalid) = self.roster().await?;
-            obs.roster = Some(roster);
-            invalid_people = invalid;
-        }
+        let cursor_before = self.cursor.or(obs.history_until);
         let mut window = match self.pending.take() {
             Some(w) => w,
             None => {
@@ -356,6 +366,25 @@ impl MovideskSource {
         }
         let window_started = window.started_at;
         tickets.extend(window.tickets);
+        let roster_due = self.roster_fetched_at.is_none_or(|t| t.elapsed() >= self.config.roster_interval);
+        let mut invalid_people = Vec::new();
+        if roster_due {
+            // Agents are read on their own schedule: a failing /persons (counted by
+            // reason like any request) keeps the previous roster and is retried after
+            // roster_interval, without holding up the chats.
+            self.roster_fetched_at = Some(Instant::now());
+            match self.roster().await {
+                Ok((roster, invalid)) => {
+                    obs.roster = Some(roster);
+                    invalid_people = invalid;
+                }
+                Err(e) => {
+                    if self.logged.insert("roster") {
+                        tracing::warn!(source = SOURCE, reason = e.reason(), error = %e, "cannot read the agent roster; keeping the previous one");
+                    }
+                }
+            }
+        }
         if let Some(h) = obs.history_until {
             self.cursor = Some(self.cursor.map_or(h, |c| c.max(h)));
         }
@@ -363,16 +392,17 @@ impl MovideskSource {
         obs.invalid_records += invalid_people.len() as u64;
         self.count_invalid(&invalid_people);
         self.to_observations(tickets, &mut obs);
-        // The cursor is the platform's time when the window was opened, when the platform
-        // says it (`Date`); otherwise the newest change seen.
-        if let Some(started) = window_started {
-            self.cursor = Some(cursor_before_tickets.map_or(started, |c| c.max(started)));
+        // `to_observations` moved the cursor to the newest change seen. A ticket that
+        // changed while the window was being paged may sit behind the page already read,
+        // so the cursor goes no further than the platform's time when the window opened
+        // (`Date`); and no further than the newest change seen, so a `Date` from a clock
+        // ahead of the one writing `lastUpdate` cannot skip changes.
+        if let (Some(started), Some(newest)) = (window_started, self.cursor) {
+            let bounded = newest.min(started);
+            self.cursor = Some(cursor_before_tickets.map_or(bounded, |c| c.max(bounded)));
         }
         if obs.invalid_records == 0 {
             self.logged.clear();
-        }
-        if roster_due {
-            self.roster_fetched_at = Some(Instant::now());
         }
         self.started = true;
         self.polls += 1;
@@ -385,8 +415,12 @@ impl Source for MovideskSource {
         SOURCE
     }
 
+    /// Every Movidesk customer shares the same URL; the token tells accounts apart. Only
+    /// a short digest of it is kept, which cannot be turned back into the token.
     fn account(&self) -> String {
-        self.config.base_url.trim_end_matches('/').to_string()
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.token.as_bytes());
+        let short: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} (token sha256 {short}…)", self.config.base_url.trim_end_matches('/'))
     }
 
     fn save_state(&self) -> serde_json::Value {
@@ -409,11 +443,13 @@ impl Source for MovideskSource {
     }
 
     async fn poll(&mut self) -> Result<Observations, SourceError> {
-        let saved_cursor = self.cursor;
+        let (saved_cursor, saved_roster_at) = (self.cursor, self.roster_fetched_at);
         let result = self.poll_inner().await;
         if result.is_err() {
-            // A poll is all or nothing: the next one asks again from the same cursor.
+            // What a failed poll learnt is not applied: the next one asks again from the
+            // same cursor (carrying on with a half-paged window) and reads the roster again.
             self.cursor = saved_cursor;
+            self.roster_fetched_at = saved_roster_at;
         }
         result
     }

@@ -57,10 +57,19 @@ impl Drop for TestExporter {
 
 impl TestExporter {
     pub async fn start(cfg: MovideskConfig) -> Self {
+        Self::start_with_state(cfg, None).await
+    }
+
+    pub async fn start_with_state(cfg: MovideskConfig, store: Option<chat_exporter::state::StateStore>) -> Self {
         let metrics = SelfMetrics::new();
         let poll_interval = cfg.poll_interval;
         let source = MovideskSource::new(cfg, metrics.clone());
-        let exporter = Exporter::new(source, metrics.clone(), poll_interval);
+        let mut exporter = Exporter::new(source, metrics.clone(), poll_interval);
+        if let Some(store) = store {
+            let (resumed, warning) = exporter.with_state(store).expect("state file usable");
+            assert!(warning.is_none(), "{warning:?}");
+            exporter = resumed;
+        }
         let state = AppState {
             exposition: exporter.exposition(),
             health: exporter.health(),
