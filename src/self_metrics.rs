@@ -97,7 +97,7 @@ impl SelfMetrics {
         )
         .expect("valid metric");
         let budget_used = GaugeVec::new(
-            Opts::new("chat_exporter_api_budget_used", "Requests sent to the platform in the last 60 seconds."),
+            Opts::new("chat_exporter_api_budget_used", "Requests sent to the platform in the budget's window (the last 61 seconds)."),
             &["source"],
         )
         .expect("valid metric");
