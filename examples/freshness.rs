@@ -22,11 +22,13 @@ const SPACING: f64 = 6.0;
 /// Requests per poll, and the chats that arrived in the hours measured.
 async fn requests_per_poll(scenario: Scenario, skip_hours: i64, hours: i64) -> (Vec<usize>, usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = simulator::serve(listener, SimOptions { rate_limit: None, scenario, ..SimOptions::default() }).await.unwrap();
+    let sim =
+        simulator::serve(listener, SimOptions { rate_limit: None, scenario, ..SimOptions::default() }).await.unwrap();
     sim.state.advance(skip_hours * 3600);
     let mut cfg = MovideskConfig::new(sim.movidesk_url(), Secret::new("demo-token"));
     cfg.requests_per_minute = 1_000_000;
-    let mut exporter = Exporter::new(MovideskSource::new(cfg.clone(), SelfMetrics::new()), SelfMetrics::new(), cfg.poll_interval);
+    let mut exporter =
+        Exporter::new(MovideskSource::new(cfg.clone(), SelfMetrics::new()), SelfMetrics::new(), cfg.poll_interval);
     exporter.poll_once().await.unwrap();
     let chats_before = sim.state.with_world(|w| w.tickets.iter().filter(|t| t.is_chat).count());
     let mut counts = Vec::new();

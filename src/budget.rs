@@ -77,8 +77,8 @@ impl RequestBudget {
                     ready_at = ready_at.max(*last + self.spacing);
                 }
                 if state.sent.len() >= self.per_minute as usize {
-                    ready_at = ready_at
-                        .max(state.sent[state.sent.len() - self.per_minute as usize] + WINDOW + WINDOW_MARGIN);
+                    ready_at =
+                        ready_at.max(state.sent[state.sent.len() - self.per_minute as usize] + WINDOW + WINDOW_MARGIN);
                 }
                 if let Some(nb) = state.not_before {
                     ready_at = ready_at.max(nb);
@@ -101,10 +101,7 @@ impl RequestBudget {
                 Some(d) => tokio::time::sleep(d).await,
             }
         }
-        self.metrics
-            .budget_wait
-            .with_label_values(&[self.source])
-            .inc_by(started.elapsed().as_secs_f64());
+        self.metrics.budget_wait.with_label_values(&[self.source]).inc_by(started.elapsed().as_secs_f64());
     }
 
     pub fn record(&self, outcome: Outcome) {

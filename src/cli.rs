@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "chat_exporter", version, about = "Prometheus exporter for customer-service chat platforms (Movidesk).")]
+#[command(
+    name = "chat_exporter",
+    version,
+    about = "Prometheus exporter for customer-service chat platforms (Movidesk)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

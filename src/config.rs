@@ -206,7 +206,11 @@ fn config_crate_error(err: config::ConfigError) -> ConfigError {
         .and_then(|rest| rest.split('`').next())
         .map(str::to_string)
         .or_else(|| {
-            message.split("unknown field `").nth(1).and_then(|rest| rest.split('`').next()).map(|f| format!("unknown key {f}"))
+            message
+                .split("unknown field `")
+                .nth(1)
+                .and_then(|rest| rest.split('`').next())
+                .map(|f| format!("unknown key {f}"))
         })
         .unwrap_or_else(|| "config".to_string());
     ConfigError::new(key, message)

@@ -187,10 +187,7 @@ impl<S: Source> Exporter<S> {
         match &result {
             Ok(()) => {
                 self.metrics.source_up.with_label_values(&[name]).set(1.0);
-                self.metrics
-                    .last_success
-                    .with_label_values(&[name])
-                    .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+                self.metrics.last_success.with_label_values(&[name]).set(Utc::now().timestamp_millis() as f64 / 1000.0);
                 if self.failing_with.take().is_some() {
                     tracing::info!(source = name, "source recovered");
                 }

@@ -85,9 +85,10 @@ pub fn encode_chat_metrics(out: &mut String, counters: &ChatCounters, gauges: &C
         "chat_conversations_finished_total",
         "counter",
         "Attended conversations that ended, by whether they were resolved at the first contact.",
-        counters.finished.iter().map(|((l, agent, fc), v)| {
-            (chat_labels(l, &[("agent", agent), ("first_contact", fc.label())]), *v as f64)
-        }),
+        counters
+            .finished
+            .iter()
+            .map(|((l, agent, fc), v)| (chat_labels(l, &[("agent", agent), ("first_contact", fc.label())]), *v as f64)),
     );
     family(
         out,

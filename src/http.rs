@@ -31,17 +31,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|enc| {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |enc| {
             let mut parts = enc.split(';');
             let name = parts.next().unwrap_or("").trim();
             let q_zero = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
             name.eq_ignore_ascii_case("gzip") && !q_zero
-        })
+        },
+    )
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -97,7 +97,10 @@ impl SelfMetrics {
         )
         .expect("valid metric");
         let budget_used = GaugeVec::new(
-            Opts::new("chat_exporter_api_budget_used", "Requests sent to the platform in the budget's window (the last 61 seconds)."),
+            Opts::new(
+                "chat_exporter_api_budget_used",
+                "Requests sent to the platform in the budget's window (the last 61 seconds).",
+            ),
             &["source"],
         )
         .expect("valid metric");
@@ -117,11 +120,9 @@ impl SelfMetrics {
             &["source"],
         )
         .expect("valid metric");
-        let open_chats_tracked = Gauge::new(
-            "chat_exporter_open_conversations_tracked",
-            "Open conversations held in memory by the tracker.",
-        )
-        .expect("valid metric");
+        let open_chats_tracked =
+            Gauge::new("chat_exporter_open_conversations_tracked", "Open conversations held in memory by the tracker.")
+                .expect("valid metric");
         let state_save_failures = prometheus::IntCounter::new(
             "chat_exporter_state_save_failures_total",
             "Failed writes of the state file; the exporter goes on and tries again after the next poll.",

@@ -197,10 +197,8 @@ impl Tracker {
         if attended && chat.agent.is_some() && !record.answered {
             record.answered = true;
             if !is_history {
-                *counters
-                    .answered
-                    .entry((chat.labels.clone(), agent_name.clone().unwrap_or_default()))
-                    .or_default() += 1;
+                *counters.answered.entry((chat.labels.clone(), agent_name.clone().unwrap_or_default())).or_default() +=
+                    1;
             }
         }
         if record.answered && !record.wait_observed {
@@ -289,10 +287,7 @@ impl Tracker {
             } else {
                 *g.waiting.entry(chat.labels.clone()).or_default() += 1;
                 if let Some(since) = chat.waiting_since {
-                    g.waiting_oldest
-                        .entry(chat.labels.clone())
-                        .and_modify(|t| *t = (*t).min(since))
-                        .or_insert(since);
+                    g.waiting_oldest.entry(chat.labels.clone()).and_modify(|t| *t = (*t).min(since)).or_insert(since);
                 }
             }
         }
@@ -303,11 +298,8 @@ impl Tracker {
                 } else {
                     AgentStatus::NotAttending
                 };
-                let apps: Vec<&str> = if member.apps.is_empty() {
-                    vec![""]
-                } else {
-                    member.apps.iter().map(String::as_str).collect()
-                };
+                let apps: Vec<&str> =
+                    if member.apps.is_empty() { vec![""] } else { member.apps.iter().map(String::as_str).collect() };
                 let groups: Vec<&str> = if member.groups.is_empty() {
                     vec![""]
                 } else {
@@ -315,8 +307,7 @@ impl Tracker {
                 };
                 for app in &apps {
                     for group in &groups {
-                        g.agent_status
-                            .insert((app.to_string(), group.to_string(), member.agent.name.clone()), status);
+                        g.agent_status.insert((app.to_string(), group.to_string(), member.agent.name.clone()), status);
                     }
                 }
             }
@@ -355,11 +346,11 @@ impl Tracker {
             .records
             .iter()
             .map(|(id, r)| {
-                let bits = u8::from(r.answered) * ANSWERED
-                    | u8::from(r.finished) * FINISHED
-                    | u8::from(r.abandoned) * ABANDONED
-                    | u8::from(r.wait_observed) * WAIT_OBSERVED
-                    | u8::from(r.duration_observed) * DURATION_OBSERVED;
+                let bits = (u8::from(r.answered) * ANSWERED)
+                    | (u8::from(r.finished) * FINISHED)
+                    | (u8::from(r.abandoned) * ABANDONED)
+                    | (u8::from(r.wait_observed) * WAIT_OBSERVED)
+                    | (u8::from(r.duration_observed) * DURATION_OBSERVED);
                 (*id, bits, r.last_update.map(|t| t.timestamp_millis()))
             })
             .collect();
@@ -382,7 +373,8 @@ impl Tracker {
     }
 
     pub fn from_state(state: TrackerState) -> Result<Self, String> {
-        for (what, bounds, hs) in [("wait", WAIT_BUCKETS, &state.wait), ("duration", DURATION_BUCKETS, &state.duration)] {
+        for (what, bounds, hs) in [("wait", WAIT_BUCKETS, &state.wait), ("duration", DURATION_BUCKETS, &state.duration)]
+        {
             for (labels, h) in hs {
                 let consistent = h.counts.len() == bounds.len() + 1 && h.counts.iter().sum::<u64>() == h.count;
                 if !consistent {

@@ -197,14 +197,24 @@ fn wait_ready(name: &str, addr: &str, path: &str, process: &mut Process) {
         if let Ok((200, _)) = http_get(addr, path) {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} not ready at http://{addr}{path} after 60 s; log:\n{}", tail(&process.log));
+        assert!(
+            Instant::now() < deadline,
+            "{name} not ready at http://{addr}{path} after 60 s; log:\n{}",
+            tail(&process.log)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -235,7 +245,8 @@ fn start_webhook() -> (SocketAddr, mpsc::Receiver<Notification>) {
                     }
                 }
                 Err(_) => {
-                    let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 }
             }
         }
@@ -448,8 +459,7 @@ fn diagnostics(stack: &Stack, events: &[SpikeEvent], exporter: &Exporter) -> Str
 #[test]
 fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
     let prometheus_bin = tools::require_tool(&["prometheus"], "prometheus");
-    let alertmanager_bin =
-        tools::require_tool(&["alertmanager", "prometheus-alertmanager"], "prometheus-alertmanager");
+    let alertmanager_bin = tools::require_tool(&["alertmanager", "prometheus-alertmanager"], "prometheus-alertmanager");
     let dir = tempfile::tempdir().expect("temporary directory");
     let (webhook, notifications) = start_webhook();
 
@@ -521,9 +531,8 @@ fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
         let elapsed = sim_start.elapsed();
         let deadline = if first_page.is_none() { FIRING_DEADLINE } else { RESOLVED_DEADLINE };
         // Not before the peak is over: a spike must hold through it.
-        let done = first_page.is_some()
-            && sim_minutes(elapsed) >= PEAK_END_MIN
-            && state.values().all(|s| s == "resolved");
+        let done =
+            first_page.is_some() && sim_minutes(elapsed) >= PEAK_END_MIN && state.values().all(|s| s == "resolved");
         if done {
             break;
         }
@@ -541,7 +550,10 @@ fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
         prometheus.assert_running();
         let Ok(notification) = notifications.recv_timeout(Duration::from_secs(1)) else { continue };
         for event in spike_events(&notification, sim_start) {
-            let key = (event.labels.get("app").cloned().unwrap_or_default(), event.labels.get("group").cloned().unwrap_or_default());
+            let key = (
+                event.labels.get("app").cloned().unwrap_or_default(),
+                event.labels.get("group").cloned().unwrap_or_default(),
+            );
             state.insert(key, event.status.clone());
             if first_page.is_none() && event.status == "firing" {
                 first_page = Some(event.clone());
@@ -557,22 +569,21 @@ fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
     let app = page.labels.get("app").cloned().unwrap_or_default();
     let group = page.labels.get("group").cloned().unwrap_or_default();
     assert!(!app.is_empty() && !group.is_empty(), "the page names no app or group: {page:#?}");
-    let expected_labels: BTreeMap<String, String> = [
-        ("alertname", "ChatQueueSpike"),
-        ("severity", "critical"),
-        ("app", app.as_str()),
-        ("group", group.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let expected_labels: BTreeMap<String, String> =
+        [("alertname", "ChatQueueSpike"), ("severity", "critical"), ("app", app.as_str()), ("group", group.as_str())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
     assert_eq!(page.labels, expected_labels, "labels of the page{context}");
     let expected_group_labels: BTreeMap<String, String> =
         expected_labels.iter().filter(|(k, _)| *k != "severity").map(|(k, v)| (k.clone(), v.clone())).collect();
     assert_eq!(page.group_labels, expected_group_labels, "Alertmanager grouping (alertname, app, group){context}");
     assert_eq!(page.receiver, "pager", "critical alerts page{context}");
     assert_eq!(page.path, "/pager", "the pager receiver's webhook URL{context}");
-    assert_eq!(page.annotations.get("summary").map(String::as_str), Some(format!("Chat queue spike in {app} / {group}").as_str()));
+    assert_eq!(
+        page.annotations.get("summary").map(String::as_str),
+        Some(format!("Chat queue spike in {app} / {group}").as_str())
+    );
     assert_eq!(page.annotations.get("runbook_url").map(String::as_str), Some(RUNBOOK_URL));
     let description = page.annotations.get("description").cloned().unwrap_or_default();
     assert!(
@@ -596,14 +607,21 @@ fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
         .expect("truth samples")
         .iter()
         .map(|s| {
-            (s["labels"]["app"].as_str().unwrap_or_default().to_string(), s["labels"]["group"].as_str().unwrap_or_default().to_string())
+            (
+                s["labels"]["app"].as_str().unwrap_or_default().to_string(),
+                s["labels"]["group"].as_str().unwrap_or_default().to_string(),
+            )
         })
         .collect();
-    assert!(pairs.contains(&(app.clone(), group.clone())), "({app}, {group}) is not in the simulator's ground truth: {pairs:?}");
+    assert!(
+        pairs.contains(&(app.clone(), group.clone())),
+        "({app}, {group}) is not in the simulator's ground truth: {pairs:?}"
+    );
 
     // Every page resolved (the loop waited for it), and a spike lasted through the peak:
     // at least one resolution came after the peak ended.
-    let last_resolution = events.iter().filter(|e| e.status == "resolved").map(|e| e.after).max().expect("a resolution");
+    let last_resolution =
+        events.iter().filter(|e| e.status == "resolved").map(|e| e.after).max().expect("a resolution");
     assert!(
         sim_minutes(last_resolution) >= PEAK_END_MIN,
         "every queue-spike page resolved before the peak ended (last at simulated minute {}){context}",

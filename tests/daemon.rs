@@ -23,7 +23,9 @@ fn write_config(dir: &tempfile::TempDir, body: &str) -> String {
 fn config_errors_name_the_key_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let token_line = "token = \"abc\"\n";
-    let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+    // (file, environment, the key the error must name)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (String::new(), vec![], "movidesk"),
         (format!("[movidesk]\n{token_line}poll_interval = \"soon\"\n"), vec![], "movidesk.poll_interval"),
         (format!("[movidesk]\n{token_line}requests_per_minute = \"ten\"\n"), vec![], "movidesk.requests_per_minute"),
@@ -32,11 +34,19 @@ fn config_errors_name_the_key_in_one_line() {
         (format!("[movidesk]\n{token_line}base_url = \"ftp://example.com\"\n"), vec![], "movidesk.base_url"),
         (format!("[movidesk]\n{token_line}page_size = 500\n"), vec![], "movidesk.page_size"),
         (format!("[movidesk]\n{token_line}overlap = \"1s\"\n"), vec![], "movidesk.overlap"),
-        (format!("[movidesk]\n{token_line}base_url = \"https://api.example.com/v1?token=abc\"\n"), vec![], "movidesk.base_url"),
+        (
+            format!("[movidesk]\n{token_line}base_url = \"https://api.example.com/v1?token=abc\"\n"),
+            vec![],
+            "movidesk.base_url",
+        ),
         (format!("[movidesk]\n{token_line}[state]\npath = \"\"\n"), vec![], "state.path"),
         ("[movidesk]\ntoken_file = \"/nonexistent/token\"\n".to_string(), vec![], "movidesk.token_file"),
         ("[movidesk]\npoll_interval = \"30s\"\n".to_string(), vec![], "movidesk.token"),
-        (format!("[movidesk]\n{token_line}"), vec![("CHAT_EXPORTER_MOVIDESK__REQUESTS_PER_MINUTE", "lots")], "movidesk.requests_per_minute"),
+        (
+            format!("[movidesk]\n{token_line}"),
+            vec![("CHAT_EXPORTER_MOVIDESK__REQUESTS_PER_MINUTE", "lots")],
+            "movidesk.requests_per_minute",
+        ),
         ("[movidesk\ntoken = 1\n".to_string(), vec![], "config.toml"),
     ];
     for (body, env, key) in cases {
@@ -70,9 +80,19 @@ async fn the_token_never_appears() {
     let state = format!("[state]\npath = \"{}\"\n", dir.path().join("state.json").display());
     let cases = [
         // Right token, answers that fail in every way.
-        (format!("{state}[movidesk]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{fast}", sim.movidesk_url(), token_file.display()), vec![]),
+        (
+            format!(
+                "{state}[movidesk]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{fast}",
+                sim.movidesk_url(),
+                token_file.display()
+            ),
+            vec![],
+        ),
         // Nobody listening.
-        (format!("{state}[movidesk]\nbase_url = \"http://127.0.0.1:{closed_port}/public/v1\"\n{fast}"), vec![("CHAT_EXPORTER_MOVIDESK__TOKEN", SECRET)]),
+        (
+            format!("{state}[movidesk]\nbase_url = \"http://127.0.0.1:{closed_port}/public/v1\"\n{fast}"),
+            vec![("CHAT_EXPORTER_MOVIDESK__TOKEN", SECRET)],
+        ),
     ];
     for (i, (body, env)) in cases.into_iter().enumerate() {
         if i == 0 {
@@ -85,7 +105,10 @@ async fn the_token_never_appears() {
             ]);
         }
         let path = write_config(&dir, &body);
-        let proc = ExporterProcess::start(&["--config.file", &path, "--web.listen-address", "127.0.0.1:0", "--log.level", "debug"], &env);
+        let proc = ExporterProcess::start(
+            &["--config.file", &path, "--web.listen-address", "127.0.0.1:0", "--log.level", "debug"],
+            &env,
+        );
         tokio::time::sleep(Duration::from_secs(3)).await;
         let base = proc.base_url();
         let mut pages = String::new();
@@ -106,7 +129,8 @@ async fn the_token_never_appears() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_exposition() {
     let promtool = require_tool("promtool");
-    let sim = start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(12) }).await;
+    let sim =
+        start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(12) }).await;
     let mut exp = TestExporter::start(fast_config(&sim)).await;
     exp.exporter.poll_once().await.unwrap();
     // Into the peak: queue, agents away, every family present.
@@ -115,7 +139,13 @@ async fn promtool_accepts_the_exposition() {
         exp.exporter.poll_once().await.unwrap();
     }
     let text = exp.scrape_text().await;
-    for family in ["chat_conversations_waiting", "chat_conversations_active", "chat_conversation_wait_seconds_bucket", "chat_agents", "process_cpu_seconds_total"] {
+    for family in [
+        "chat_conversations_waiting",
+        "chat_conversations_active",
+        "chat_conversation_wait_seconds_bucket",
+        "chat_agents",
+        "process_cpu_seconds_total",
+    ] {
         assert!(text.contains(family), "{family} missing");
     }
     let mut child = std::process::Command::new(promtool)
@@ -165,12 +195,29 @@ async fn metrics_are_served_gzipped_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_metrics_and_stops_on_sigterm() {
     let mut proc = ExporterProcess::start(
-        &["--demo", "--web.listen-address", "127.0.0.1:0", "--demo.speed", "120", "--demo.rate-limit", "600", "--web.telemetry-path", "/custom"],
+        &[
+            "--demo",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--demo.speed",
+            "120",
+            "--demo.rate-limit",
+            "600",
+            "--web.telemetry-path",
+            "/custom",
+        ],
         &[],
     );
     assert!(proc.metrics_url.ends_with("/custom"), "{}", proc.metrics_url);
     let out = proc.stdout.lock().unwrap().clone();
-    let sim_url = out.lines().find_map(|l| l.split("simulator listening on ").nth(1)).unwrap().split(' ').next().unwrap().to_string();
+    let sim_url = out
+        .lines()
+        .find_map(|l| l.split("simulator listening on ").nth(1))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = reqwest::get(&proc.metrics_url).await.unwrap().text().await.unwrap();
@@ -178,7 +225,15 @@ async fn demo_serves_metrics_and_stops_on_sigterm() {
         if value(&samples, "chat_exporter_source_up", &[("source", "movidesk")]) == Some(1.0)
             && samples.keys().any(|(n, _)| n == "chat_conversations_answered_total")
         {
-            assert_eq!(value(&samples, "chat_exporter_build_info", &[("version", env!("CARGO_PKG_VERSION")), ("revision", "unknown"), ("rustversion", "unknown")]).or(Some(1.0)), Some(1.0));
+            assert_eq!(
+                value(
+                    &samples,
+                    "chat_exporter_build_info",
+                    &[("version", env!("CARGO_PKG_VERSION")), ("revision", "unknown"), ("rustversion", "unknown")]
+                )
+                .or(Some(1.0)),
+                Some(1.0)
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "demo never produced chat metrics:\n{text}");

@@ -52,12 +52,7 @@ impl Proc {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(40);
-        format!(
-            "--- last lines of {} log ({}):\n{}",
-            self.name,
-            self.log.display(),
-            lines[start..].join("\n")
-        )
+        format!("--- last lines of {} log ({}):\n{}", self.name, self.log.display(), lines[start..].join("\n"))
     }
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
@@ -123,11 +118,7 @@ fn start_exporter(dir: &Path) -> (Proc, u16) {
             }
         }
     });
-    let mut proc = Proc {
-        name: "chat_exporter",
-        child,
-        log,
-    };
+    let mut proc = Proc { name: "chat_exporter", child, log };
     match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(port) => (proc, port),
         Err(_) => {
@@ -146,9 +137,7 @@ fn parse_listening_port(line: &str) -> Option<u16> {
     let marker = "listening on http://127.0.0.1:";
     let start = line.find(marker)? + marker.len();
     let rest = &line[start..];
-    let digits = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
     if !rest[digits..].starts_with("/metrics") {
         return None;
     }
@@ -184,11 +173,7 @@ fn start_prometheus(dir: &Path, exporter_port: u16) -> (Proc, u16) {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", prometheus.display()));
-        let mut proc = Proc {
-            name: "prometheus",
-            child,
-            log,
-        };
+        let mut proc = Proc { name: "prometheus", child, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = proc.exited() {
@@ -213,9 +198,7 @@ fn url_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -227,11 +210,7 @@ fn url_encode(s: &str) -> String {
 fn http_get(port: u16, path_and_query: &str) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    write!(
-        s,
-        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
+    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&raw).to_string();
@@ -251,8 +230,7 @@ struct Prom {
 impl Prom {
     fn api(&self, path_and_query: &str) -> Result<Value, String> {
         let (status, body) = http_get(self.port, path_and_query)?;
-        let v: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
         if v.get("status").and_then(Value::as_str) != Some("success") {
             return Err(format!(
                 "HTTP {status}: {} {}",
@@ -283,12 +261,7 @@ impl Prom {
         let v = self.api(&q)?;
         Ok(v["data"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default())
     }
 }
@@ -323,12 +296,7 @@ fn load_dashboards() -> Vec<Dash> {
                     targets.push((panel_title(p), ref_id, expr));
                 }
             }
-            Dash {
-                file: path.file_name().unwrap().to_string_lossy().to_string(),
-                json,
-                vars,
-                targets,
-            }
+            Dash { file: path.file_name().unwrap().to_string_lossy().to_string(), json, vars, targets }
         })
         .collect()
 }
@@ -342,10 +310,7 @@ fn all_values(d: &Dash) -> BTreeMap<String, String> {
     // Non-query variables keep their default (datasource, link URL).
     for v in variables(&d.json) {
         if var_type(v) != "query" {
-            let cur = v
-                .pointer("/current/value")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let cur = v.pointer("/current/value").and_then(Value::as_str).unwrap_or("");
             m.insert(var_name(v).to_string(), cur.to_string());
         }
     }
@@ -375,10 +340,7 @@ fn empty_by_design(expr: &str, vars: &BTreeMap<String, String>) -> Option<(Strin
     // Agent metrics of Movidesk carry app="" (an agent is not tied to an
     // application): with one application picked, area 02 shows no agent.
     let agent_only = !scanned.metrics.is_empty()
-        && scanned
-            .metrics
-            .iter()
-            .all(|m| m.name == "chat_agent_status" || m.name == "chat_agents");
+        && scanned.metrics.iter().all(|m| m.name == "chat_agent_status" || m.name == "chat_agents");
     if agent_only && vars.get("app").is_some_and(|v| v != ".*") {
         return Some((
             "agent metrics have an empty app label (docs/metrics.md), so one application hides them".into(),
@@ -404,10 +366,7 @@ fn run_targets(
         let q = substitute(expr, vars);
         let leftover = referenced_variables(&q);
         if !leftover.is_empty() {
-            problems.push(format!(
-                "{}: {title:?}/{ref_id} [{label}]: unsubstituted ${leftover:?} in {q}",
-                d.file
-            ));
+            problems.push(format!("{}: {title:?}/{ref_id} [{label}]: unsubstituted ${leftover:?} in {q}", d.file));
             continue;
         }
         match prom.query(&q) {
@@ -430,13 +389,9 @@ fn run_targets(
     problems
 }
 
-fn eval_variable(
-    prom: &Prom,
-    query: &str,
-    vars: &BTreeMap<String, String>,
-) -> Result<Vec<String>, String> {
-    let (selector, label) = parse_label_values(query)
-        .ok_or_else(|| format!("variable query is not label_values(...): {query}"))?;
+fn eval_variable(prom: &Prom, query: &str, vars: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+    let (selector, label) =
+        parse_label_values(query).ok_or_else(|| format!("variable query is not label_values(...): {query}"))?;
     let selector = selector.map(|s| substitute(&s, vars));
     prom.label_values(selector.as_deref(), &label)
 }
@@ -460,10 +415,7 @@ fn check_round(prom: &Prom, dashboards: &[Dash]) -> (Vec<String>, Vec<String>, u
                 }
             };
             if values.is_empty() {
-                problems.push(format!(
-                    "{}: variable {name} has no values: {query}",
-                    d.file
-                ));
+                problems.push(format!("{}: variable {name} has no values: {query}", d.file));
                 continue;
             }
             // Try the values in the order Prometheus returns them; the first
@@ -475,13 +427,7 @@ fn check_round(prom: &Prom, dashboards: &[Dash]) -> (Vec<String>, Vec<String>, u
                 let mut vars = all.clone();
                 vars.insert(name.clone(), regex_escape_for_promql(value));
                 let mut n = Vec::new();
-                let p = run_targets(
-                    prom,
-                    d,
-                    &vars,
-                    &format!("{name} = {value:?}, others All"),
-                    &mut n,
-                );
+                let p = run_targets(prom, d, &vars, &format!("{name} = {value:?}, others All"), &mut n);
                 executed += d.targets.len();
                 let done = p.is_empty();
                 if best.as_ref().is_none_or(|b| p.len() < b.0.len()) {
@@ -535,29 +481,16 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     loop {
         rounds += 1;
         if let Some(status) = exporter.exited() {
-            panic!(
-                "chat_exporter exited early with {status}\n{}",
-                exporter.log_tail()
-            );
+            panic!("chat_exporter exited early with {status}\n{}", exporter.log_tail());
         }
         if let Some(status) = prometheus.exited() {
-            panic!(
-                "prometheus exited early with {status}\n{}",
-                prometheus.log_tail()
-            );
+            panic!("prometheus exited early with {status}\n{}", prometheus.log_tail());
         }
         let (problems, notes, executed) = check_round(&prom, &dashboards);
         // A query Prometheus rejects will not get better with time.
-        let syntax: Vec<&String> = problems
-            .iter()
-            .filter(|p| p.contains("query failed"))
-            .collect();
+        let syntax: Vec<&String> = problems.iter().filter(|p| p.contains("query failed")).collect();
         if !syntax.is_empty() {
-            panic!(
-                "{} panel quer(ies) rejected by Prometheus:\n{}",
-                syntax.len(),
-                join(&syntax)
-            );
+            panic!("{} panel quer(ies) rejected by Prometheus:\n{}", syntax.len(), join(&syntax));
         }
         if problems.is_empty() {
             eprintln!(
@@ -584,26 +517,18 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
 }
 
 fn join(items: &[&String]) -> String {
-    items
-        .iter()
-        .map(|s| format!("  - {s}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    items.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
 fn listening_line_is_parsed() {
-    assert_eq!(
-        parse_listening_port("INFO chat_exporter: listening on http://127.0.0.1:45123/metrics"),
-        Some(45123)
-    );
-    assert_eq!(
-        parse_listening_port("listening on http://0.0.0.0:9/metrics"),
-        None
-    );
+    assert_eq!(parse_listening_port("INFO chat_exporter: listening on http://127.0.0.1:45123/metrics"), Some(45123));
+    assert_eq!(parse_listening_port("listening on http://0.0.0.0:9/metrics"), None);
     // The demo's simulator announces itself first, on another port.
     assert_eq!(
-        parse_listening_port("simulator listening on http://127.0.0.1:39851 (ground truth at http://127.0.0.1:39851/_sim/truth)"),
+        parse_listening_port(
+            "simulator listening on http://127.0.0.1:39851 (ground truth at http://127.0.0.1:39851/_sim/truth)"
+        ),
         None
     );
 }
@@ -617,19 +542,10 @@ fn grafana_variables_are_substituted() {
         "sum(increase(x{app=~\"$app\", agent=~\"${agent}\"}[$__range])) / rate(y[$__rate_interval]) + $__interval",
         &vars,
     );
-    assert_eq!(
-        q,
-        "sum(increase(x{app=~\".*\", agent=~\"Ana \\\\(N1\\\\)\\\\.x\"}[5m])) / rate(y[1m]) + 15s"
-    );
+    assert_eq!(q, "sum(increase(x{app=~\".*\", agent=~\"Ana \\\\(N1\\\\)\\\\.x\"}[5m])) / rate(y[1m]) + 15s");
     assert_eq!(
         parse_label_values("label_values({__name__=~\"a|b\", job=~\"$job\"}, agent)"),
-        Some((
-            Some("{__name__=~\"a|b\", job=~\"$job\"}".to_string()),
-            "agent".to_string()
-        ))
+        Some((Some("{__name__=~\"a|b\", job=~\"$job\"}".to_string()), "agent".to_string()))
     );
-    assert_eq!(
-        parse_label_values("label_values(job)"),
-        Some((None, "job".to_string()))
-    );
+    assert_eq!(parse_label_values("label_values(job)"), Some((None, "job".to_string())));
 }

@@ -75,18 +75,11 @@ const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];
 
 impl Checker {
     fn new(contract: BTreeMap<String, String>) -> Self {
-        Checker {
-            contract,
-            out: Vec::new(),
-        }
+        Checker { contract, out: Vec::new() }
     }
 
     fn report(&mut self, rule: &'static str, at: impl Into<String>, message: impl Into<String>) {
-        self.out.push(Violation {
-            rule,
-            at: at.into(),
-            message: message.into(),
-        });
+        self.out.push(Violation { rule, at: at.into(), message: message.into() });
     }
 
     /// Some(true) for a counter-like series (counter or histogram part),
@@ -113,50 +106,26 @@ impl Checker {
         let uid = d.get("uid").and_then(Value::as_str).unwrap_or("");
         let uid_ok = !uid.is_empty()
             && uid.len() <= 40
-            && uid
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && uid.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !uid_ok {
-            self.report(
-                "dashboard-uid",
-                file,
-                format!("uid {uid:?} must be fixed: [a-z0-9-], 1 to 40 characters"),
-            );
+            self.report("dashboard-uid", file, format!("uid {uid:?} must be fixed: [a-z0-9-], 1 to 40 characters"));
         }
-        if d.get("title")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .trim()
-            .is_empty()
-        {
+        if d.get("title").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
             self.report("dashboard-title", file, "dashboard has no title");
         }
 
         // ---- variables
         let vars = variables(d);
         let mut defined: BTreeSet<String> = BUILTINS.iter().map(|(k, _)| k.to_string()).collect();
-        for extra in [
-            "__interval_ms",
-            "__range_s",
-            "__range_ms",
-            "__from",
-            "__to",
-            "__dashboard",
-        ] {
+        for extra in ["__interval_ms", "__range_s", "__range_ms", "__from", "__to", "__dashboard"] {
             defined.insert(extra.to_string());
         }
-        let ds_vars: Vec<&&Value> = vars
-            .iter()
-            .filter(|v| var_type(v) == "datasource")
-            .collect();
+        let ds_vars: Vec<&&Value> = vars.iter().filter(|v| var_type(v) == "datasource").collect();
         if ds_vars.len() != 1 {
             self.report(
                 "datasource-variable",
                 file,
-                format!(
-                    "expected exactly one datasource variable, found {}",
-                    ds_vars.len()
-                ),
+                format!("expected exactly one datasource variable, found {}", ds_vars.len()),
             );
         }
         for v in &ds_vars {
@@ -169,15 +138,9 @@ impl Checker {
             }
         }
         for required in ["job", "instance"] {
-            let found = vars
-                .iter()
-                .any(|v| var_name(v) == required && var_type(v) == "query");
+            let found = vars.iter().any(|v| var_name(v) == required && var_type(v) == "query");
             if !found {
-                let rule = if required == "job" {
-                    "job-variable"
-                } else {
-                    "instance-variable"
-                };
+                let rule = if required == "job" { "job-variable" } else { "instance-variable" };
                 self.report(rule, file, format!("no query variable named {required}"));
             }
         }
@@ -230,33 +193,14 @@ impl Checker {
             if is_row(p) {
                 continue;
             }
-            if p.get("title")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .trim()
-                .is_empty()
-            {
+            if p.get("title").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
                 self.report("panel-title", at.clone(), "panel has no title");
             }
-            if p.get("description")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .trim()
-                .is_empty()
-            {
+            if p.get("description").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
                 self.report("panel-description", at.clone(), "panel has no description");
             }
-            if p.pointer("/fieldConfig/defaults/unit")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .trim()
-                .is_empty()
-            {
-                self.report(
-                    "panel-unit",
-                    at.clone(),
-                    "fieldConfig.defaults.unit is not set",
-                );
+            if p.pointer("/fieldConfig/defaults/unit").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
+                self.report("panel-unit", at.clone(), "fieldConfig.defaults.unit is not set");
             }
             if !is_templated_datasource(p.get("datasource")) {
                 self.report(
@@ -266,11 +210,7 @@ impl Checker {
                 );
             }
             let ptype = p.get("type").and_then(Value::as_str).unwrap_or("");
-            let targets = p
-                .get("targets")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let targets = p.get("targets").and_then(Value::as_array).cloned().unwrap_or_default();
             if targets.is_empty() && ptype != "text" {
                 self.report("panel-targets", at.clone(), "panel has no query");
             }
@@ -279,11 +219,7 @@ impl Checker {
                 let tat = format!("{at} target {ref_id}");
                 if let Some(ds) = t.get("datasource") {
                     if !is_templated_datasource(Some(ds)) {
-                        self.report(
-                            "target-datasource",
-                            tat.clone(),
-                            "target datasource must be the templated one",
-                        );
+                        self.report("target-datasource", tat.clone(), "target datasource must be the templated one");
                     }
                 }
                 let expr = t.get("expr").and_then(Value::as_str).unwrap_or("");
@@ -299,11 +235,7 @@ impl Checker {
     fn check_variable_use(&mut self, at: &str, text: &str, defined: &BTreeSet<String>) {
         for name in referenced_variables(text) {
             if !defined.contains(&name) {
-                self.report(
-                    "undefined-variable",
-                    at,
-                    format!("${name} is not a dashboard variable"),
-                );
+                self.report("undefined-variable", at, format!("${name} is not a dashboard variable"));
             }
         }
         // `label="$var"` or `label!="$var"`: multi-select and All need =~ / !~.
@@ -330,9 +262,7 @@ impl Checker {
                 self.report(
                     "range-interval",
                     at,
-                    format!(
-                        "range [{r}] must be [$__rate_interval] (or [$__range] for period figures)"
-                    ),
+                    format!("range [{r}] must be [$__rate_interval] (or [$__range] for period figures)"),
                 );
             }
             if r == "$__range" && panel_type == "timeseries" {
@@ -344,33 +274,21 @@ impl Checker {
             }
         }
         for m in &scanned.metrics {
-            let through_rate = m.range.is_some()
-                && matches!(m.function.as_deref(), Some("rate") | Some("increase"));
+            let through_rate = m.range.is_some() && matches!(m.function.as_deref(), Some("rate") | Some("increase"));
             match self.counter_like(&m.name) {
-                None => self.report(
-                    "unknown-metric",
-                    at,
-                    format!("{} is not in docs/metrics.md", m.name),
-                ),
+                None => self.report("unknown-metric", at, format!("{} is not in docs/metrics.md", m.name)),
                 Some(true) if !through_rate => self.report(
                     "counter-raw",
                     at,
-                    format!(
-                        "counter {} must be used through rate() or increase()",
-                        m.name
-                    ),
+                    format!("counter {} must be used through rate() or increase()", m.name),
                 ),
                 Some(false)
-                    if m.range.is_some()
-                        && matches!(m.function.as_deref(), Some("rate") | Some("increase")) =>
+                    if m.range.is_some() && matches!(m.function.as_deref(), Some("rate") | Some("increase")) =>
                 {
                     self.report(
                         "rate-on-gauge",
                         at,
-                        format!(
-                            "{} is not a counter: rate()/increase() do not apply",
-                            m.name
-                        ),
+                        format!("{} is not a counter: rate()/increase() do not apply", m.name),
                     )
                 }
                 _ => {}
@@ -403,17 +321,9 @@ fn lint_all_dashboard_files() -> Vec<Violation> {
         match load_json(&path) {
             Ok(d) => {
                 c.check_dashboard(&file, &d);
-                let uid = d
-                    .get("uid")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let uid = d.get("uid").and_then(Value::as_str).unwrap_or("").to_string();
                 if let Some(other) = uids.insert(uid.clone(), file.clone()) {
-                    c.report(
-                        "dashboard-uid-unique",
-                        file.clone(),
-                        format!("uid {uid:?} is also used by {other}"),
-                    );
+                    c.report("dashboard-uid-unique", file.clone(), format!("uid {uid:?} is also used by {other}"));
                 }
                 // The datasource variable defaults to the provisioned datasource.
                 for v in variables(&d) {
@@ -440,11 +350,7 @@ fn lint_all_dashboard_files() -> Vec<Violation> {
 fn fail_on(violations: &[Violation]) {
     if !violations.is_empty() {
         let list: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
-        panic!(
-            "{} dashboard lint violation(s):\n{}",
-            list.len(),
-            list.join("\n")
-        );
+        panic!("{} dashboard lint violation(s):\n{}", list.len(), list.join("\n"));
     }
 }
 
@@ -455,15 +361,10 @@ fn every_dashboard_passes_the_lint() {
 
 #[test]
 fn dashboards_cover_the_expected_files() {
-    let names: Vec<String> = dashboard_files()
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
-        .collect();
+    let names: Vec<String> =
+        dashboard_files().iter().map(|p| p.file_name().unwrap().to_string_lossy().to_string()).collect();
     for expected in ["chats.json", "chat-exporter.json"] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "missing grafana/dashboards/{expected}"
-        );
+        assert!(names.iter().any(|n| n == expected), "missing grafana/dashboards/{expected}");
     }
 }
 
@@ -472,45 +373,22 @@ fn dashboards_cover_the_expected_files() {
 #[test]
 fn chats_dashboard_mirrors_the_screen() {
     let d = load_json(&repo_root().join("grafana/dashboards/chats.json")).unwrap();
-    let rows: Vec<String> = all_panels(&d)
-        .into_iter()
-        .filter(|p| is_row(p))
-        .map(panel_title)
-        .collect();
+    let rows: Vec<String> = all_panels(&d).into_iter().filter(|p| is_row(p)).map(panel_title).collect();
     assert_eq!(rows.len(), 4, "one row per area: {rows:?}");
     for (i, r) in rows.iter().enumerate() {
-        assert!(
-            r.starts_with(&format!("0{}", i + 1)),
-            "rows in the screen's order: {rows:?}"
-        );
+        assert!(r.starts_with(&format!("0{}", i + 1)), "rows in the screen's order: {rows:?}");
     }
     let names: Vec<&str> = variables(&d).into_iter().map(var_name).collect();
-    for v in [
-        "datasource",
-        "job",
-        "instance",
-        "app",
-        "group",
-        "origin",
-        "agent",
-        "chat_screen_url",
-    ] {
+    for v in ["datasource", "job", "instance", "app", "group", "origin", "agent", "chat_screen_url"] {
         assert!(names.contains(&v), "variable {v} missing: {names:?}");
     }
     let link_url = d
         .pointer("/links")
         .and_then(Value::as_array)
-        .and_then(|l| {
-            l.iter()
-                .find(|x| x.get("type").and_then(Value::as_str) == Some("link"))
-        })
+        .and_then(|l| l.iter().find(|x| x.get("type").and_then(Value::as_str) == Some("link")))
         .and_then(|l| l.get("url"))
         .and_then(Value::as_str);
-    assert_eq!(
-        link_url,
-        Some("${chat_screen_url}"),
-        "dashboard link to the platform's screen"
-    );
+    assert_eq!(link_url, Some("${chat_screen_url}"), "dashboard link to the platform's screen");
 
     // Area of each panel = the last row above it.
     let mut area = String::new();
@@ -519,10 +397,7 @@ fn chats_dashboard_mirrors_the_screen() {
             area = panel_title(p)[..2].to_string();
             continue;
         }
-        let vars: BTreeSet<String> = panel_exprs(p)
-            .iter()
-            .flat_map(|(_, e)| referenced_variables(e))
-            .collect();
+        let vars: BTreeSet<String> = panel_exprs(p).iter().flat_map(|(_, e)| referenced_variables(e)).collect();
         let title = panel_title(p);
         if area == "02" {
             for forbidden in ["agent", "origin"] {
@@ -533,16 +408,10 @@ fn chats_dashboard_mirrors_the_screen() {
             }
         }
         for needed in ["job", "instance", "app", "group"] {
-            assert!(
-                vars.contains(needed),
-                "{title:?} (area {area}) does not filter by ${needed}"
-            );
+            assert!(vars.contains(needed), "{title:?} (area {area}) does not filter by ${needed}");
         }
         if p.get("type").and_then(Value::as_str) == Some("stat") && area == "01" {
-            assert!(
-                vars.contains("__range"),
-                "period figure {title:?} must use [$__range]"
-            );
+            assert!(vars.contains("__range"), "period figure {title:?} must use [$__range]");
         }
     }
 }
@@ -609,45 +478,23 @@ fn checker_reports_each_violation_of_a_broken_dashboard() {
         "rate-on-gauge",
         "unknown-metric",
     ];
-    let missing: Vec<&str> = expected
-        .iter()
-        .copied()
-        .filter(|r| !reported.contains(r))
-        .collect();
+    let missing: Vec<&str> = expected.iter().copied().filter(|r| !reported.contains(r)).collect();
     let all: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
-    assert!(
-        missing.is_empty(),
-        "rules not reported: {missing:?}\nreported:\n{}",
-        all.join("\n")
-    );
+    assert!(missing.is_empty(), "rules not reported: {missing:?}\nreported:\n{}", all.join("\n"));
     // Specific findings, so a rule does not pass by reporting the wrong thing.
     let has = |rule: &str, needle: &str| {
-        violations
-            .iter()
-            .any(|v| v.rule == rule && (v.message.contains(needle) || v.at.contains(needle)))
+        violations.iter().any(|v| v.rule == rule && (v.message.contains(needle) || v.at.contains(needle)))
     };
     assert!(has("range-interval", "[5m]"), "{all:#?}");
     assert!(has("undefined-variable", "$grp"), "{all:#?}");
-    assert!(
-        has("counter-raw", "chat_conversations_answered_total"),
-        "{all:#?}"
-    );
-    assert!(
-        has("counter-raw", "chat_conversation_wait_seconds_bucket"),
-        "{all:#?}"
-    );
-    assert!(
-        has("rate-on-gauge", "chat_conversations_waiting"),
-        "{all:#?}"
-    );
+    assert!(has("counter-raw", "chat_conversations_answered_total"), "{all:#?}");
+    assert!(has("counter-raw", "chat_conversation_wait_seconds_bucket"), "{all:#?}");
+    assert!(has("rate-on-gauge", "chat_conversations_waiting"), "{all:#?}");
     assert!(has("unknown-metric", "chat_made_up_metric"), "{all:#?}");
     assert!(has("panel-id", "duplicate panel id 2"), "{all:#?}");
     assert!(has("panel-id", "no numeric id"), "{all:#?}");
     // A row needs no datasource, unit or description.
-    assert!(
-        !violations.iter().any(|v| v.at.contains("panel \"row\"")),
-        "rows are exempt: {all:#?}"
-    );
+    assert!(!violations.iter().any(|v| v.at.contains("panel \"row\"")), "rows are exempt: {all:#?}");
 }
 
 #[test]
@@ -685,18 +532,9 @@ fn promql_scanner_finds_selectors_ranges_and_functions() {
     let s = scan_promql(
         "histogram_quantile(0.9, sum by (le, group) (rate(a_bucket{x=~\"$x\", y=\"[1m]\"}[$__rate_interval]))) / on (group) group_left count(b) > bool 0",
     );
-    let names: Vec<(&str, Option<&str>, Option<&str>)> = s
-        .metrics
-        .iter()
-        .map(|m| (m.name.as_str(), m.range.as_deref(), m.function.as_deref()))
-        .collect();
-    assert_eq!(
-        names,
-        vec![
-            ("a_bucket", Some("$__rate_interval"), Some("rate")),
-            ("b", None, Some("count")),
-        ]
-    );
+    let names: Vec<(&str, Option<&str>, Option<&str>)> =
+        s.metrics.iter().map(|m| (m.name.as_str(), m.range.as_deref(), m.function.as_deref())).collect();
+    assert_eq!(names, vec![("a_bucket", Some("$__rate_interval"), Some("rate")), ("b", None, Some("count")),]);
     assert_eq!(s.ranges, vec!["$__rate_interval".to_string()]);
     // `(x)` inside rate(...) is not an argument of rate.
     let s = scan_promql("rate((c_total)[5m:])");
@@ -713,50 +551,28 @@ fn parse_yaml(text: &str) -> Result<Value, String> {
 
 fn check_datasources_yaml(file: &str, v: &Value) -> Vec<Violation> {
     let mut out = Vec::new();
-    let mut bad = |rule: &'static str, message: String| {
-        out.push(Violation {
-            rule,
-            at: file.to_string(),
-            message,
-        })
-    };
+    let mut bad = |rule: &'static str, message: String| out.push(Violation { rule, at: file.to_string(), message });
     if v.get("apiVersion") != Some(&json!(1)) {
         bad("provisioning-keys", "apiVersion: 1 is required".into());
     }
-    let list = v
-        .get("datasources")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let list = v.get("datasources").and_then(Value::as_array).cloned().unwrap_or_default();
     if list.len() != 1 {
-        bad(
-            "provisioning-keys",
-            format!("expected one datasource, found {}", list.len()),
-        );
+        bad("provisioning-keys", format!("expected one datasource, found {}", list.len()));
     }
     for ds in &list {
         for key in ["name", "uid", "type", "access", "url"] {
             if ds.get(key).and_then(Value::as_str).unwrap_or("").is_empty() {
-                bad(
-                    "provisioning-keys",
-                    format!("datasource key {key} is missing"),
-                );
+                bad("provisioning-keys", format!("datasource key {key} is missing"));
             }
         }
         if ds.get("type").and_then(Value::as_str) != Some("prometheus") {
             bad("provisioning-keys", "type must be prometheus".into());
         }
         if ds.get("uid").and_then(Value::as_str) != Some(PROVISIONED_DATASOURCE_UID) {
-            bad(
-                "provisioning-keys",
-                format!("uid must be the fixed {PROVISIONED_DATASOURCE_UID:?}"),
-            );
+            bad("provisioning-keys", format!("uid must be the fixed {PROVISIONED_DATASOURCE_UID:?}"));
         }
         if ds.get("url").and_then(Value::as_str) != Some("http://prometheus:9090") {
-            bad(
-                "provisioning-keys",
-                "url must be http://prometheus:9090 (the compose stack)".into(),
-            );
+            bad("provisioning-keys", "url must be http://prometheus:9090 (the compose stack)".into());
         }
         if ds.get("isDefault") != Some(&json!(true)) {
             bad("provisioning-keys", "isDefault: true is required".into());
@@ -767,21 +583,11 @@ fn check_datasources_yaml(file: &str, v: &Value) -> Vec<Violation> {
 
 fn check_dashboards_yaml(file: &str, v: &Value) -> Vec<Violation> {
     let mut out = Vec::new();
-    let mut bad = |message: String| {
-        out.push(Violation {
-            rule: "provisioning-keys",
-            at: file.to_string(),
-            message,
-        })
-    };
+    let mut bad = |message: String| out.push(Violation { rule: "provisioning-keys", at: file.to_string(), message });
     if v.get("apiVersion") != Some(&json!(1)) {
         bad("apiVersion: 1 is required".into());
     }
-    let list = v
-        .get("providers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let list = v.get("providers").and_then(Value::as_array).cloned().unwrap_or_default();
     if list.is_empty() {
         bad("providers is missing or empty".into());
     }
@@ -794,11 +600,8 @@ fn check_dashboards_yaml(file: &str, v: &Value) -> Vec<Violation> {
         if p.get("type").and_then(Value::as_str) != Some("file") {
             bad("type must be file".into());
         }
-        if p.pointer("/options/path").and_then(Value::as_str) != Some(DASHBOARDS_PATH_IN_CONTAINER)
-        {
-            bad(format!(
-                "options.path must be {DASHBOARDS_PATH_IN_CONTAINER}"
-            ));
+        if p.pointer("/options/path").and_then(Value::as_str) != Some(DASHBOARDS_PATH_IN_CONTAINER) {
+            bad(format!("options.path must be {DASHBOARDS_PATH_IN_CONTAINER}"));
         }
     }
     out
@@ -820,10 +623,7 @@ fn yaml_files(sub: &str) -> Vec<std::path::PathBuf> {
 fn provisioning_files_have_the_documented_keys() {
     let mut violations = Vec::new();
     for (sub, check) in [
-        (
-            "datasources",
-            check_datasources_yaml as fn(&str, &Value) -> Vec<Violation>,
-        ),
+        ("datasources", check_datasources_yaml as fn(&str, &Value) -> Vec<Violation>),
         ("dashboards", check_dashboards_yaml),
     ] {
         for path in yaml_files(sub) {
@@ -831,18 +631,13 @@ fn provisioning_files_have_the_documented_keys() {
             let text = std::fs::read_to_string(&path).unwrap();
             match parse_yaml(&text) {
                 Ok(v) => violations.extend(check(&file, &v)),
-                Err(e) => violations.push(Violation {
-                    rule: "provisioning-yaml",
-                    at: file,
-                    message: e,
-                }),
+                Err(e) => violations.push(Violation { rule: "provisioning-yaml", at: file, message: e }),
             }
         }
     }
     fail_on(&violations);
     // What the files promise is documented.
-    let doc = std::fs::read_to_string(repo_root().join("docs/dashboards.md"))
-        .expect("docs/dashboards.md");
+    let doc = std::fs::read_to_string(repo_root().join("docs/dashboards.md")).expect("docs/dashboards.md");
     for needle in [
         DASHBOARDS_PATH_IN_CONTAINER,
         PROVISIONED_DATASOURCE_UID,
@@ -850,10 +645,7 @@ fn provisioning_files_have_the_documented_keys() {
         "chat_screen_url",
         "/etc/grafana/provisioning",
     ] {
-        assert!(
-            doc.contains(needle),
-            "docs/dashboards.md does not mention {needle}"
-        );
+        assert!(doc.contains(needle), "docs/dashboards.md does not mention {needle}");
     }
 }
 
@@ -865,34 +657,15 @@ fn yaml_checks_report_missing_keys() {
     .unwrap();
     let v = check_datasources_yaml("ds.yaml", &ds);
     let msgs: Vec<&str> = v.iter().map(|v| v.message.as_str()).collect();
-    for needle in [
-        "uid is missing",
-        "access is missing",
-        "type must be prometheus",
-        "url must be",
-        "isDefault",
-    ] {
-        assert!(
-            msgs.iter().any(|m| m.contains(needle)),
-            "{needle}: {msgs:#?}"
-        );
+    for needle in ["uid is missing", "access is missing", "type must be prometheus", "url must be", "isDefault"] {
+        assert!(msgs.iter().any(|m| m.contains(needle)), "{needle}: {msgs:#?}");
     }
-    let dash = parse_yaml(
-        "apiVersion: 2\nproviders:\n- name: x\n  type: sqlite\n  options:\n    path: /tmp\n",
-    )
-    .unwrap();
+    let dash =
+        parse_yaml("apiVersion: 2\nproviders:\n- name: x\n  type: sqlite\n  options:\n    path: /tmp\n").unwrap();
     let v = check_dashboards_yaml("d.yaml", &dash);
     let msgs: Vec<&str> = v.iter().map(|v| v.message.as_str()).collect();
-    for needle in [
-        "apiVersion",
-        "folder is missing",
-        "type must be file",
-        "options.path",
-    ] {
-        assert!(
-            msgs.iter().any(|m| m.contains(needle)),
-            "{needle}: {msgs:#?}"
-        );
+    for needle in ["apiVersion", "folder is missing", "type must be file", "options.path"] {
+        assert!(msgs.iter().any(|m| m.contains(needle)), "{needle}: {msgs:#?}");
     }
     // A YAML syntax error is reported, not ignored.
     assert!(parse_yaml("a: 1\n   b: 2\n").is_err());

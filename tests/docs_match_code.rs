@@ -51,7 +51,8 @@ fn every_documented_key_exists_with_its_documented_default() {
         if !matches!(section, "movidesk" | "state") {
             continue;
         }
-        let value = if default.parse::<toml_like::Raw>().is_ok() { default.to_string() } else { format!("\"{default}\"") };
+        let value =
+            if default.parse::<toml_like::Raw>().is_ok() { default.to_string() } else { format!("\"{default}\"") };
         sections.entry(section.to_string()).or_default().push(format!("{name} = {value}"));
     }
     assert!(sections["movidesk"].len() >= 9, "{sections:?}");
@@ -99,7 +100,8 @@ async fn every_metric_is_documented() {
         exp.exporter.poll_once().await.unwrap();
     }
     let text = exp.scrape_text().await;
-    let families: BTreeSet<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    let families: BTreeSet<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
     let contract = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
     let readme = readme();
     for family in families {

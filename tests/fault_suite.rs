@@ -160,7 +160,12 @@ async fn missing_nulls_string_ids_and_date_formats() {
     let (sim, mut exp) = busy_morning(27, manual_sim(0)).await;
     for dates in [DateStyle::NoFractionNoZone, DateStyle::Zulu, DateStyle::Offset, DateStyle::Fraction7NoZone] {
         for omit_nulls in [true, false] {
-            sim.state.set_rendering(Rendering { dates, omit_nulls, ids_as_strings: omit_nulls, date_header_skew_seconds: 0 });
+            sim.state.set_rendering(Rendering {
+                dates,
+                omit_nulls,
+                ids_as_strings: omit_nulls,
+                date_header_skew_seconds: 0,
+            });
             for _ in 0..15 {
                 sim.state.advance(60);
                 exp.exporter.poll_once().await.unwrap();
@@ -208,7 +213,11 @@ async fn platform_clock_ahead_or_behind() {
             sim.state.advance(60);
             exp.exporter.poll_once().await.unwrap();
         }
-        assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), &format!("skew {skew_hours} h"));
+        assert_samples_eq(
+            &chat_samples(&exp.scrape().await),
+            &truth_samples(&sim.state.truth()),
+            &format!("skew {skew_hours} h"),
+        );
     }
 }
 
@@ -234,6 +243,10 @@ async fn a_date_header_from_another_clock() {
             sim.state.advance(60);
             exp.exporter.poll_once().await.unwrap();
         }
-        assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), &format!("Date skewed {skew} s"));
+        assert_samples_eq(
+            &chat_samples(&exp.scrape().await),
+            &truth_samples(&sim.state.truth()),
+            &format!("Date skewed {skew} s"),
+        );
     }
 }

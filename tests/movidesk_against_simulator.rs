@@ -21,7 +21,11 @@ async fn a_whole_day_matches_ground_truth_every_hour() {
         exp.exporter.poll_once().await.expect("poll succeeds");
         if minute % 60 == 0 {
             let truth = truth_samples(&sim.state.truth());
-            assert_samples_eq(&chat_samples(&exp.scrape().await), &truth, &format!("after {} simulated hours", minute / 60));
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth,
+                &format!("after {} simulated hours", minute / 60),
+            );
             checked += 1;
         }
     }
@@ -37,7 +41,10 @@ async fn a_whole_day_matches_ground_truth_every_hour() {
         "chat_agent_status",
         "chat_agents",
     ] {
-        assert!(truth.samples.iter().any(|s| s.name == family && s.value > 0.0), "{family} is empty in the simulated day");
+        assert!(
+            truth.samples.iter().any(|s| s.name == family && s.value > 0.0),
+            "{family} is empty in the simulated day"
+        );
     }
     let total_answered: f64 =
         truth.samples.iter().filter(|s| s.name == "chat_conversations_answered_total").map(|s| s.value).sum();
@@ -48,7 +55,8 @@ async fn a_whole_day_matches_ground_truth_every_hour() {
 /// end of a day: checked after every poll through a busy morning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gauges_match_after_every_poll() {
-    let sim = start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(11) }).await;
+    let sim =
+        start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(11) }).await;
     let mut exp = TestExporter::start(fast_config(&sim)).await;
     exp.exporter.poll_once().await.unwrap();
     let mut saw_queue = false;
@@ -82,7 +90,11 @@ async fn overlapping_polls_count_each_chat_once() {
     }
     let requests = sim.state.requests();
     assert!(requests.len() > 500, "small pages and a wide overlap make many requests: {}", requests.len());
-    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after overlapping polls");
+    assert_samples_eq(
+        &chat_samples(&exp.scrape().await),
+        &truth_samples(&sim.state.truth()),
+        "after overlapping polls",
+    );
 }
 
 /// A 429 is honoured: no request goes out before `Retry-After` has passed, the failure is
@@ -122,14 +134,26 @@ async fn rate_limit_429_and_retry_after_are_honoured() {
     }
     let samples = exp.scrape().await;
     assert_eq!(
-        value(&samples, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", "rate_limited")]),
+        value(
+            &samples,
+            "chat_exporter_api_request_failures_total",
+            &[("source", "movidesk"), ("reason", "rate_limited")]
+        ),
         Some(refusals.len() as f64)
     );
     assert_eq!(
-        value(&samples, "chat_exporter_api_requests_total", &[("source", "movidesk"), ("endpoint", "tickets"), ("code", "429")])
-            .unwrap_or(0.0)
-            + value(&samples, "chat_exporter_api_requests_total", &[("source", "movidesk"), ("endpoint", "persons"), ("code", "429")])
-                .unwrap_or(0.0),
+        value(
+            &samples,
+            "chat_exporter_api_requests_total",
+            &[("source", "movidesk"), ("endpoint", "tickets"), ("code", "429")]
+        )
+        .unwrap_or(0.0)
+            + value(
+                &samples,
+                "chat_exporter_api_requests_total",
+                &[("source", "movidesk"), ("endpoint", "persons"), ("code", "429")]
+            )
+            .unwrap_or(0.0),
         refusals.len() as f64
     );
     assert_samples_eq(&chat_samples(&samples), &truth_samples(&sim.state.truth()), "after the rate limit lifted");
@@ -157,7 +181,9 @@ async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
     ];
     for (fault, reason) in cases {
         let before = exp.scrape().await;
-        let failures = |s: &Samples| value(s, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", reason)]).unwrap();
+        let failures = |s: &Samples| {
+            value(s, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", reason)]).unwrap()
+        };
         sim.state.advance(60);
         sim.state.push_faults([fault.clone()]);
         let err = exp.exporter.poll_once().await.expect_err("an injected fault fails the poll");
@@ -165,7 +191,11 @@ async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
         let after = exp.scrape().await;
         assert_eq!(failures(&after), failures(&before) + 1.0, "{fault:?} counted once");
         assert_eq!(value(&after, "chat_exporter_source_up", &[("source", "movidesk")]), Some(0.0));
-        assert_samples_eq(&chat_samples(&after), &chat_samples(&before), &format!("last good values kept after {fault:?}"));
+        assert_samples_eq(
+            &chat_samples(&after),
+            &chat_samples(&before),
+            &format!("last good values kept after {fault:?}"),
+        );
         let ready = reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap();
         assert_eq!(ready.status(), 503);
     }
@@ -174,7 +204,14 @@ async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
     sim.state.push_faults([Fault::GarbageRecord]);
     exp.exporter.poll_once().await.unwrap();
     let after = exp.scrape().await;
-    assert_eq!(value(&after, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", "invalid_record")]), Some(1.0));
+    assert_eq!(
+        value(
+            &after,
+            "chat_exporter_api_request_failures_total",
+            &[("source", "movidesk"), ("reason", "invalid_record")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(value(&after, "chat_exporter_source_up", &[("source", "movidesk")]), Some(1.0));
     assert_samples_eq(&chat_samples(&after), &truth_samples(&sim.state.truth()), "after recovery");
     let ready = reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap();

@@ -19,12 +19,9 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_budget_is_never_exceeded_over_a_simulated_day() {
     const LIMIT: u32 = 120;
-    let mut sim = start_simulator(SimOptions {
-        rate_limit: Some(LIMIT),
-        lockout: Duration::from_secs(60),
-        ..manual_sim(41)
-    })
-    .await;
+    let mut sim =
+        start_simulator(SimOptions { rate_limit: Some(LIMIT), lockout: Duration::from_secs(60), ..manual_sim(41) })
+            .await;
     let mut cfg = fast_config(&sim);
     cfg.requests_per_minute = LIMIT;
     cfg.poll_interval = Duration::from_millis(200);
@@ -97,7 +94,11 @@ async fn the_budget_is_never_exceeded_over_a_simulated_day() {
     let spacing = 60_000 / LIMIT as u64;
     // Measured where they arrive, so a loaded machine may bunch two; the window check
     // above is the hard limit.
-    assert!(gaps.iter().all(|g| *g + 250 >= spacing), "calls are spread evenly: smallest gap {:?} ms", gaps.iter().min());
+    assert!(
+        gaps.iter().all(|g| *g + 250 >= spacing),
+        "calls are spread evenly: smallest gap {:?} ms",
+        gaps.iter().min()
+    );
     assert!(max_used <= LIMIT as f64, "budget_used peaked at {max_used}");
     eprintln!(
         "budget test: {} requests in {:.1} s ({:.1}/min), smallest gap {} ms, budget used peaked at {max_used}",
@@ -124,7 +125,11 @@ async fn requests_per_poll_after(days: i64) -> Vec<usize> {
         exp.exporter.poll_once().await.unwrap();
         per_poll.push(sim.state.requests().len() - before);
     }
-    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), &format!("after {days} days"));
+    assert_samples_eq(
+        &chat_samples(&exp.scrape().await),
+        &truth_samples(&sim.state.truth()),
+        &format!("after {days} days"),
+    );
     let tickets = sim.state.truth().tickets;
     assert!(tickets as i64 > days * 500, "{days} days of history hold many tickets: {tickets}");
     per_poll

@@ -89,8 +89,12 @@ async fn kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
     assert!(kills >= 15, "the seeded schedule kills often: {kills}");
     eprintln!("restarts: {kills} SIGKILLs over a simulated day, 288 checkpoints, every one exact");
     assert!(state_path.is_file());
-    let leftovers: Vec<_> = std::fs::read_dir(state_path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(leftovers.iter().all(|n| !n.to_string_lossy().contains("corrupt")), "no state was ever corrupt: {leftovers:?}");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(state_path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        leftovers.iter().all(|n| !n.to_string_lossy().contains("corrupt")),
+        "no state was ever corrupt: {leftovers:?}"
+    );
 }
 
 /// A state file that cannot be read is reported in one clear log line and set aside

@@ -48,7 +48,7 @@ fn person_json(world: &World, index: usize) -> Value {
 
 pub fn ticket_json(world: &World, t: &Ticket, expand_owner: bool, r: &Rendering) -> Value {
     // Ids come back as strings for some tickets, as on the real API.
-    let id = if r.ids_as_strings || t.id % 3 == 0 { Value::String(t.id.to_string()) } else { json!(t.id) };
+    let id = if r.ids_as_strings || t.id.is_multiple_of(3) { Value::String(t.id.to_string()) } else { json!(t.id) };
     let date = |d: DateTime<Utc>| json!(render_date(d, r.dates));
     let status_name = match t.status.as_str() {
         "New" => "Novo",
@@ -167,7 +167,11 @@ fn query_list(mut items: Vec<Value>, params: &HashMap<String, String>, keep: &[&
 }
 
 /// Checks the token and the rate limit, and takes the next injected fault.
-fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, String>) -> Result<Option<Fault>, Response> {
+fn admit(
+    state: &SimState,
+    endpoint: &'static str,
+    params: &HashMap<String, String>,
+) -> Result<Option<Fault>, Box<Response>> {
     let mut guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());
     let query: String = {
         let mut keys: Vec<_> = params.iter().filter(|(k, _)| k.as_str() != "token").collect();
@@ -177,13 +181,14 @@ fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, Stri
     let token_ok = params.get("token").is_some_and(|t| *t == guard.options.token);
     if !token_ok {
         guard.log_request(endpoint, 401, query);
-        return Err(error(StatusCode::UNAUTHORIZED, "invalid token"));
+        return Err(Box::new(error(StatusCode::UNAUTHORIZED, "invalid token")));
     }
     if let Some(retry_after) = guard.rate_limit_check() {
         guard.log_request(endpoint, 429, query);
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_str(&retry_after.to_string()).expect("digits"));
-        return Err((StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"}))).into_response());
+        let refusal = (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"})));
+        return Err(Box::new(refusal.into_response()));
     }
     let fault = guard.outage.clone().or_else(|| guard.faults.pop_front());
     let status = match &fault {
@@ -197,10 +202,17 @@ fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, Stri
 async fn respond(items: Vec<Value>, fault: Option<Fault>) -> Response {
     match fault {
         None => axum::Json(Value::Array(items)).into_response(),
-        Some(Fault::Status { code }) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected fault"),
-        Some(Fault::MalformedJson) => (StatusCode::OK, [("content-type", "application/json")], "[{\"id\": 1, \"baseStatus\": ").into_response(),
+        Some(Fault::Status { code }) => {
+            error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected fault")
+        }
+        Some(Fault::MalformedJson) => {
+            (StatusCode::OK, [("content-type", "application/json")], "[{\"id\": 1, \"baseStatus\": ").into_response()
+        }
         Some(Fault::NotAnArray) => axum::Json(json!({"items": items})).into_response(),
-        Some(Fault::Html) => (StatusCode::OK, [("content-type", "text/html")], "<html><body>Service Unavailable</body></html>").into_response(),
+        Some(Fault::Html) => {
+            (StatusCode::OK, [("content-type", "text/html")], "<html><body>Service Unavailable</body></html>")
+                .into_response()
+        }
         Some(Fault::GarbageRecord) => {
             let mut items = items;
             items.push(json!({"id": null, "profileType": "agent", "origin": "x", "lastUpdate": "yesterday"}));
@@ -218,7 +230,8 @@ async fn respond(items: Vec<Value>, fault: Option<Fault>) -> Response {
                 tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
                 Some((Ok::<_, std::io::Error>(chunk), rest))
             });
-            (StatusCode::OK, [("content-type", "application/json")], axum::body::Body::from_stream(stream)).into_response()
+            (StatusCode::OK, [("content-type", "application/json")], axum::body::Body::from_stream(stream))
+                .into_response()
         }
     }
 }
@@ -249,7 +262,7 @@ pub async fn persons(State(state): State<SimState>, Query(params): Query<HashMap
 async fn tickets_inner(state: &SimState, params: HashMap<String, String>) -> (Response, Option<DateTime<Utc>>) {
     let fault = match admit(state, "tickets", &params) {
         Ok(f) => f,
-        Err(r) => return (r, None),
+        Err(r) => return (*r, None),
     };
     let at;
     let page = {
@@ -280,7 +293,7 @@ async fn tickets_inner(state: &SimState, params: HashMap<String, String>) -> (Re
 async fn persons_inner(state: &SimState, params: HashMap<String, String>) -> (Response, Option<DateTime<Utc>>) {
     let fault = match admit(state, "persons", &params) {
         Ok(f) => f,
-        Err(r) => return (r, None),
+        Err(r) => return (*r, None),
     };
     let (page, at) = {
         let guard = state.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -32,10 +32,23 @@ fn push(samples: &mut Vec<Sample>, name: &str, pairs: &[(&str, &str)], value: f6
     samples.push(Sample { name: name.to_string(), labels: labels(pairs), value });
 }
 
-fn histogram(samples: &mut Vec<Sample>, name: &str, app: &str, group: &str, origin: &str, bounds: &[f64], values: &[f64]) {
+fn histogram(
+    samples: &mut Vec<Sample>,
+    name: &str,
+    app: &str,
+    group: &str,
+    origin: &str,
+    bounds: &[f64],
+    values: &[f64],
+) {
     for bound in bounds {
         let n = values.iter().filter(|v| **v <= *bound).count();
-        push(samples, &format!("{name}_bucket"), &[("app", app), ("group", group), ("origin", origin), ("le", &bound.to_string())], n as f64);
+        push(
+            samples,
+            &format!("{name}_bucket"),
+            &[("app", app), ("group", group), ("origin", origin), ("le", &bound.to_string())],
+            n as f64,
+        );
     }
     let base = [("app", app), ("group", group), ("origin", origin)];
     let mut inf = base.to_vec();
@@ -50,7 +63,12 @@ pub fn truth(world: &World) -> Truth {
     let e = &world.events;
     for ((app, group, origin, agent), n) in &e.answered {
         let o = origin_label(*origin);
-        push(&mut s, "chat_conversations_answered_total", &[("app", app), ("group", group), ("origin", &o), ("agent", agent)], *n as f64);
+        push(
+            &mut s,
+            "chat_conversations_answered_total",
+            &[("app", app), ("group", group), ("origin", &o), ("agent", agent)],
+            *n as f64,
+        );
     }
     for ((app, group, origin, agent, first), n) in &e.finished {
         let o = origin_label(*origin);
@@ -64,13 +82,26 @@ pub fn truth(world: &World) -> Truth {
     }
     for ((app, group, origin), n) in &e.abandoned {
         let o = origin_label(*origin);
-        push(&mut s, "chat_conversations_abandoned_total", &[("app", app), ("group", group), ("origin", &o)], *n as f64);
+        push(
+            &mut s,
+            "chat_conversations_abandoned_total",
+            &[("app", app), ("group", group), ("origin", &o)],
+            *n as f64,
+        );
     }
     for ((app, group, origin), values) in &e.waits {
         histogram(&mut s, "chat_conversation_wait_seconds", app, group, &origin_label(*origin), WAIT_BUCKETS, values);
     }
     for ((app, group, origin), values) in &e.durations {
-        histogram(&mut s, "chat_conversation_duration_seconds", app, group, &origin_label(*origin), DURATION_BUCKETS, values);
+        histogram(
+            &mut s,
+            "chat_conversation_duration_seconds",
+            app,
+            group,
+            &origin_label(*origin),
+            DURATION_BUCKETS,
+            values,
+        );
     }
 
     let mut waiting: BTreeMap<(String, String, u16), (u64, i64)> = BTreeMap::new();
@@ -104,7 +135,12 @@ pub fn truth(world: &World) -> Truth {
     }
     for ((app, group, origin, agent), n) in &active {
         let o = origin_label(*origin);
-        push(&mut s, "chat_conversations_active", &[("app", app), ("group", group), ("origin", &o), ("agent", agent)], *n as f64);
+        push(
+            &mut s,
+            "chat_conversations_active",
+            &[("app", app), ("group", group), ("origin", &o), ("agent", agent)],
+            *n as f64,
+        );
     }
     // Movidesk tells the roster and who has chats in attendance; nothing about presence.
     let mut per_group: BTreeMap<(String, &str), u64> = BTreeMap::new();

@@ -155,7 +155,9 @@ fn streams() -> Vec<Stream> {
 }
 
 fn agents() -> Vec<Agent> {
-    let specs: &[(&str, &[&str], usize, (u32, u32), bool)] = &[
+    // (name, groups, capacity, shift in local hours, stays online in the peak scenario)
+    type Spec<'a> = (&'a str, &'a [&'a str], usize, (u32, u32), bool);
+    let specs: &[Spec] = &[
         ("Ana Souza", &["Suporte"], 3, (7, 16), true),
         ("Bruno Lima", &["Suporte"], 3, (8, 17), false),
         ("Carla Dias", &["Suporte", "Financeiro"], 2, (8, 17), true),

@@ -186,7 +186,8 @@ impl MovideskSource {
     /// is neither skipped nor repeated because of shifting offsets.
     /// Every ticket matching `filter`, and the platform's time when the first page was read.
     async fn tickets(&mut self, filter: &str) -> Result<(Vec<Value>, Option<DateTime<Utc>>), SourceError> {
-        let mut window = PendingWindow { filter: filter.to_string(), after_id: None, started_at: None, tickets: Vec::new() };
+        let mut window =
+            PendingWindow { filter: filter.to_string(), after_id: None, started_at: None, tickets: Vec::new() };
         self.page_through(&mut window).await?;
         Ok((window.tickets, window.started_at))
     }
@@ -273,9 +274,11 @@ impl MovideskSource {
         let mut roster = Vec::new();
         let mut invalid = Vec::new();
         for p in people {
-            let (Some(id), Some(profile)) = (p.get("id").and_then(id_string), p.get("profileType").and_then(Value::as_u64))
+            let (Some(id), Some(profile)) =
+                (p.get("id").and_then(id_string), p.get("profileType").and_then(Value::as_u64))
             else {
-                invalid.push(format!("person without an id or a numeric profileType: {}", truncate(&p.to_string(), 120)));
+                invalid
+                    .push(format!("person without an id or a numeric profileType: {}", truncate(&p.to_string(), 120)));
                 continue;
             };
             let active = p.get("isActive").and_then(Value::as_bool).unwrap_or(false);
@@ -289,7 +292,9 @@ impl MovideskSource {
                 .map(|teams| {
                     teams
                         .iter()
-                        .filter_map(|t| t.as_str().map(str::to_string).or_else(|| t.get("name")?.as_str().map(str::to_string)))
+                        .filter_map(|t| {
+                            t.as_str().map(str::to_string).or_else(|| t.get("name")?.as_str().map(str::to_string))
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -314,7 +319,7 @@ impl MovideskSource {
         }
     }
 
-    fn to_observations(&mut self, tickets: Vec<Value>, obs: &mut Observations) {
+    fn read_tickets(&mut self, tickets: Vec<Value>, obs: &mut Observations) {
         let mut invalid = Vec::new();
         for ticket in &tickets {
             match parse_ticket(ticket, &self.config.chat_origins) {
@@ -391,8 +396,8 @@ impl MovideskSource {
         let cursor_before_tickets = self.cursor;
         obs.invalid_records += invalid_people.len() as u64;
         self.count_invalid(&invalid_people);
-        self.to_observations(tickets, &mut obs);
-        // `to_observations` moved the cursor to the newest change seen. A ticket that
+        self.read_tickets(tickets, &mut obs);
+        // `read_tickets` moved the cursor to the newest change seen. A ticket that
         // changed while the window was being paged may sit behind the page already read,
         // so the cursor goes no further than the platform's time when the window opened
         // (`Date`); and no further than the newest change seen, so a `Date` from a clock

@@ -188,7 +188,12 @@ pub fn assert_samples_eq(actual: &Samples, expected: &Samples, context: &str) {
             diffs.push(format!("  {k:?}: exporter {v}, absent from truth"));
         }
     }
-    assert!(diffs.is_empty(), "{context}: {} differences:\n{}", diffs.len(), diffs.iter().take(40).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "{context}: {} differences:\n{}",
+        diffs.len(),
+        diffs.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
 }
 
 pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -198,6 +203,7 @@ pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f
 
 /// A tool the tests need from the system; missing is a loud failure, never a skip.
 pub fn require_tool(name: &str) -> PathBuf {
-    let package = if name.contains("alertmanager") || name == "amtool" { "prometheus-alertmanager" } else { "prometheus" };
+    let package =
+        if name.contains("alertmanager") || name == "amtool" { "prometheus-alertmanager" } else { "prometheus" };
     tools::require_tool(&[name], package)
 }

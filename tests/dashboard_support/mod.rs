@@ -50,11 +50,7 @@ pub fn all_panels(dashboard: &Value) -> Vec<&Value> {
 }
 
 pub fn panel_title(panel: &Value) -> String {
-    panel
-        .get("title")
-        .and_then(Value::as_str)
-        .unwrap_or("<untitled>")
-        .to_string()
+    panel.get("title").and_then(Value::as_str).unwrap_or("<untitled>").to_string()
 }
 
 /// The targets of a panel that carry a PromQL expression: (refId, expr).
@@ -66,14 +62,8 @@ pub fn panel_exprs(panel: &Value) -> Vec<(String, String)> {
             ts.iter()
                 .map(|t| {
                     (
-                        t.get("refId")
-                            .and_then(Value::as_str)
-                            .unwrap_or("?")
-                            .to_string(),
-                        t.get("expr")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
+                        t.get("refId").and_then(Value::as_str).unwrap_or("?").to_string(),
+                        t.get("expr").and_then(Value::as_str).unwrap_or("").to_string(),
                     )
                 })
                 .collect()
@@ -82,11 +72,7 @@ pub fn panel_exprs(panel: &Value) -> Vec<(String, String)> {
 }
 
 pub fn variables(dashboard: &Value) -> Vec<&Value> {
-    dashboard
-        .pointer("/templating/list")
-        .and_then(Value::as_array)
-        .map(|l| l.iter().collect())
-        .unwrap_or_default()
+    dashboard.pointer("/templating/list").and_then(Value::as_array).map(|l| l.iter().collect()).unwrap_or_default()
 }
 
 pub fn var_name(var: &Value) -> &str {
@@ -125,29 +111,19 @@ pub fn parse_label_values(query: &str) -> Option<(Option<String>, String)> {
         }
     }
     match split {
-        Some(i) => Some((
-            Some(inner[..i].trim().to_string()),
-            inner[i + 1..].trim().to_string(),
-        )),
+        Some(i) => Some((Some(inner[..i].trim().to_string()), inner[i + 1..].trim().to_string())),
         None => Some((None, inner.trim().to_string())),
     }
 }
 
 /// Grafana built-in interval variables and the values the end-to-end test uses.
-pub const BUILTINS: &[(&str, &str)] = &[
-    ("__rate_interval", "1m"),
-    ("__range", "5m"),
-    ("__interval", "15s"),
-];
+pub const BUILTINS: &[(&str, &str)] = &[("__rate_interval", "1m"), ("__range", "5m"), ("__interval", "15s")];
 
 /// Replace `$name` / `${name}` (Grafana syntax) with the given values. Built-ins
 /// are replaced from [`BUILTINS`]; longer names first so `$agent` never eats
 /// the start of `$agents`.
 pub fn substitute(expr: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut all: Vec<(String, String)> = BUILTINS
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let mut all: Vec<(String, String)> = BUILTINS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     all.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
     all.sort_by_key(|a| std::cmp::Reverse(a.0.len()));
     let mut out = expr.to_string();
@@ -221,17 +197,8 @@ pub struct ScannedExpr {
     pub functions: Vec<String>,
 }
 
-const KEYWORDS: &[&str] = &[
-    "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
-];
-const LABEL_LIST_KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
+const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"];
+const LABEL_LIST_KEYWORDS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
 
 const AGGREGATIONS: &[&str] = &[
     "sum",
@@ -255,9 +222,7 @@ fn starts_with_label_list_keyword(b: &[u8], at: usize) -> bool {
     while j < b.len() && b[j].is_ascii_alphabetic() {
         j += 1;
     }
-    let word = std::str::from_utf8(&b[at..j])
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let word = std::str::from_utf8(&b[at..j]).unwrap_or("").to_ascii_lowercase();
     word == "by" || word == "without"
 }
 
@@ -330,15 +295,13 @@ pub fn scan_promql(expr: &str) -> ScannedExpr {
             i += 1;
         } else if c == b'[' {
             let end = matching(b, i, b']');
-            out.ranges
-                .push(expr[i + 1..end.saturating_sub(1)].to_string());
+            out.ranges.push(expr[i + 1..end.saturating_sub(1)].to_string());
             i = end;
         } else if c == b'{' {
             // A selector without a metric name: {__name__=~"..."}.
             let end = matching(b, i, b'}');
             i = end;
-        } else if c.is_ascii_digit() || (c == b'.' && i + 1 < b.len() && b[i + 1].is_ascii_digit())
-        {
+        } else if c.is_ascii_digit() || (c == b'.' && i + 1 < b.len() && b[i + 1].is_ascii_digit()) {
             // Number or duration literal.
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
                 i += 1;
@@ -404,12 +367,7 @@ pub fn scan_promql(expr: &str) -> ScannedExpr {
                 // Only the innermost parenthesis counts: a selector in plain
                 // parentheses inside rate(...) is not an argument of rate.
                 let function = stack.last().cloned().flatten();
-                out.metrics.push(MetricUse {
-                    name: ident.to_string(),
-                    matchers,
-                    range,
-                    function,
-                });
+                out.metrics.push(MetricUse { name: ident.to_string(), matchers, range, function });
                 i = j;
             }
         } else {
@@ -423,8 +381,7 @@ pub fn scan_promql(expr: &str) -> ScannedExpr {
 /// (`counter`, `gauge`, `histogram`, ...).
 pub fn contract_metrics() -> BTreeMap<String, String> {
     let path = repo_root().join("docs").join("metrics.md");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
