@@ -416,3 +416,105 @@ impl Tracker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AgentRef, ChatLabels, ChatObservation, Observations, Phase};
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + minute * 60, 0).unwrap()
+    }
+
+    fn chat(phase: Phase, minute: i64) -> ChatObservation {
+        let attended = !matches!(phase, Phase::Waiting | Phase::Abandoned);
+        ChatObservation {
+            id: 42,
+            labels: ChatLabels { app: "A".into(), group: "G".into(), origin: "chat".into() },
+            agent: attended.then(|| AgentRef { id: "1".into(), name: "Ana".into() }),
+            phase,
+            waiting_since: Some(at(0)),
+            wait_seconds: attended.then_some(30.0),
+            talk_seconds: matches!(phase, Phase::Finished { .. }).then_some(300.0),
+            last_update: at(minute),
+        }
+    }
+
+    fn apply(t: &mut Tracker, chats: Vec<ChatObservation>) {
+        t.apply(&Observations { chats, ..Default::default() });
+    }
+
+    fn totals(t: &Tracker) -> (u64, u64, u64, u64, u64) {
+        let c = t.counters();
+        (
+            c.answered.values().sum(),
+            c.finished.values().sum(),
+            c.abandoned.values().sum(),
+            c.wait.values().map(|h| h.count).sum(),
+            c.duration.values().map(|h| h.count).sum(),
+        )
+    }
+
+    #[test]
+    fn each_transition_counts_once_however_often_and_in_whatever_order_it_is_seen() {
+        let mut t = Tracker::new();
+        let states = [
+            chat(Phase::Waiting, 1),
+            chat(Phase::Attending, 2),
+            chat(Phase::Finished { resolved_first_contact: true }, 9),
+        ];
+        // Newest first, then every state again, twice.
+        apply(&mut t, vec![states[2].clone(), states[0].clone(), states[1].clone()]);
+        apply(&mut t, states.to_vec());
+        apply(&mut t, states.to_vec());
+        assert_eq!(totals(&t), (1, 1, 0, 1, 1));
+        assert_eq!(t.open_chats(), 0, "an older state never reopens a finished chat");
+    }
+
+    #[test]
+    fn a_chat_seen_only_at_its_end_was_still_answered_and_finished() {
+        let mut t = Tracker::new();
+        apply(&mut t, vec![chat(Phase::Finished { resolved_first_contact: false }, 5)]);
+        assert_eq!(totals(&t), (1, 1, 0, 1, 1));
+        let key = (
+            ChatLabels { app: "A".into(), group: "G".into(), origin: "chat".into() },
+            "Ana".to_string(),
+            FirstContact::Unresolved,
+        );
+        assert_eq!(t.counters().finished.get(&key), Some(&1));
+    }
+
+    #[test]
+    fn abandonment_is_counted_only_for_chats_never_attended() {
+        let mut t = Tracker::new();
+        apply(&mut t, vec![chat(Phase::Waiting, 1), chat(Phase::Abandoned, 4)]);
+        apply(&mut t, vec![chat(Phase::Abandoned, 4)]);
+        assert_eq!(totals(&t), (0, 0, 1, 0, 0));
+        let mut t = Tracker::new();
+        apply(&mut t, vec![chat(Phase::Attending, 2), chat(Phase::Cancelled, 5)]);
+        assert_eq!(totals(&t), (1, 0, 0, 1, 0), "cancelled after attendance: answered, neither finished nor abandoned");
+    }
+
+    #[test]
+    fn history_is_recorded_but_not_counted() {
+        let mut t = Tracker::new();
+        t.apply(&Observations {
+            chats: vec![chat(Phase::Attending, 2)],
+            history_until: Some(at(3)),
+            ..Default::default()
+        });
+        apply(&mut t, vec![chat(Phase::Finished { resolved_first_contact: true }, 6)]);
+        assert_eq!(totals(&t), (0, 1, 0, 0, 1), "answered before the start, finished after it");
+    }
+
+    #[test]
+    fn the_state_round_trips() {
+        let mut t = Tracker::new();
+        apply(&mut t, vec![chat(Phase::Attending, 2)]);
+        let restored = Tracker::from_state(t.to_state()).unwrap();
+        assert_eq!(restored.to_state(), t.to_state());
+        let mut broken = t.to_state();
+        broken.wait[0].1.counts.pop();
+        assert!(Tracker::from_state(broken).is_err());
+    }
+}
