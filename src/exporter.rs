@@ -70,7 +70,9 @@ pub struct Exporter<S: Source> {
     /// The chat metrics as last published. When the state file cannot be written, the
     /// new values are not published: a restart would take them back, and Prometheus
     /// would read the drop as a counter reset.
-    chats: String,
+    chats: Arc<String>,
+    /// The chat text as published, shared with the refresher.
+    published_chats: Arc<Mutex<Arc<String>>>,
 }
 
 impl<S: Source> Exporter<S> {
@@ -86,7 +88,8 @@ impl<S: Source> Exporter<S> {
             failing_with: None,
             store: None,
             save_failing: false,
-            chats: String::new(),
+            chats: Arc::new(String::new()),
+            published_chats: Arc::new(Mutex::new(Arc::new(String::new()))),
         };
         let mut exporter = exporter;
         exporter.refresh_chats();
@@ -159,7 +162,7 @@ impl<S: Source> Exporter<S> {
     }
 
     fn refresh_chats(&mut self) {
-        self.chats = exposition::encode_chats(self.tracker.counters(), &self.tracker.gauges());
+        self.chats = Arc::new(exposition::encode_chats(self.tracker.counters(), &self.tracker.gauges()));
     }
 
     pub fn exposition(&self) -> SharedExposition {
@@ -215,7 +218,29 @@ impl<S: Source> Exporter<S> {
     /// Encodes the current values; scrapes are served these bytes until the next poll.
     pub fn publish(&self) {
         self.metrics.open_chats_tracked.set(self.tracker.open_chats() as f64);
+        // One lock orders this with the refresher: an older chat text never replaces a
+        // newer one (a counter going back would read as a reset).
+        let mut published = self.published_chats.lock().unwrap_or_else(|e| e.into_inner());
+        *published = self.chats.clone();
         self.exposition.set(Exposition::new(exposition::encode(&self.chats, &self.metrics)));
+    }
+
+    /// Re-encodes the exporter's own metrics (process, HTTP) every `every`, with the chat
+    /// metrics as last published, so they stay current while a poll waits out a long
+    /// backoff or `Retry-After`. Runs until dropped.
+    pub fn refresher(&self, every: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (chats, metrics, exposition) =
+            (self.published_chats.clone(), self.metrics.clone(), self.exposition.clone());
+        async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let published = chats.lock().unwrap_or_else(|e| e.into_inner());
+                exposition.set(Exposition::new(exposition::encode(&published, &metrics)));
+            }
+        }
     }
 
     /// Polls every `poll_interval` until `shutdown` resolves.

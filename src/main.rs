@@ -99,11 +99,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         telemetry_path: cli.telemetry_path.clone(),
         source_description: description,
     };
+    let refresher = tokio::spawn(exporter.refresher(Duration::from_secs(15)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let poller = tokio::spawn(exporter.run(wait_for(stop_rx.clone())));
 
     let scheme = web.as_ref().map_or("http", |w| w.scheme());
-    println!("chat_exporter listening on {scheme}://{bound}{}", cli.telemetry_path);
+    // Every interface: say the address a browser on this machine can open.
+    let shown = if bound.ip().is_unspecified() { format!("localhost:{}", bound.port()) } else { bound.to_string() };
+    println!("chat_exporter listening on {scheme}://{shown}{}", cli.telemetry_path);
     tracing::info!(address = %bound, path = %cli.telemetry_path, "listening");
     let server = web_config::serve(listener, router(state), web, wait_for(stop_rx));
     let signals = tokio::spawn(async move {
@@ -113,6 +116,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     });
     server.await.map_err(|e| e.to_string())?;
     let _ = poller.await;
+    refresher.abort();
     signals.abort();
     Ok(())
 }
