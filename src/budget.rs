@@ -85,12 +85,6 @@ impl RequestBudget {
                 }
                 if ready_at <= now {
                     state.sent.push_back(now);
-                    let used = state.sent.len();
-                    self.metrics.budget_used.with_label_values(&[self.source]).set(used as f64);
-                    self.metrics
-                        .budget_remaining
-                        .with_label_values(&[self.source])
-                        .set(self.per_minute.saturating_sub(used as u32) as f64);
                     None
                 } else {
                     Some(ready_at - now)
@@ -132,10 +126,20 @@ impl RequestBudget {
         base.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
-    /// Requests sent in the last 60 seconds.
+    /// Requests sent in the budget's window (the last 61 seconds).
     pub fn used(&self) -> usize {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        state.sent.iter().filter(|t| now.duration_since(**t) < WINDOW).count()
+        state.sent.iter().filter(|t| now.duration_since(**t) < WINDOW + WINDOW_MARGIN).count()
+    }
+
+    /// Sets the used and remaining gauges as of now, so they fall back while idle.
+    pub fn refresh_gauges(&self) {
+        let used = self.used();
+        self.metrics.budget_used.with_label_values(&[self.source]).set(used as f64);
+        self.metrics
+            .budget_remaining
+            .with_label_values(&[self.source])
+            .set(self.per_minute.saturating_sub(used as u32) as f64);
     }
 }

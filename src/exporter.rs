@@ -218,6 +218,7 @@ impl<S: Source> Exporter<S> {
     /// Encodes the current values; scrapes are served these bytes until the next poll.
     pub fn publish(&self) {
         self.metrics.open_chats_tracked.set(self.tracker.open_chats() as f64);
+        self.source.budget().refresh_gauges();
         // One lock orders this with the refresher: an older chat text never replaces a
         // newer one (a counter going back would read as a reset).
         let mut published = self.published_chats.lock().unwrap_or_else(|e| e.into_inner());
@@ -231,12 +232,14 @@ impl<S: Source> Exporter<S> {
     pub fn refresher(&self, every: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (chats, metrics, exposition) =
             (self.published_chats.clone(), self.metrics.clone(), self.exposition.clone());
+        let budget = self.source.budget();
         async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
                 tick.tick().await;
+                budget.refresh_gauges();
                 let published = chats.lock().unwrap_or_else(|e| e.into_inner());
                 exposition.set(Exposition::new(exposition::encode(&published, &metrics)));
             }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::budget::RequestBudget;
 use crate::model::Observations;
 
 pub mod movidesk;
@@ -20,6 +21,8 @@ pub trait Source: Send {
     fn save_state(&self) -> serde_json::Value;
     /// Resumes from a saved position.
     fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String>;
+    /// The request budget every call to the platform goes through.
+    fn budget(&self) -> std::sync::Arc<RequestBudget>;
 }
 
 /// Why a poll failed. Each variant maps to one bounded `reason` label value.

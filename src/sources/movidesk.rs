@@ -98,10 +98,6 @@ impl MovideskSource {
         }
     }
 
-    pub fn budget(&self) -> Arc<RequestBudget> {
-        self.budget.clone()
-    }
-
     pub fn cursor(&self) -> Option<DateTime<Utc>> {
         self.cursor
     }
@@ -422,6 +418,10 @@ impl Source for MovideskSource {
 
     /// Every Movidesk customer shares the same URL; the token tells accounts apart. Only
     /// a short digest of it is kept, which cannot be turned back into the token.
+    fn budget(&self) -> Arc<RequestBudget> {
+        self.budget.clone()
+    }
+
     fn account(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, self.token.as_bytes());
         let short: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
