@@ -58,10 +58,6 @@ impl RequestBudget {
         }
     }
 
-    pub fn per_minute(&self) -> u32 {
-        self.per_minute
-    }
-
     /// Waits until a call may be made, and books it.
     pub async fn acquire(&self) {
         let started = Instant::now();

@@ -78,7 +78,7 @@ pub struct Exporter<S: Source> {
 impl<S: Source> Exporter<S> {
     pub fn new(source: S, metrics: SelfMetrics, poll_interval: Duration) -> Self {
         let health = Arc::new(Health::new(source.name()));
-        let exporter = Exporter {
+        let mut exporter = Exporter {
             source,
             tracker: Tracker::new(),
             metrics,
@@ -91,7 +91,6 @@ impl<S: Source> Exporter<S> {
             chats: Arc::new(String::new()),
             published_chats: Arc::new(Mutex::new(Arc::new(String::new()))),
         };
-        let mut exporter = exporter;
         exporter.refresh_chats();
         exporter.publish();
         exporter
@@ -171,14 +170,6 @@ impl<S: Source> Exporter<S> {
 
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
-    }
-
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
-    }
-
-    pub fn source(&self) -> &S {
-        &self.source
     }
 
     /// One poll, then a fresh exposition whatever its outcome.

@@ -85,6 +85,4 @@ pub struct Observations {
     /// Set on the first poll: conversations last changed at or before this instant are
     /// history from before the exporter started, recorded but not counted.
     pub history_until: Option<DateTime<Utc>>,
-    /// Records the source could not make sense of and skipped.
-    pub invalid_records: u64,
 }

@@ -22,7 +22,7 @@ pub const DURATION_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1
 pub const RECORD_RETENTION_DAYS: i64 = 7;
 
 /// What has been counted for one conversation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRecord {
     pub answered: bool,
     pub finished: bool,

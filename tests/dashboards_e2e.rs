@@ -10,19 +10,18 @@
 //! Needs `prometheus` on PATH (`apt-get install prometheus`); it fails, never
 //! skips, without it.
 
-#[path = "common/tools.rs"]
-mod tools;
+mod common;
 
 mod dashboard_support;
 
+use common::process::ExporterProcess;
 use dashboard_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Simulated time runs this many times faster than real time, so that in a
@@ -72,14 +71,10 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Starts `chat_exporter --demo` and returns it with the port it listens on,
-/// read from the `listening on http://127.0.0.1:PORT/metrics` line.
-fn start_exporter(dir: &Path) -> (Proc, u16) {
-    let bin = env!("CARGO_BIN_EXE_chat_exporter");
-    let log = dir.join("exporter.log");
-    let stderr = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(bin)
-        .args([
+/// Starts `chat_exporter --demo` on a port of its choosing.
+fn start_exporter() -> ExporterProcess {
+    ExporterProcess::start(
+        &[
             "--demo",
             "--web.listen-address",
             "127.0.0.1:0",
@@ -91,67 +86,19 @@ fn start_exporter(dir: &Path) -> (Proc, u16) {
             &DEMO_RATE_LIMIT.to_string(),
             "--demo.scenario",
             DEMO_SCENARIO,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<u16>();
-    let stdout_log = dir.join("exporter.stdout");
-    std::thread::spawn(move || {
-        // Keep reading stdout to the end so the exporter never blocks on a
-        // full pipe; copy it to a file for diagnostics.
-        let mut copy = std::fs::File::create(stdout_log).ok();
-        let mut sent = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(f) = copy.as_mut() {
-                let _ = writeln!(f, "{line}");
-            }
-            if !sent {
-                if let Some(port) = parse_listening_port(&line) {
-                    let _ = tx.send(port);
-                    sent = true;
-                }
-            }
-        }
-    });
-    let mut proc = Proc { name: "chat_exporter", child, log };
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(port) => (proc, port),
-        Err(_) => {
-            let status = proc.exited();
-            let out = std::fs::read_to_string(dir.join("exporter.stdout")).unwrap_or_default();
-            panic!(
-                "chat_exporter --demo did not print `listening on http://127.0.0.1:PORT/metrics` within 60 s \
-                 (exit status: {status:?})\nstdout:\n{out}\n{}",
-                proc.log_tail()
-            );
-        }
-    }
+        ],
+        &[],
+    )
 }
 
-fn parse_listening_port(line: &str) -> Option<u16> {
-    let marker = "listening on http://127.0.0.1:";
-    let start = line.find(marker)? + marker.len();
-    let rest = &line[start..];
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-    if !rest[digits..].starts_with("/metrics") {
-        return None;
-    }
-    rest[..digits].parse().ok()
-}
-
-fn start_prometheus(dir: &Path, exporter_port: u16) -> (Proc, u16) {
-    let prometheus = tools::require_tool(&["prometheus"], "prometheus");
+fn start_prometheus(dir: &Path, exporter_address: &str) -> (Proc, u16) {
+    let prometheus = common::tools::require_tool(&["prometheus"], "prometheus");
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{exporter_address}']\n"
         ),
     )
     .unwrap();
@@ -453,8 +400,9 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     assert!(total > 0, "no panel query found");
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let (mut exporter, exporter_port) = start_exporter(dir.path());
-    let (mut prometheus, prom_port) = start_prometheus(dir.path(), exporter_port);
+    let mut exporter = start_exporter();
+    let exporter_address = exporter.address();
+    let (mut prometheus, prom_port) = start_prometheus(dir.path(), &exporter_address);
     let prom = Prom { port: prom_port };
 
     // Prometheus scrapes the exporter.
@@ -467,8 +415,8 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
         }
         if start.elapsed() > Duration::from_secs(60) {
             panic!(
-                "prometheus never scraped the exporter on port {exporter_port}\n{}\n{}",
-                exporter.log_tail(),
+                "prometheus never scraped the exporter at {exporter_address}\n{}\n{}",
+                exporter.all_output(),
                 prometheus.log_tail()
             );
         }
@@ -481,7 +429,7 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
     loop {
         rounds += 1;
         if let Some(status) = exporter.exited() {
-            panic!("chat_exporter exited early with {status}\n{}", exporter.log_tail());
+            panic!("chat_exporter exited early with {status}\n{}", exporter.all_output());
         }
         if let Some(status) = prometheus.exited() {
             panic!("prometheus exited early with {status}\n{}", prometheus.log_tail());
@@ -509,7 +457,7 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
                 start.elapsed(),
                 problems.len(),
                 join(&problems.iter().collect::<Vec<_>>()),
-                exporter.log_tail()
+                exporter.all_output()
             );
         }
         std::thread::sleep(RECHECK_EVERY);
@@ -518,19 +466,6 @@ fn every_panel_query_returns_data_from_a_real_prometheus() {
 
 fn join(items: &[&String]) -> String {
     items.iter().map(|s| format!("  - {s}")).collect::<Vec<_>>().join("\n")
-}
-
-#[test]
-fn listening_line_is_parsed() {
-    assert_eq!(parse_listening_port("INFO chat_exporter: listening on http://127.0.0.1:45123/metrics"), Some(45123));
-    assert_eq!(parse_listening_port("listening on http://0.0.0.0:9/metrics"), None);
-    // The demo's simulator announces itself first, on another port.
-    assert_eq!(
-        parse_listening_port(
-            "simulator listening on http://127.0.0.1:39851 (ground truth at http://127.0.0.1:39851/_sim/truth)"
-        ),
-        None
-    );
 }
 
 #[test]

@@ -95,10 +95,7 @@ async fn every_metric_is_documented() {
     .await;
     let mut exp = TestExporter::start(fast_config(&sim)).await;
     exp.exporter.poll_once().await.unwrap();
-    for _ in 0..40 {
-        sim.state.advance(120);
-        exp.exporter.poll_once().await.unwrap();
-    }
+    exp.follow(&sim.state, 40, 120).await;
     let text = exp.scrape_text().await;
     let families: BTreeSet<&str> =
         text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();

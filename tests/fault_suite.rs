@@ -19,10 +19,7 @@ async fn busy_morning(seed: u64, options: SimOptions) -> (simulator::RunningSimu
     cfg.request_timeout = Duration::from_secs(2);
     let mut exp = TestExporter::start(cfg).await;
     exp.exporter.poll_once().await.unwrap();
-    for _ in 0..120 {
-        sim.state.advance(60);
-        exp.exporter.poll_once().await.unwrap();
-    }
+    exp.follow(&sim.state, 120, 60).await;
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "before the fault");
     (sim, exp)
 }
@@ -166,10 +163,7 @@ async fn missing_nulls_string_ids_and_date_formats() {
                 ids_as_strings: omit_nulls,
                 date_header_skew_seconds: 0,
             });
-            for _ in 0..15 {
-                sim.state.advance(60);
-                exp.exporter.poll_once().await.unwrap();
-            }
+            exp.follow(&sim.state, 15, 60).await;
             assert_samples_eq(
                 &chat_samples(&exp.scrape().await),
                 &truth_samples(&sim.state.truth()),
@@ -190,10 +184,7 @@ async fn chats_that_disappear() {
         sim.state.purge(*id);
     }
     // Reconciliation runs every tenth poll: within ten polls the gauges are exact again.
-    for _ in 0..10 {
-        sim.state.advance(60);
-        exp.exporter.poll_once().await.unwrap();
-    }
+    exp.follow(&sim.state, 10, 60).await;
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after purges");
     let deleted = sim.state.with_world(|w| w.tickets.iter().filter(|t| t.deleted).count());
     assert!(deleted > 0, "the simulated day deletes some waiting chats");
@@ -209,10 +200,7 @@ async fn platform_clock_ahead_or_behind() {
         let sim = start_simulator(SimOptions { start, ..manual_sim(29) }).await;
         let mut exp = TestExporter::start(fast_config(&sim)).await;
         exp.exporter.poll_once().await.unwrap();
-        for _ in 0..90 {
-            sim.state.advance(60);
-            exp.exporter.poll_once().await.unwrap();
-        }
+        exp.follow(&sim.state, 90, 60).await;
         assert_samples_eq(
             &chat_samples(&exp.scrape().await),
             &truth_samples(&sim.state.truth()),
@@ -239,10 +227,7 @@ async fn a_date_header_from_another_clock() {
     let (sim, mut exp) = busy_morning(31, manual_sim(0)).await;
     for skew in [3600, -3600, 600] {
         sim.state.set_rendering(Rendering { date_header_skew_seconds: skew, ..Rendering::default() });
-        for _ in 0..30 {
-            sim.state.advance(60);
-            exp.exporter.poll_once().await.unwrap();
-        }
+        exp.follow(&sim.state, 30, 60).await;
         assert_samples_eq(
             &chat_samples(&exp.scrape().await),
             &truth_samples(&sim.state.truth()),

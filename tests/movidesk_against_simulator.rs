@@ -84,10 +84,7 @@ async fn overlapping_polls_count_each_chat_once() {
     sim.state.advance(10 * 3600);
     sim.state.reset_counts();
     exp.exporter.poll_once().await.unwrap();
-    for _ in 0..180 {
-        sim.state.advance(20);
-        exp.exporter.poll_once().await.unwrap();
-    }
+    exp.follow(&sim.state, 180, 20).await;
     let requests = sim.state.requests();
     assert!(requests.len() > 500, "small pages and a wide overlap make many requests: {}", requests.len());
     assert_samples_eq(
@@ -251,10 +248,7 @@ async fn counting_starts_when_the_exporter_starts() {
         }
     }
     assert!(!first.keys().any(|(n, _)| n.ends_with("_total")), "no counter before anything happened");
-    for _ in 0..120 {
-        sim.state.advance(60);
-        exp.exporter.poll_once().await.unwrap();
-    }
+    exp.follow(&sim.state, 120, 60).await;
     let after = truth_samples(&sim.state.truth());
     let scraped = chat_samples(&exp.scrape().await);
     // Counters equal truth-now minus truth-at-start, series by series.

@@ -193,10 +193,7 @@ async fn unsaved_values_are_not_served() {
     // A directory where the file should be: every save fails.
     std::fs::remove_file(&state_path).unwrap();
     std::fs::create_dir(&state_path).unwrap();
-    for _ in 0..5 {
-        sim.state.advance(600);
-        exp.exporter.poll_once().await.unwrap();
-    }
+    exp.follow(&sim.state, 5, 600).await;
     let now = exp.scrape().await;
     assert_samples_eq(&chat_samples(&now), &saved, "the last saved values");
     assert_eq!(value(&now, "chat_exporter_state_save_failures_total", &[]), Some(5.0));

@@ -10,8 +10,7 @@
 //!
 //! The certificates are made at test time (rcgen), so nothing here expires.
 
-#[path = "common/tools.rs"]
-mod tools;
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -22,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
+
+use common::process::ExporterProcess;
 
 const USER: &str = "prometheus";
 const PASSWORD: &str = "correct horse battery staple";
@@ -71,38 +72,16 @@ fn spawn(name: &'static str, mut cmd: Command, lines: Option<mpsc::Sender<String
     ChildGuard { name, child, output }
 }
 
-/// Start the exporter in demo mode with a web config; returns it and `(scheme, host:port)`
+/// Starts the exporter in demo mode with a web config; returns it and `(scheme, host:port)`
 /// from its `listening on SCHEME://HOST:PORT/metrics` line.
-fn start_exporter(name: &'static str, web_config: &Path) -> (ChildGuard, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat_exporter"));
-    cmd.args(["--demo", "--web.listen-address", "127.0.0.1:0", "--web.config.file"]).arg(web_config);
-    let (tx, rx) = mpsc::channel();
-    let mut guard = spawn(name, cmd, Some(tx));
-    let re = regex::Regex::new(r"listening on (https?)://(127\.0\.0\.1:\d+)/metrics").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(line) => {
-                if let Some(c) = re.captures(&line) {
-                    return (guard, c[1].to_string(), c[2].to_string());
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-        if let Ok(Some(status)) = guard.child.try_wait() {
-            panic!("{name} exited ({status}) before printing `listening on ...`:\n{}", guard.output());
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "{name} did not print `listening on https://127.0.0.1:PORT/metrics` within 60 s:\n{}",
-                guard.output()
-            );
-        }
-    }
+fn start_exporter(web_config: &Path) -> (ExporterProcess, String, String) {
+    let exporter = ExporterProcess::start(
+        &["--demo", "--web.listen-address", "127.0.0.1:0", "--web.config.file", web_config.to_str().unwrap()],
+        &[],
+    );
+    let scheme = exporter.metrics_url.split("://").next().unwrap().to_string();
+    let address = exporter.address();
+    (exporter, scheme, address)
 }
 
 fn free_port() -> u16 {
@@ -201,7 +180,7 @@ async fn up_by_job(http: &reqwest::Client, prom: &str) -> std::collections::BTre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_over_tls_with_basic_auth_and_client_certs() {
-    let prometheus_bin = tools::require_tool(&["prometheus"], "prometheus");
+    let prometheus_bin = common::tools::require_tool(&["prometheus"], "prometheus");
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -234,8 +213,8 @@ async fn prometheus_scrapes_over_tls_with_basic_auth_and_client_certs() {
         ),
     );
 
-    let (exporter_a, scheme_a, addr_a) = start_exporter("exporter (TLS + basic auth)", &web_basic);
-    let (exporter_b, scheme_b, addr_b) = start_exporter("exporter (mutual TLS)", &web_mtls);
+    let (exporter_a, scheme_a, addr_a) = start_exporter(&web_basic);
+    let (exporter_b, scheme_b, addr_b) = start_exporter(&web_mtls);
     assert_eq!(scheme_a, "https", "the listening line must say https when TLS is configured");
     assert_eq!(scheme_b, "https");
 
@@ -440,7 +419,7 @@ async fn the_example_web_config_is_accepted() {
         "web-config.yml",
         &example.replace("/etc/chat_exporter/tls/", &format!("{}/", dir.path().display())),
     );
-    let (_exporter, scheme, addr) = start_exporter("exporter (example web config)", &web);
+    let (_exporter, scheme, addr) = start_exporter(&web);
     assert_eq!(scheme, "https");
     let client = reqwest::Client::builder()
         .use_rustls_tls()

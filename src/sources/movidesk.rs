@@ -98,10 +98,6 @@ impl MovideskSource {
         }
     }
 
-    pub fn cursor(&self) -> Option<DateTime<Utc>> {
-        self.cursor
-    }
-
     fn origin_filter(&self) -> String {
         let terms: Vec<String> = self.config.chat_origins.iter().map(|o| format!("origin eq {o}")).collect();
         format!("({})", terms.join(" or "))
@@ -315,7 +311,8 @@ impl MovideskSource {
         }
     }
 
-    fn read_tickets(&mut self, tickets: Vec<Value>, obs: &mut Observations) {
+    /// Adds the chats among `tickets` to `obs`; returns why each unreadable one was skipped.
+    fn read_tickets(&mut self, tickets: Vec<Value>, obs: &mut Observations) -> Vec<String> {
         let mut invalid = Vec::new();
         for ticket in &tickets {
             match parse_ticket(ticket, &self.config.chat_origins) {
@@ -329,8 +326,7 @@ impl MovideskSource {
                 Err(why) => invalid.push(why),
             }
         }
-        obs.invalid_records += invalid.len() as u64;
-        self.count_invalid(&invalid);
+        invalid
     }
 
     async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
@@ -390,9 +386,9 @@ impl MovideskSource {
             self.cursor = Some(self.cursor.map_or(h, |c| c.max(h)));
         }
         let cursor_before_tickets = self.cursor;
-        obs.invalid_records += invalid_people.len() as u64;
-        self.count_invalid(&invalid_people);
-        self.read_tickets(tickets, &mut obs);
+        let mut invalid = invalid_people;
+        invalid.extend(self.read_tickets(tickets, &mut obs));
+        self.count_invalid(&invalid);
         // `read_tickets` moved the cursor to the newest change seen. A ticket that
         // changed while the window was being paged may sit behind the page already read,
         // so the cursor goes no further than the platform's time when the window opened
@@ -402,7 +398,7 @@ impl MovideskSource {
             let bounded = newest.min(started);
             self.cursor = Some(cursor_before_tickets.map_or(bounded, |c| c.max(bounded)));
         }
-        if obs.invalid_records == 0 {
+        if invalid.is_empty() {
             self.logged.clear();
         }
         self.started = true;

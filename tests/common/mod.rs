@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod process;
@@ -82,6 +81,15 @@ impl TestExporter {
             axum::serve(listener, router(state)).await.unwrap();
         });
         TestExporter { exporter, addr, metrics, server }
+    }
+
+    /// Lockstep: `polls` times, move simulated time `step_seconds` on, then poll; every
+    /// poll must succeed.
+    pub async fn follow(&mut self, sim: &chat_exporter::simulator::SimState, polls: usize, step_seconds: i64) {
+        for i in 0..polls {
+            sim.advance(step_seconds);
+            self.exporter.poll_once().await.unwrap_or_else(|e| panic!("poll {i} of {polls}: {e}"));
+        }
     }
 
     pub async fn scrape_text(&self) -> String {
@@ -199,11 +207,4 @@ pub fn assert_samples_eq(actual: &Samples, expected: &Samples, context: &str) {
 pub fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let key: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     samples.get(&(name.to_string(), key)).copied()
-}
-
-/// A tool the tests need from the system; missing is a loud failure, never a skip.
-pub fn require_tool(name: &str) -> PathBuf {
-    let package =
-        if name.contains("alertmanager") || name == "amtool" { "prometheus-alertmanager" } else { "prometheus" };
-    tools::require_tool(&[name], package)
 }

@@ -66,6 +66,16 @@ impl ExporterProcess {
         ExporterProcess { child, stdout, stderr, metrics_url }
     }
 
+    /// `host:port` from the "listening on" line.
+    pub fn address(&self) -> String {
+        self.metrics_url.split("://").nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_string()
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn base_url(&self) -> String {
         self.metrics_url.rsplit_once('/').map(|(base, _)| base.to_string()).unwrap()
     }
@@ -93,6 +103,9 @@ impl Drop for ExporterProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- chat_exporter output ----\n{}---- end ----", self.all_output());
+        }
     }
 }
 
