@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "chat_exporter",
     version,
-    about = "Prometheus exporter for customer-service chat platforms (Movidesk)."
+    about = "Prometheus exporter for customer-service chat platforms (Movidesk, Chatwoot, Rocket.Chat)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -32,8 +32,8 @@ pub struct Cli {
     /// Log format: text or json.
     #[arg(long = "log.format", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
-    /// Run against a built-in simulator of Movidesk instead of a real account.
-    #[arg(long)]
+    /// Run against a built-in simulator of a platform instead of a real account.
+    #[arg(long, conflicts_with = "config_file")]
     pub demo: bool,
     #[command(flatten)]
     pub demo_options: DemoOptions,
@@ -41,23 +41,26 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct DemoOptions {
+    /// Platform the demo simulates: movidesk, chatwoot or rocketchat.
+    #[arg(long = "demo.platform", default_value = "movidesk", value_name = "NAME", requires = "demo")]
+    pub platform: String,
     /// Demo scenario: normal (a working day) or peak (agents go offline while arrivals rise).
-    #[arg(long = "demo.scenario", default_value = "normal", value_name = "NAME")]
+    #[arg(long = "demo.scenario", default_value = "normal", value_name = "NAME", requires = "demo")]
     pub scenario: String,
     /// How many times faster than real time the simulated day runs.
-    #[arg(long = "demo.speed", default_value_t = 1.0, value_name = "FACTOR")]
+    #[arg(long = "demo.speed", default_value_t = 1.0, value_name = "FACTOR", requires = "demo")]
     pub speed: f64,
     /// Seed of the simulated contact centre.
-    #[arg(long = "demo.seed", default_value_t = 1, value_name = "N")]
+    #[arg(long = "demo.seed", default_value_t = 1, value_name = "N", requires = "demo")]
     pub seed: u64,
     /// Requests per minute the simulated API allows, and the exporter's budget.
-    #[arg(long = "demo.rate-limit", default_value_t = 10, value_name = "N")]
+    #[arg(long = "demo.rate-limit", default_value_t = 10, value_name = "N", requires = "demo")]
     pub rate_limit: u32,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the Movidesk API simulator on its own.
+    /// Serve a platform's API simulator on its own.
     Simulate(SimulateArgs),
     /// Exit 0 if the URL answers 2xx (a container health check without curl).
     Healthcheck {
@@ -68,22 +71,30 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    #[arg(long = "listen-address", default_value = "127.0.0.1:8080")]
+    /// Platform whose API is served: movidesk, chatwoot or rocketchat.
+    #[arg(long, default_value = "movidesk", value_name = "NAME")]
+    pub platform: String,
+    /// Address to listen on.
+    #[arg(long = "listen-address", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen_address: String,
     /// Token the simulated API accepts.
     #[arg(long, default_value = "demo-token", env = "CHAT_EXPORTER_SIMULATOR_TOKEN", hide_env_values = true)]
     pub token: String,
-    #[arg(long, default_value = "normal")]
+    /// Scenario: normal (a working day) or peak (agents go offline while arrivals rise).
+    #[arg(long, default_value = "normal", value_name = "NAME")]
     pub scenario: String,
-    #[arg(long, default_value_t = 1.0)]
+    /// How many times faster than real time the simulated day runs.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub speed: f64,
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the simulated contact centre.
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pub seed: u64,
-    /// Requests per minute per token; 0 turns the limit off.
-    #[arg(long = "rate-limit", default_value_t = 10)]
+    /// Requests per minute per token (or per route, where the platform limits per route);
+    /// 0 turns the limit off.
+    #[arg(long = "rate-limit", default_value_t = 10, value_name = "N")]
     pub rate_limit: u32,
     /// How long a token is blocked once over the limit.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub lockout: std::time::Duration,
 }
 

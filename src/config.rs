@@ -1,21 +1,21 @@
 //! Configuration: a TOML file layered with `CHAT_EXPORTER_<SECTION>__<KEY>` environment
-//! variables. Every error names the key it is about.
+//! variables. The file has exactly one platform section (`[movidesk]`, `[chatwoot]`, …),
+//! which holds the platform's own keys and the polling settings every platform shares,
+//! and an optional `[state]`. Every error names the key it is about and the fix.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use crate::platforms::{self, Platform, SourceConfig};
 
 pub const ENV_PREFIX: &str = "CHAT_EXPORTER";
-pub const DEFAULT_MOVIDESK_URL: &str = "https://api.movidesk.com/public/v1";
-/// Movidesk's chat origins: chat online, chat offline, WhatsApp, Zenvia Chat, Messenger,
-/// WhatsApp Business Movidesk, active WhatsApp.
-pub const DEFAULT_CHAT_ORIGINS: &[u16] = &[5, 6, 18, 20, 22, 23, 25];
 
 /// A credential: never printed, whatever prints it.
-#[derive(Clone, Deserialize, PartialEq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq)]
 pub struct Secret(String);
 
 impl Secret {
@@ -33,12 +33,100 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl<'de> Deserialize<'de> for Secret {
+    /// Text, or a number: an environment variable of digits arrives as one.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(serde_json::Number),
+        }
+        Ok(Secret(match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected text"))? {
+            Raw::Text(s) => s,
+            Raw::Number(n) => n.to_string(),
+        }))
+    }
+}
+
+/// Polling settings every platform shares; each platform gives its own defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polling {
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Request budget.
+    pub requests_per_minute: u32,
+    /// Timeout of one request.
+    pub request_timeout: Duration,
+    /// List every live conversation every N polls.
+    pub reconcile_every: u32,
+    /// How often to read the agents.
+    pub roster_interval: Duration,
+    /// Largest answer read from the platform, in bytes (after decompression).
+    pub max_response_size: u64,
+}
+
+/// The keys of [`Polling`], as written in a platform's section.
+pub const POLLING_KEYS: &[&str] = &[
+    "poll_interval",
+    "requests_per_minute",
+    "request_timeout",
+    "reconcile_every",
+    "roster_interval",
+    "max_response_size",
+];
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    pub movidesk: MovideskConfig,
-    #[serde(default)]
-    pub state: StateConfig,
+struct PollingKeys {
+    #[serde(default, deserialize_with = "duration::optional")]
+    poll_interval: Option<Duration>,
+    requests_per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "duration::optional")]
+    request_timeout: Option<Duration>,
+    reconcile_every: Option<u32>,
+    #[serde(default, deserialize_with = "duration::optional")]
+    roster_interval: Option<Duration>,
+    max_response_size: Option<bytesize::ByteSize>,
+}
+
+impl Polling {
+    /// The shared defaults, for a platform to adjust.
+    pub const fn defaults() -> Polling {
+        Polling {
+            poll_interval: Duration::from_secs(15),
+            requests_per_minute: 60,
+            request_timeout: Duration::from_secs(20),
+            reconcile_every: 10,
+            roster_interval: Duration::from_secs(60),
+            max_response_size: 32 * 1024 * 1024,
+        }
+    }
+
+    fn resolve(keys: PollingKeys, defaults: Polling, section: &str) -> Result<Polling, ConfigError> {
+        let p = Polling {
+            poll_interval: keys.poll_interval.unwrap_or(defaults.poll_interval),
+            requests_per_minute: keys.requests_per_minute.unwrap_or(defaults.requests_per_minute),
+            request_timeout: keys.request_timeout.unwrap_or(defaults.request_timeout),
+            reconcile_every: keys.reconcile_every.unwrap_or(defaults.reconcile_every),
+            roster_interval: keys.roster_interval.unwrap_or(defaults.roster_interval),
+            max_response_size: keys.max_response_size.map_or(defaults.max_response_size, |b| b.as_u64()),
+        };
+        let key = |k: &str| format!("{section}.{k}");
+        duration::within(&key("poll_interval"), p.poll_interval, Duration::from_millis(100), Duration::from_secs(3600))?;
+        duration::within(&key("request_timeout"), p.request_timeout, Duration::from_millis(100), Duration::from_secs(600))?;
+        duration::within(&key("roster_interval"), p.roster_interval, Duration::ZERO, Duration::from_secs(86_400))?;
+        if !(1..=100_000).contains(&p.requests_per_minute) {
+            return Err(ConfigError::new(key("requests_per_minute"), "must be between 1 and 100000"));
+        }
+        if !(1..=10_000).contains(&p.reconcile_every) {
+            return Err(ConfigError::new(key("reconcile_every"), "must be between 1 and 10000"));
+        }
+        if !(1024..=1 << 34).contains(&p.max_response_size) {
+            return Err(ConfigError::new(key("max_response_size"), "must be between 1KiB and 16GiB, such as \"32MiB\""));
+        }
+        Ok(p)
+    }
 }
 
 pub const DEFAULT_STATE_PATH: &str = "data/chat_exporter.state.json";
@@ -65,77 +153,22 @@ fn default_state_path() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_PATH)
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MovideskConfig {
-    #[serde(default = "default_base_url")]
-    pub base_url: String,
-    #[serde(default)]
-    pub token: Option<Secret>,
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    #[serde(default = "default_poll_interval", with = "humantime_serde")]
-    pub poll_interval: Duration,
-    #[serde(default = "default_overlap", with = "humantime_serde")]
-    pub overlap: Duration,
-    #[serde(default = "default_requests_per_minute")]
-    pub requests_per_minute: u32,
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    #[serde(default = "default_reconcile_every")]
-    pub reconcile_every: u32,
-    #[serde(default = "default_roster_interval", with = "humantime_serde")]
-    pub roster_interval: Duration,
-    #[serde(default = "default_chat_origins")]
-    pub chat_origins: Vec<u16>,
-    #[serde(default = "default_page_size")]
-    pub page_size: u32,
+/// A loaded, validated configuration: one platform and how to poll it.
+pub struct Config {
+    pub platform: &'static dyn Platform,
+    pub source: Box<dyn SourceConfig>,
+    pub polling: Polling,
+    pub state: StateConfig,
 }
 
-fn default_base_url() -> String {
-    DEFAULT_MOVIDESK_URL.to_string()
-}
-fn default_poll_interval() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_overlap() -> Duration {
-    Duration::from_secs(120)
-}
-fn default_requests_per_minute() -> u32 {
-    10
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(20)
-}
-fn default_reconcile_every() -> u32 {
-    10
-}
-fn default_roster_interval() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_chat_origins() -> Vec<u16> {
-    DEFAULT_CHAT_ORIGINS.to_vec()
-}
-fn default_page_size() -> u32 {
-    100
-}
-
-impl MovideskConfig {
-    /// Defaults for everything, pointed at `base_url` with `token`.
-    pub fn new(base_url: impl Into<String>, token: Secret) -> Self {
-        MovideskConfig {
-            base_url: base_url.into(),
-            token: Some(token),
-            token_file: None,
-            poll_interval: default_poll_interval(),
-            overlap: default_overlap(),
-            requests_per_minute: default_requests_per_minute(),
-            request_timeout: default_request_timeout(),
-            reconcile_every: default_reconcile_every(),
-            roster_interval: default_roster_interval(),
-            chat_origins: default_chat_origins(),
-            page_size: default_page_size(),
-        }
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("platform", &self.platform.name())
+            .field("source", &self.source)
+            .field("polling", &self.polling)
+            .field("state", &self.state)
+            .finish()
     }
 }
 
@@ -148,13 +181,12 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { key: key.into(), message: message.into() }
     }
 }
 
-/// Loads the file (if any), layers the environment over it, resolves the token and
-/// validates every value.
+/// Loads the file (if any), layers the environment over it, and validates every value.
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     load_from(file, env)
@@ -163,125 +195,212 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
     let mut builder = config::Config::builder();
     if let Some(path) = file {
-        if !path.is_file() {
-            return Err(ConfigError::new("--config.file", format!("{}: no such file", path.display())));
-        }
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config.file", format!("{}: {e}", path.display())))?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
     }
     let env_map: config::Map<String, String> =
         env.into_iter().filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}_"))).collect();
-    builder = builder.add_source(
-        config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("movidesk.chat_origins")
-            .source(Some(env_map)),
-    );
-    let raw = builder.build().map_err(config_crate_error)?;
-    if raw.get_table("movidesk").is_err() {
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .source(Some(env_map));
+    for platform in platforms::ALL {
+        for key in platform.list_keys() {
+            environment = environment.with_list_parse_key(&format!("{}.{key}", platform.name()));
+        }
+    }
+    let raw = builder.add_source(environment).build().map_err(|e| {
+        // TOML parse errors draw a caret under the offending text over several lines.
+        let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        ConfigError::new("--config.file", message)
+    })?;
+    let mut top: serde_json::Map<String, serde_json::Value> =
+        raw.try_deserialize().map_err(|e| ConfigError::new("config", e.to_string()))?;
+
+    let state: StateConfig = match top.remove("state") {
+        Some(v) => deserialize_keys("state", v)?,
+        None => StateConfig::default(),
+    };
+    if state.enabled && state.path.as_os_str().is_empty() {
+        return Err(ConfigError::new("state.path", "is empty (set state.enabled = false to run without a state file)"));
+    }
+    let names: Vec<&str> = platforms::ALL.iter().map(|p| p.name()).collect();
+    let sections = || names.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>().join(", ");
+    if let Some(unknown) = top.keys().find(|k| !names.contains(&k.as_str())) {
         return Err(ConfigError::new(
-            "movidesk",
-            format!("missing section: add [movidesk] to the file or set {ENV_PREFIX}_MOVIDESK__TOKEN"),
+            unknown.clone(),
+            format!("unknown section: expected one platform section ({}) and optionally [state]", sections()),
         ));
     }
-    let mut cfg: Config = raw.try_deserialize().map_err(config_crate_error)?;
-    resolve_token(&mut cfg.movidesk)?;
-    validate(&cfg)?;
-    Ok(cfg)
-}
-
-/// The config crate names the key in its message ("... for key `movidesk.x`"); keep its
-/// words but lead with the key so every error reads the same way.
-fn config_crate_error(err: config::ConfigError) -> ConfigError {
-    // TOML parse errors draw a caret under the offending text over several lines.
-    let message = err.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-    if message.contains("TOML parse error") {
-        return ConfigError::new("--config.file", message);
-    }
-    let key = message
-        .split("for key `")
-        .nth(1)
-        .and_then(|rest| rest.split('`').next())
-        .map(str::to_string)
-        .or_else(|| {
-            message
-                .split("unknown field `")
-                .nth(1)
-                .and_then(|rest| rest.split('`').next())
-                .map(|f| format!("unknown key {f}"))
-        })
-        .unwrap_or_else(|| "config".to_string());
-    ConfigError::new(key, message)
-}
-
-fn resolve_token(m: &mut MovideskConfig) -> Result<(), ConfigError> {
-    match (&m.token, &m.token_file) {
-        (Some(_), Some(_)) => {
-            Err(ConfigError::new("movidesk.token_file", "set either movidesk.token or movidesk.token_file, not both"))
+    let (name, section) = match top.len() {
+        1 => top.into_iter().next().expect("one section"),
+        0 => {
+            return Err(ConfigError::new(
+                "config",
+                format!(
+                    "no platform section: add one of {} to --config.file, or set {ENV_PREFIX}_<PLATFORM>__TOKEN",
+                    sections()
+                ),
+            ))
         }
-        (Some(t), None) if t.expose().trim().is_empty() => Err(ConfigError::new("movidesk.token", "is empty")),
-        (Some(_), None) => Ok(()),
+        _ => {
+            let found: Vec<String> = top.keys().map(|k| format!("[{k}]")).collect();
+            return Err(ConfigError::new(
+                "config",
+                format!(
+                    "{} are set: an exporter polls one platform; run one exporter per platform or account",
+                    found.join(" and ")
+                ),
+            ));
+        }
+    };
+    let platform = platforms::find(&name).expect("checked above");
+    let serde_json::Value::Object(mut keys) = section else {
+        return Err(ConfigError::new(name, "must be a section ([name] with keys)"));
+    };
+    let mut shared = serde_json::Map::new();
+    for key in POLLING_KEYS {
+        if let Some(v) = keys.remove(*key) {
+            shared.insert(key.to_string(), v);
+        }
+    }
+    let polling_keys: PollingKeys = deserialize_keys(&name, serde_json::Value::Object(shared))?;
+    let polling = Polling::resolve(polling_keys, platform.polling_defaults(), &name)?;
+    let source = platform.load(serde_json::Value::Object(keys))?;
+    Ok(Config { platform, source, polling, state })
+}
+
+/// Deserializes one section, naming the full key of any error (`chatwoot.account_id`).
+pub fn deserialize_keys<T: DeserializeOwned>(section: &str, value: serde_json::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        // deny_unknown_fields names the field in its message, not in the path.
+        if let Some(field) = inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            let expected = inner.split_once(", expected ").map(|(_, e)| format!(": expected {e}")).unwrap_or_default();
+            let base = if path == "." { section.to_string() } else { format!("{section}.{path}") };
+            return ConfigError::new(format!("{base}.{field}"), format!("unknown key{expected}"));
+        }
+        let key = if path == "." { section.to_string() } else { format!("{section}.{path}") };
+        ConfigError::new(key, inner)
+    })
+}
+
+/// A token given inline (`token`), in a file (`token_file`), or by the environment
+/// (which sets `token`): exactly one of them.
+pub fn resolve_token(section: &str, token: Option<Secret>, token_file: Option<&Path>) -> Result<Secret, ConfigError> {
+    let env = format!("{ENV_PREFIX}_{}__TOKEN", section.to_uppercase());
+    match (token, token_file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            format!("{section}.token_file"),
+            format!("set either {section}.token or {section}.token_file, not both"),
+        )),
+        (Some(t), None) if t.expose().trim().is_empty() => {
+            Err(ConfigError::new(format!("{section}.token"), "is empty"))
+        }
+        (Some(t), None) => Ok(Secret::new(t.expose().trim())),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::new("movidesk.token_file", format!("{}: {e}", path.display())))?;
+                .map_err(|e| ConfigError::new(format!("{section}.token_file"), format!("{}: {e}", path.display())))?;
             let token = text.trim();
             if token.is_empty() {
-                return Err(ConfigError::new("movidesk.token_file", format!("{}: file is empty", path.display())));
+                return Err(ConfigError::new(format!("{section}.token_file"), format!("{}: file is empty", path.display())));
             }
-            m.token = Some(Secret::new(token));
-            Ok(())
+            Ok(Secret::new(token))
         }
         (None, None) => Err(ConfigError::new(
-            "movidesk.token",
-            format!("missing: set movidesk.token, movidesk.token_file or {ENV_PREFIX}_MOVIDESK__TOKEN"),
+            format!("{section}.token"),
+            format!("missing: set {section}.token, {section}.token_file or {env}"),
         )),
     }
 }
 
-fn validate(cfg: &Config) -> Result<(), ConfigError> {
-    let m = &cfg.movidesk;
-    match reqwest::Url::parse(&m.base_url) {
-        // The URL is shown on the landing page and in logs: it must carry no secret.
+/// A platform's base URL: http(s), with a host, and nothing secret in it (it is shown
+/// on the landing page and in logs).
+pub fn check_base_url(key: &str, value: &str, token_keys: &str) -> Result<reqwest::Url, ConfigError> {
+    match reqwest::Url::parse(value) {
         Ok(url)
             if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() =>
         {
-            return Err(ConfigError::new(
-                "movidesk.base_url",
-                "must not carry a query, a fragment or credentials (put the token in movidesk.token or movidesk.token_file)",
+            Err(ConfigError::new(
+                key,
+                format!("must not carry a query, a fragment or credentials (put the token in {token_keys})"),
             ))
         }
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-        Ok(_) => return Err(ConfigError::new("movidesk.base_url", "must be an http:// or https:// URL")),
-        Err(e) => return Err(ConfigError::new("movidesk.base_url", format!("not a URL: {e}"))),
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        Ok(_) => Err(ConfigError::new(key, "must be an http:// or https:// URL")),
+        Err(e) => Err(ConfigError::new(key, format!("not a URL: {e}"))),
     }
-    if m.overlap < Duration::from_secs(10) {
-        return Err(ConfigError::new(
-            "movidesk.overlap",
-            "must be at least 10s: it covers the platform writing lastUpdate later than it stamps it",
-        ));
+}
+
+/// Durations in the configuration: text with a unit (`500ms`, `30s`, `2m`, `1h`).
+pub mod duration {
+    use super::ConfigError;
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(serde_json::Number),
     }
-    if m.requests_per_minute == 0 {
-        return Err(ConfigError::new("movidesk.requests_per_minute", "must be at least 1"));
+
+    fn parse<E: serde::de::Error>(raw: Raw) -> Result<Duration, E> {
+        match raw {
+            Raw::Text(s) => humantime::parse_duration(s.trim())
+                .map_err(|e| E::custom(format!("{s:?} is not a duration ({e}); write it with a unit, such as \"30s\""))),
+            Raw::Number(n) => {
+                Err(E::custom(format!("{n} has no unit: write a duration with a unit, such as \"{n}s\" or \"{n}ms\"")))
+            }
+        }
     }
-    if m.poll_interval < Duration::from_millis(100) {
-        return Err(ConfigError::new("movidesk.poll_interval", "must be at least 100ms"));
+
+    pub fn required<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse(Raw::deserialize(d)?)
     }
-    if m.request_timeout.is_zero() {
-        return Err(ConfigError::new("movidesk.request_timeout", "must be more than 0"));
+
+    pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Some(parse(Raw::deserialize(d)?)?))
     }
-    if m.reconcile_every == 0 {
-        return Err(ConfigError::new("movidesk.reconcile_every", "must be at least 1"));
+
+    /// Refuses a duration outside [min, max], naming the key and the bounds.
+    pub fn within(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+        if value < min || value > max {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "{} is out of range: must be between {} and {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            ));
+        }
+        Ok(())
     }
-    if !(1..=100).contains(&m.page_size) {
-        return Err(ConfigError::new("movidesk.page_size", "must be between 1 and 100 (Movidesk's page limit)"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_keys_lists_every_shared_key() {
+        let mut all = serde_json::Map::new();
+        for key in POLLING_KEYS {
+            let value = match *key {
+                "requests_per_minute" | "reconcile_every" => serde_json::json!(5),
+                "max_response_size" => serde_json::json!("1MiB"),
+                _ => serde_json::json!("1s"),
+            };
+            all.insert(key.to_string(), value);
+        }
+        let keys: PollingKeys = deserialize_keys("x", serde_json::Value::Object(all)).unwrap();
+        assert!(keys.poll_interval.is_some() && keys.request_timeout.is_some() && keys.roster_interval.is_some());
+        assert!(keys.requests_per_minute.is_some() && keys.reconcile_every.is_some() && keys.max_response_size.is_some());
     }
-    if cfg.state.enabled && cfg.state.path.as_os_str().is_empty() {
-        return Err(ConfigError::new("state.path", "is empty (set state.enabled = false to run without a state file)"));
-    }
-    if m.chat_origins.is_empty() {
-        return Err(ConfigError::new("movidesk.chat_origins", "must list at least one origin"));
-    }
-    Ok(())
 }

@@ -136,9 +136,9 @@ pub fn encode_chat_metrics(out: &mut String, counters: &ChatCounters, gauges: &C
         out,
         "chat_agent_status",
         "gauge",
-        "Agent status as far as the platform tells it: 1 for the current status, 0 for the others.",
+        "Agent status: presence where the platform tells it, otherwise whether the agent attends a conversation; 1 for the current status, 0 for the others.",
         gauges.agent_status.iter().flat_map(|((app, group, agent), current)| {
-            AgentStatus::ALL.iter().map(move |status| {
+            current.kind().iter().map(move |status| {
                 (
                     labels(&[("app", app), ("group", group), ("agent", agent), ("status", status.label())]),
                     if status == current { 1.0 } else { 0.0 },
@@ -148,8 +148,8 @@ pub fn encode_chat_metrics(out: &mut String, counters: &ChatCounters, gauges: &C
     );
     let mut agent_counts: std::collections::BTreeMap<(&str, &str, AgentStatus), u64> = Default::default();
     for ((app, group, _), status) in &gauges.agent_status {
-        for s in AgentStatus::ALL {
-            *agent_counts.entry((app.as_str(), group.as_str(), s)).or_default() += u64::from(s == *status);
+        for s in status.kind() {
+            *agent_counts.entry((app.as_str(), group.as_str(), *s)).or_default() += u64::from(s == status);
         }
     }
     family(

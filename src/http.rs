@@ -8,7 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::exporter::Health;
+use crate::poller::Health;
 use crate::exposition::{SharedExposition, CONTENT_TYPE};
 
 #[derive(Clone)]

@@ -1,20 +1,22 @@
 //! chat_exporter: a Prometheus exporter for customer-service chat platforms.
 //!
-//! A source polls the platform (`sources`), the tracker turns what it sees into counters
+//! A platform's source (`platforms`, behind `source::Source`) polls it, the tracker turns what it sees into counters
 //! and gauges once and only once (`tracker`), the exposition is encoded once per poll
 //! (`exposition`) and served by `http`. The `simulator` serves a platform's API over a
 //! deterministic world model, for the demo and the tests.
 
+pub mod app;
 pub mod budget;
 pub mod cli;
 pub mod config;
-pub mod exporter;
 pub mod exposition;
 pub mod http;
 pub mod model;
+pub mod platforms;
+pub mod poller;
 pub mod self_metrics;
 pub mod simulator;
-pub mod sources;
+pub mod source;
 pub mod state;
 pub mod tracker;
 pub mod web_config;

@@ -3,19 +3,6 @@
 
 use prometheus::{Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-/// Every failure reason, so the series exist at 0 before the first failure and
-/// `rate()` sees the first one.
-pub const FAILURE_REASONS: &[&str] = &[
-    "timeout",
-    "connection",
-    "rate_limited",
-    "unauthorized",
-    "server_error",
-    "client_error",
-    "decode",
-    "invalid_record",
-];
-
 #[derive(Clone)]
 pub struct SelfMetrics {
     pub registry: Registry,
@@ -175,8 +162,9 @@ impl SelfMetrics {
         self.budget_remaining.with_label_values(&[source]).set(requests_per_minute as f64);
         self.budget_wait.with_label_values(&[source]);
         self.poll_duration.with_label_values(&[source]);
-        for reason in FAILURE_REASONS {
-            self.api_failures.with_label_values(&[source, reason]);
+        // Every reason at 0 before the first failure, so that `rate()` sees the first one.
+        for reason in crate::source::Reason::ALL {
+            self.api_failures.with_label_values(&[source, reason.label()]);
         }
     }
 }

@@ -5,12 +5,12 @@
 //! which transitions it has already counted, so a counter rises exactly once per
 //! conversation and transition however often and in whatever order it is seen.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgentRef, ChatLabels, ChatObservation, Observations, Phase, RosterAgent};
+use crate::model::{AgentRef, ChatId, ChatLabels, ChatObservation, FirstContact, Observations, Phase, Presence, RosterAgent};
 
 pub const WAIT_BUCKETS: &[f64] = &[5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
 pub const DURATION_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0];
@@ -25,9 +25,12 @@ pub const RECORD_RETENTION_DAYS: i64 = 7;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRecord {
     pub answered: bool,
-    pub finished: bool,
-    pub abandoned: bool,
     pub wait_observed: bool,
+    /// Ends counted (finished, abandoned or cancelled), over every reopening.
+    pub ends: u32,
+    /// The conversation is over and its end has been counted; seen live again, it has
+    /// been reopened and its next end counts again.
+    pub ended: bool,
     pub duration_observed: bool,
     pub last_update: Option<DateTime<Utc>>,
 }
@@ -74,21 +77,6 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum FirstContact {
-    Resolved,
-    Unresolved,
-}
-
-impl FirstContact {
-    pub fn label(self) -> &'static str {
-        match self {
-            FirstContact::Resolved => "resolved",
-            FirstContact::Unresolved => "unresolved",
-        }
-    }
-}
-
 /// The counter and histogram values: everything that must survive a restart.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatCounters {
@@ -99,21 +87,37 @@ pub struct ChatCounters {
     pub duration: BTreeMap<ChatLabels, Histogram>,
 }
 
-/// Agent status as far as the platform tells it.
+/// An agent's status: its presence where the platform tells it, otherwise whether it
+/// attends a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AgentStatus {
-    /// Has at least one conversation in attendance.
+    Presence(Presence),
+    /// Has at least one conversation in attendance (platforms without presence).
     Attending,
     /// On the roster, with no conversation in attendance (presence unknown).
     NotAttending,
 }
 
 impl AgentStatus {
-    pub const ALL: [AgentStatus; 2] = [AgentStatus::Attending, AgentStatus::NotAttending];
+    pub const WITHOUT_PRESENCE: [AgentStatus; 2] = [AgentStatus::Attending, AgentStatus::NotAttending];
+    pub const WITH_PRESENCE: [AgentStatus; 4] = [
+        AgentStatus::Presence(Presence::Available),
+        AgentStatus::Presence(Presence::Busy),
+        AgentStatus::Presence(Presence::Away),
+        AgentStatus::Presence(Presence::Offline),
+    ];
     pub fn label(self) -> &'static str {
         match self {
+            AgentStatus::Presence(p) => p.label(),
             AgentStatus::Attending => "attending",
             AgentStatus::NotAttending => "not_attending",
+        }
+    }
+    /// Every status of the same kind, in the order the exposition lists them.
+    pub fn kind(self) -> &'static [AgentStatus] {
+        match self {
+            AgentStatus::Presence(_) => &Self::WITH_PRESENCE,
+            _ => &Self::WITHOUT_PRESENCE,
         }
     }
 }
@@ -130,8 +134,8 @@ pub struct ChatGauges {
 
 #[derive(Debug, Default)]
 pub struct Tracker {
-    pub(crate) records: HashMap<u64, ChatRecord>,
-    pub(crate) open: HashMap<u64, OpenChat>,
+    pub(crate) records: HashMap<ChatId, ChatRecord>,
+    pub(crate) open: HashMap<ChatId, OpenChat>,
     pub(crate) roster: Option<Vec<RosterAgent>>,
     pub(crate) history_until: Option<DateTime<Utc>>,
     /// Closed conversations last changed before this instant have been forgotten.
@@ -160,45 +164,50 @@ impl Tracker {
             self.observe(chat);
         }
         if let Some(complete_at) = obs.open_set_complete_at {
-            let seen: std::collections::HashSet<u64> =
-                obs.chats.iter().filter(|c| c.phase.is_open()).map(|c| c.id).collect();
+            let seen: HashSet<&ChatId> = obs.chats.iter().filter(|c| c.phase.is_live()).map(|c| &c.id).collect();
             self.open.retain(|id, chat| seen.contains(id) || chat.last_update > complete_at);
         }
         if let Some(roster) = &obs.roster {
             self.roster = Some(roster.clone());
         }
-        self.prune();
+        if let Some(now) = obs.platform_time {
+            self.prune(now);
+        }
     }
 
     fn observe(&mut self, chat: &ChatObservation) {
         let known = self.records.contains_key(&chat.id);
-        let record = self.records.entry(chat.id).or_default();
-        if record.last_update.is_some_and(|seen| chat.last_update < seen) {
-            // An older state than one already applied (out-of-order pages or overlap):
-            // everything it could teach has been learnt already.
-            return;
-        }
-        record.last_update = Some(chat.last_update);
         // History is what happened before the exporter started. The first poll lists every
-        // open conversation, so one first seen later that began before the start had
-        // already ended by then: a later change to it (a pending ticket resolved, a
-        // resolved one closed) is not a new transition.
+        // live conversation, so one first seen later that began before the start was over
+        // by then: what it did before is not new, and if it is live again it was reopened.
         // Likewise, one first seen that began before the pruning watermark was counted
         // and forgotten.
         let began_before_known = |since: DateTime<Utc>| {
             self.history_until.is_some_and(|until| since <= until) || self.pruned_before.is_some_and(|p| since < p)
         };
-        let is_history = self.history_until.is_some_and(|until| chat.last_update <= until)
-            || (!known && chat.waiting_since.is_some_and(began_before_known));
+        let ended_before_start = !known && chat.waiting_since.is_some_and(began_before_known);
+        let is_history = self.history_until.is_some_and(|until| chat.last_update <= until) || ended_before_start;
+        let record = self.records.entry(chat.id.clone()).or_default();
+        if ended_before_start {
+            // Its end is not ours to count, and a reopening ends unresolved.
+            record.ended = true;
+            record.ends = 1;
+        }
+        // Observations arrive in the order the platform answered (see
+        // `Observations::observe`), so the newest state is the last one applied, whatever
+        // timestamp the platform wrote on it.
+        record.last_update = Some(chat.last_update);
         let counters = &mut self.counters;
-        let agent_name = chat.agent.as_ref().map(|a| a.name.clone());
+        let agent_name = || chat.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default();
 
-        let attended = matches!(chat.phase, Phase::Attending | Phase::Finished { .. } | Phase::Cancelled);
-        if attended && chat.agent.is_some() && !record.answered {
+        if chat.phase.is_live() && record.ended {
+            record.ended = false;
+            record.duration_observed = false;
+        }
+        if chat.answered && !record.answered {
             record.answered = true;
             if !is_history {
-                *counters.answered.entry((chat.labels.clone(), agent_name.clone().unwrap_or_default())).or_default() +=
-                    1;
+                *counters.answered.entry((chat.labels.clone(), agent_name())).or_default() += 1;
             }
         }
         if record.answered && !record.wait_observed {
@@ -213,41 +222,42 @@ impl Tracker {
                 }
             }
         }
-        if let Phase::Finished { resolved_first_contact } = chat.phase {
-            if record.answered && !record.finished {
-                record.finished = true;
-                if !is_history {
-                    let first_contact =
-                        if resolved_first_contact { FirstContact::Resolved } else { FirstContact::Unresolved };
-                    *counters
-                        .finished
-                        .entry((chat.labels.clone(), agent_name.clone().unwrap_or_default(), first_contact))
-                        .or_default() += 1;
+        let ends = matches!(chat.phase, Phase::Finished { .. } | Phase::Abandoned | Phase::Cancelled | Phase::Deleted);
+        if ends && !record.ended {
+            let reopened = record.ends > 0;
+            record.ended = true;
+            record.ends = record.ends.saturating_add(1);
+            match chat.phase {
+                Phase::Finished { first_contact } if record.answered && !is_history => {
+                    let first_contact = first_contact.unwrap_or(if reopened {
+                        FirstContact::Unresolved
+                    } else {
+                        FirstContact::Resolved
+                    });
+                    *counters.finished.entry((chat.labels.clone(), agent_name(), first_contact)).or_default() += 1;
                 }
-            }
-            if record.finished && !record.duration_observed {
-                if let Some(talk) = chat.talk_seconds {
-                    record.duration_observed = true;
-                    if !is_history {
-                        counters
-                            .duration
-                            .entry(chat.labels.clone())
-                            .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
-                            .observe(DURATION_BUCKETS, talk);
-                    }
+                Phase::Abandoned if !record.answered && !is_history => {
+                    *counters.abandoned.entry(chat.labels.clone()).or_default() += 1;
                 }
+                _ => {}
             }
         }
-        if chat.phase == Phase::Abandoned && !record.answered && !record.abandoned {
-            record.abandoned = true;
-            if !is_history {
-                *counters.abandoned.entry(chat.labels.clone()).or_default() += 1;
+        if matches!(chat.phase, Phase::Finished { .. }) && record.answered && !record.duration_observed {
+            if let Some(talk) = chat.talk_seconds {
+                record.duration_observed = true;
+                if !is_history {
+                    counters
+                        .duration
+                        .entry(chat.labels.clone())
+                        .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+                        .observe(DURATION_BUCKETS, talk);
+                }
             }
         }
 
         if chat.phase.is_open() {
             self.open.insert(
-                chat.id,
+                chat.id.clone(),
                 OpenChat {
                     labels: chat.labels.clone(),
                     agent: chat.agent.clone(),
@@ -262,10 +272,14 @@ impl Tracker {
     }
 
     /// Forgets closed conversations too old to be seen again, so memory follows the
-    /// platform's window rather than the whole history.
-    fn prune(&mut self) {
-        let Some(newest) = self.records.values().filter_map(|r| r.last_update).max() else { return };
-        let horizon = newest - chrono::Duration::days(RECORD_RETENTION_DAYS);
+    /// platform's window rather than the whole history. `now` is the platform's clock,
+    /// never a time a record claims: one record from the future cannot make the tracker
+    /// forget the others.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        let horizon = now - chrono::Duration::days(RECORD_RETENTION_DAYS);
+        if self.pruned_before.is_some_and(|p| p >= horizon) {
+            return;
+        }
         let open = &self.open;
         let before = self.records.len();
         self.records.retain(|id, r| open.contains_key(id) || r.last_update.is_none_or(|t| t >= horizon));
@@ -276,7 +290,7 @@ impl Tracker {
 
     pub fn gauges(&self) -> ChatGauges {
         let mut g = ChatGauges::default();
-        let mut attending_agents: std::collections::HashSet<&str> = Default::default();
+        let mut attending_agents: HashSet<&str> = Default::default();
         for chat in self.open.values() {
             if chat.attending {
                 let agent = chat.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default();
@@ -293,10 +307,10 @@ impl Tracker {
         }
         if let Some(roster) = &self.roster {
             for member in roster {
-                let status = if attending_agents.contains(member.agent.id.as_str()) {
-                    AgentStatus::Attending
-                } else {
-                    AgentStatus::NotAttending
+                let status = match member.presence {
+                    Some(presence) => AgentStatus::Presence(presence),
+                    None if attending_agents.contains(member.agent.id.as_str()) => AgentStatus::Attending,
+                    None => AgentStatus::NotAttending,
                 };
                 let apps: Vec<&str> =
                     if member.apps.is_empty() { vec![""] } else { member.apps.iter().map(String::as_str).collect() };
@@ -320,9 +334,9 @@ impl Tracker {
 /// exactly once after a restart.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrackerState {
-    /// (id, counted transitions as bits, last update in Unix milliseconds)
-    pub records: Vec<(u64, u8, Option<i64>)>,
-    pub open: Vec<(u64, OpenChat)>,
+    /// (id, counted transitions as bits, ends counted, last update in Unix milliseconds)
+    pub records: Vec<(ChatId, u8, u32, Option<i64>)>,
+    pub open: Vec<(ChatId, OpenChat)>,
     pub roster: Option<Vec<RosterAgent>>,
     pub history_until: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -335,28 +349,26 @@ pub struct TrackerState {
 }
 
 const ANSWERED: u8 = 1;
-const FINISHED: u8 = 2;
-const ABANDONED: u8 = 4;
+const ENDED: u8 = 2;
 const WAIT_OBSERVED: u8 = 8;
 const DURATION_OBSERVED: u8 = 16;
 
 impl Tracker {
     pub fn to_state(&self) -> TrackerState {
-        let mut records: Vec<(u64, u8, Option<i64>)> = self
+        let mut records: Vec<(ChatId, u8, u32, Option<i64>)> = self
             .records
             .iter()
             .map(|(id, r)| {
                 let bits = (u8::from(r.answered) * ANSWERED)
-                    | (u8::from(r.finished) * FINISHED)
-                    | (u8::from(r.abandoned) * ABANDONED)
+                    | (u8::from(r.ended) * ENDED)
                     | (u8::from(r.wait_observed) * WAIT_OBSERVED)
                     | (u8::from(r.duration_observed) * DURATION_OBSERVED);
-                (*id, bits, r.last_update.map(|t| t.timestamp_millis()))
+                (id.clone(), bits, r.ends, r.last_update.map(|t| t.timestamp_millis()))
             })
             .collect();
-        records.sort_unstable_by_key(|r| r.0);
-        let mut open: Vec<(u64, OpenChat)> = self.open.iter().map(|(id, c)| (*id, c.clone())).collect();
-        open.sort_unstable_by_key(|o| o.0);
+        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut open: Vec<(ChatId, OpenChat)> = self.open.iter().map(|(id, c)| (id.clone(), c.clone())).collect();
+        open.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let c = &self.counters;
         TrackerState {
             records,
@@ -383,7 +395,7 @@ impl Tracker {
             }
         }
         let mut records = HashMap::with_capacity(state.records.len());
-        for (id, bits, last) in state.records {
+        for (id, bits, ends, last) in state.records {
             let last_update = match last {
                 Some(ms) => Some(DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("record {id}: bad time"))?),
                 None => None,
@@ -392,8 +404,8 @@ impl Tracker {
                 id,
                 ChatRecord {
                     answered: bits & ANSWERED != 0,
-                    finished: bits & FINISHED != 0,
-                    abandoned: bits & ABANDONED != 0,
+                    ended: bits & ENDED != 0,
+                    ends,
                     wait_observed: bits & WAIT_OBSERVED != 0,
                     duration_observed: bits & DURATION_OBSERVED != 0,
                     last_update,
@@ -426,13 +438,18 @@ mod tests {
         DateTime::from_timestamp(1_790_000_000 + minute * 60, 0).unwrap()
     }
 
+    fn labels() -> ChatLabels {
+        ChatLabels { app: "A".into(), group: "G".into(), origin: "chat".into() }
+    }
+
     fn chat(phase: Phase, minute: i64) -> ChatObservation {
         let attended = !matches!(phase, Phase::Waiting | Phase::Abandoned);
         ChatObservation {
-            id: 42,
-            labels: ChatLabels { app: "A".into(), group: "G".into(), origin: "chat".into() },
+            id: ChatId("42".into()),
+            labels: labels(),
             agent: attended.then(|| AgentRef { id: "1".into(), name: "Ana".into() }),
             phase,
+            answered: attended,
             waiting_since: Some(at(0)),
             wait_seconds: attended.then_some(30.0),
             talk_seconds: matches!(phase, Phase::Finished { .. }).then_some(300.0),
@@ -440,8 +457,14 @@ mod tests {
         }
     }
 
+    fn finished(first_contact: Option<FirstContact>, minute: i64) -> ChatObservation {
+        chat(Phase::Finished { first_contact }, minute)
+    }
+
     fn apply(t: &mut Tracker, chats: Vec<ChatObservation>) {
-        t.apply(&Observations { chats, ..Default::default() });
+        for chat in chats {
+            t.apply(&Observations::from_chats([chat]));
+        }
     }
 
     fn totals(t: &Tracker) -> (u64, u64, u64, u64, u64) {
@@ -455,40 +478,64 @@ mod tests {
         )
     }
 
+    fn finished_with(t: &Tracker, first_contact: FirstContact) -> u64 {
+        t.counters().finished.get(&(labels(), "Ana".to_string(), first_contact)).copied().unwrap_or(0)
+    }
+
     #[test]
-    fn each_transition_counts_once_however_often_and_in_whatever_order_it_is_seen() {
+    fn each_transition_counts_once_however_often_it_is_seen() {
         let mut t = Tracker::new();
-        let states = [
-            chat(Phase::Waiting, 1),
-            chat(Phase::Attending, 2),
-            chat(Phase::Finished { resolved_first_contact: true }, 9),
-        ];
-        // Newest first, then every state again, twice.
-        apply(&mut t, vec![states[2].clone(), states[0].clone(), states[1].clone()]);
+        let states = [chat(Phase::Waiting, 1), chat(Phase::Attending, 2), finished(None, 9)];
         apply(&mut t, states.to_vec());
-        apply(&mut t, states.to_vec());
+        apply(&mut t, vec![states[2].clone(), states[2].clone()]);
         assert_eq!(totals(&t), (1, 1, 0, 1, 1));
-        assert_eq!(t.open_chats(), 0, "an older state never reopens a finished chat");
+        assert_eq!(t.open_chats(), 0);
+    }
+
+    #[test]
+    fn of_two_answers_in_one_poll_the_one_read_last_wins() {
+        let mut t = Tracker::new();
+        // Read attending first, then finished: the later answer is the newer state.
+        let obs = Observations::from_chats([chat(Phase::Attending, 2), finished(None, 9)]);
+        assert_eq!(obs.chats.len(), 1);
+        t.apply(&obs);
+        assert_eq!(totals(&t), (1, 1, 0, 1, 1));
+        assert_eq!(t.open_chats(), 0);
+    }
+
+    #[test]
+    fn a_change_stamped_earlier_than_one_already_seen_still_counts() {
+        let mut t = Tracker::new();
+        // The platform's clocks disagree: the answer is stamped before the arrival.
+        apply(&mut t, vec![chat(Phase::Waiting, 5), chat(Phase::Attending, 3)]);
+        assert_eq!(totals(&t), (1, 0, 0, 1, 0));
+        assert_eq!(t.gauges().active.values().sum::<u64>(), 1);
     }
 
     #[test]
     fn a_chat_seen_only_at_its_end_was_still_answered_and_finished() {
         let mut t = Tracker::new();
-        apply(&mut t, vec![chat(Phase::Finished { resolved_first_contact: false }, 5)]);
+        apply(&mut t, vec![finished(Some(FirstContact::Unresolved), 5)]);
         assert_eq!(totals(&t), (1, 1, 0, 1, 1));
-        let key = (
-            ChatLabels { app: "A".into(), group: "G".into(), origin: "chat".into() },
-            "Ana".to_string(),
-            FirstContact::Unresolved,
-        );
-        assert_eq!(t.counters().finished.get(&key), Some(&1));
+        assert_eq!(finished_with(&t, FirstContact::Unresolved), 1);
+    }
+
+    #[test]
+    fn the_platforms_verdict_decides_first_contact_and_the_neutral_rule_applies_without_one() {
+        let mut t = Tracker::new();
+        apply(&mut t, vec![chat(Phase::Attending, 1), finished(None, 2)]);
+        assert_eq!(finished_with(&t, FirstContact::Resolved), 1, "a first end is resolved at the first contact");
+        apply(&mut t, vec![chat(Phase::Attending, 3), finished(None, 4)]);
+        assert_eq!(finished_with(&t, FirstContact::Unresolved), 1, "an end after a reopening is not");
+        apply(&mut t, vec![chat(Phase::Attending, 5), finished(Some(FirstContact::Resolved), 6)]);
+        assert_eq!(finished_with(&t, FirstContact::Resolved), 2, "the platform's verdict wins");
+        assert_eq!(totals(&t), (1, 3, 0, 1, 3), "answered once, finished at each end");
     }
 
     #[test]
     fn abandonment_is_counted_only_for_chats_never_attended() {
         let mut t = Tracker::new();
-        apply(&mut t, vec![chat(Phase::Waiting, 1), chat(Phase::Abandoned, 4)]);
-        apply(&mut t, vec![chat(Phase::Abandoned, 4)]);
+        apply(&mut t, vec![chat(Phase::Waiting, 1), chat(Phase::Abandoned, 4), chat(Phase::Abandoned, 4)]);
         assert_eq!(totals(&t), (0, 0, 1, 0, 0));
         let mut t = Tracker::new();
         apply(&mut t, vec![chat(Phase::Attending, 2), chat(Phase::Cancelled, 5)]);
@@ -496,21 +543,56 @@ mod tests {
     }
 
     #[test]
+    fn parked_conversations_leave_the_gauges_and_their_next_end_counts() {
+        let mut t = Tracker::new();
+        apply(&mut t, vec![chat(Phase::Attending, 1), chat(Phase::Parked, 2)]);
+        assert_eq!(t.open_chats(), 0);
+        apply(&mut t, vec![finished(None, 3)]);
+        assert_eq!(totals(&t), (1, 1, 0, 1, 1));
+    }
+
+    #[test]
     fn history_is_recorded_but_not_counted() {
         let mut t = Tracker::new();
-        t.apply(&Observations {
-            chats: vec![chat(Phase::Attending, 2)],
-            history_until: Some(at(3)),
-            ..Default::default()
-        });
-        apply(&mut t, vec![chat(Phase::Finished { resolved_first_contact: true }, 6)]);
+        let mut obs = Observations::from_chats([chat(Phase::Attending, 2)]);
+        obs.history_until = Some(at(3));
+        t.apply(&obs);
+        apply(&mut t, vec![finished(None, 6)]);
         assert_eq!(totals(&t), (0, 1, 0, 0, 1), "answered before the start, finished after it");
+    }
+
+    #[test]
+    fn a_conversation_over_before_the_start_and_reopened_after_it_ends_unresolved() {
+        let mut t = Tracker::new();
+        let mut obs = Observations::default();
+        obs.history_until = Some(at(3));
+        t.apply(&obs);
+        apply(&mut t, vec![chat(Phase::Attending, 10), finished(None, 12)]);
+        assert_eq!(totals(&t), (0, 1, 0, 0, 1));
+        assert_eq!(finished_with(&t, FirstContact::Unresolved), 1);
+    }
+
+    #[test]
+    fn a_record_from_the_future_does_not_make_the_tracker_forget() {
+        let mut t = Tracker::new();
+        let mut future = chat(Phase::Waiting, 0);
+        future.id = ChatId("future".into());
+        future.last_update = DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z").unwrap().to_utc();
+        let mut obs = Observations::from_chats([future, finished(None, 9)]);
+        obs.platform_time = Some(at(10));
+        t.apply(&obs);
+        let mut obs = Observations::default();
+        obs.platform_time = Some(at(11));
+        t.apply(&obs);
+        assert!(t.pruned_before.is_none(), "nothing is old enough to forget");
+        apply(&mut t, vec![finished(None, 9)]);
+        assert_eq!(totals(&t).1, 1);
     }
 
     #[test]
     fn the_state_round_trips() {
         let mut t = Tracker::new();
-        apply(&mut t, vec![chat(Phase::Attending, 2)]);
+        apply(&mut t, vec![chat(Phase::Attending, 2), finished(None, 3), chat(Phase::Attending, 4)]);
         let restored = Tracker::from_state(t.to_state()).unwrap();
         assert_eq!(restored.to_state(), t.to_state());
         let mut broken = t.to_state();

@@ -1,28 +1,30 @@
-//! The platform simulator: a deterministic contact centre (`world`) served through the
-//! platform's own API (`movidesk`), with control endpoints under `/_sim/` for tests:
-//! ground truth, the clock, injected faults and the log of requests received.
+//! The platform simulator: a deterministic contact centre (`world`) served through one
+//! platform's own API (its facade, in the platform's folder), with control endpoints
+//! under `/_sim/` for tests: ground truth, the clock, injected faults and the log of
+//! requests received.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
-pub mod movidesk;
-pub mod odata;
+use crate::platforms::{self, Platform};
+
 pub mod truth;
 pub mod world;
 
-pub use truth::{Sample, Truth};
-pub use world::{Scenario, World};
+pub use truth::{Sample, Samples, Truth};
+pub use world::{Channel, Conversation, Features, Scenario, World};
 
 /// A fault the next request to the platform API gets instead of a normal answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +34,7 @@ pub enum Fault {
     Status { code: u16 },
     /// A body cut in the middle of the JSON.
     MalformedJson,
-    /// A JSON object where an array is expected.
+    /// A JSON value of another shape than the one expected.
     NotAnArray,
     /// An HTML error page with status 200, as proxies do.
     Html,
@@ -44,8 +46,8 @@ pub enum Fault {
     SlowBody { millis: u64 },
 }
 
-/// How the API writes dates: Movidesk's usual seven fractional digits and no zone, or
-/// the variants a client must also accept.
+/// How the API writes dates, where a platform has several ways: the usual one, or the
+/// variants a client must also accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DateStyle {
@@ -62,34 +64,40 @@ pub struct Rendering {
     pub dates: DateStyle,
     /// Leave out fields whose value is null instead of writing `null`.
     pub omit_nulls: bool,
-    /// Every id as a string (by default one ticket in three).
+    /// Every id as a string, where a platform sometimes writes them so.
     pub ids_as_strings: bool,
-    /// How far the `Date` header is from the clock that writes `lastUpdate`, in seconds
+    /// How far the `Date` header is from the clock that stamps records, in seconds
     /// (a proxy or load balancer with its own clock).
     pub date_header_skew_seconds: i64,
 }
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
+    /// The platform whose API is served, and whose contract the truth follows.
+    pub platform: String,
     pub seed: u64,
     pub scenario: Scenario,
     /// Simulated time at the start.
     pub start: DateTime<Utc>,
     pub token: String,
-    /// Requests per minute per token; `None` turns the limit off.
+    /// Requests per minute per limit key (per token, or per route where the platform
+    /// limits per route); `None` turns the limit off.
     pub rate_limit: Option<u32>,
-    /// How long a token is blocked once over the limit (Movidesk: about a minute).
+    /// How long a key is blocked once over the limit.
     pub lockout: Duration,
     /// `Some(speed)`: simulated time runs `speed` times faster than real time.
     /// `None`: time moves only through `advance` (tests).
     pub speed: Option<f64>,
     /// Scale of arrival rates.
     pub load: f64,
+    /// What the world does; the platform's own features when `None`.
+    pub features: Option<Features>,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
+            platform: platforms::ALL[0].name().to_string(),
             seed: 1,
             scenario: Scenario::Normal,
             start: DateTime::parse_from_rfc3339("2026-11-02T03:00:00Z").expect("valid").with_timezone(&Utc),
@@ -98,6 +106,7 @@ impl Default for SimOptions {
             lockout: Duration::from_secs(60),
             speed: None,
             load: 1.0,
+            features: None,
         }
     }
 }
@@ -109,11 +118,38 @@ pub struct RequestRecord {
     pub at_ms: u64,
     pub endpoint: String,
     pub status: u16,
-    /// The query string without the token.
+    /// The query string without credentials.
     pub query: String,
 }
 
-pub(crate) struct Inner {
+/// Where a rate-limit key stands after a request, for facades that tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitStatus {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Real time (Unix milliseconds) at which the oldest counted request leaves the window.
+    pub reset_at_ms: i64,
+    /// Seconds before a refused request may be retried.
+    pub retry_after: u64,
+}
+
+/// What the simulator decided about a request.
+pub enum Admission {
+    /// Serve it, with this fault if one is injected.
+    Serve { fault: Option<Fault>, limit: Option<LimitStatus> },
+    /// Refuse it: bad credentials.
+    Unauthorized,
+    /// Refuse it: over the rate limit.
+    RateLimited(LimitStatus),
+}
+
+#[derive(Default)]
+struct Window {
+    accepted: VecDeque<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+pub struct Inner {
     pub world: World,
     pub options: SimOptions,
     pub faults: VecDeque<Fault>,
@@ -122,49 +158,62 @@ pub(crate) struct Inner {
     pub rendering: Rendering,
     pub requests: Vec<RequestRecord>,
     started: Instant,
-    accepted: VecDeque<Instant>,
-    blocked_until: Option<Instant>,
+    windows: HashMap<String, Window>,
 }
 
 impl Inner {
-    pub(crate) fn log_request(&mut self, endpoint: &str, status: u16, query: String) {
+    fn log_request(&mut self, endpoint: &str, status: u16, query: String) {
         let at_ms = self.started.elapsed().as_millis() as u64;
         self.requests.push(RequestRecord { at_ms, endpoint: endpoint.to_string(), status, query });
     }
 
-    /// `Some(seconds)` when the request must be refused with 429 and `Retry-After`.
-    pub(crate) fn rate_limit_check(&mut self) -> Option<u64> {
+    /// Counts a request against `key`'s window; `Err` when it must be refused.
+    fn rate_limit(&mut self, key: &str) -> Option<Result<LimitStatus, LimitStatus>> {
         let limit = self.options.rate_limit?;
+        let lockout = self.options.lockout;
+        let window = self.windows.entry(key.to_string()).or_default();
         let now = Instant::now();
-        if let Some(until) = self.blocked_until {
+        let minute = Duration::from_secs(60);
+        let wall_ms = |at: Instant| Utc::now().timestamp_millis() + at.saturating_duration_since(now).as_millis() as i64;
+        if let Some(until) = window.blocked_until {
             if now < until {
-                return Some((until - now).as_secs_f64().ceil().max(1.0) as u64);
+                let retry_after = (until - now).as_secs_f64().ceil().max(1.0) as u64;
+                return Some(Err(LimitStatus { limit, remaining: 0, reset_at_ms: wall_ms(until), retry_after }));
             }
-            // The block over, the token starts a fresh minute.
-            self.blocked_until = None;
-            self.accepted.clear();
+            // The block over, the key starts a fresh minute.
+            window.blocked_until = None;
+            window.accepted.clear();
         }
-        while self.accepted.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
-            self.accepted.pop_front();
+        while window.accepted.front().is_some_and(|t| now.duration_since(*t) >= minute) {
+            window.accepted.pop_front();
         }
-        if self.accepted.len() >= limit as usize {
-            self.blocked_until = Some(now + self.options.lockout);
-            return Some(self.options.lockout.as_secs_f64().ceil().max(1.0) as u64);
+        if window.accepted.len() >= limit as usize {
+            let until = if lockout.is_zero() { window.accepted[0] + minute } else { now + lockout };
+            window.blocked_until = (!lockout.is_zero()).then_some(until);
+            let retry_after = (until - now).as_secs_f64().ceil().max(1.0) as u64;
+            return Some(Err(LimitStatus { limit, remaining: 0, reset_at_ms: wall_ms(until), retry_after }));
         }
-        self.accepted.push_back(now);
-        None
+        window.accepted.push_back(now);
+        let reset = window.accepted[0] + minute;
+        let remaining = limit.saturating_sub(window.accepted.len() as u32);
+        Some(Ok(LimitStatus { limit, remaining, reset_at_ms: wall_ms(reset), retry_after: 0 }))
     }
 }
 
 /// A handle on a running simulator; clones share it.
 #[derive(Clone)]
 pub struct SimState {
-    pub(crate) inner: Arc<Mutex<Inner>>,
+    pub inner: Arc<Mutex<Inner>>,
+    pub platform: &'static dyn Platform,
 }
 
 impl SimState {
+    /// A simulator of `options.platform`; panics on an unknown platform name (callers
+    /// check names first: `platforms::find`).
     pub fn new(options: SimOptions) -> Self {
-        let mut world = World::new(options.seed, options.scenario, options.start);
+        let platform = platforms::find(&options.platform).expect("a known platform");
+        let features = options.features.unwrap_or_else(|| platform.world_features());
+        let mut world = World::new(options.seed, options.scenario, options.start, features);
         world.load = options.load;
         SimState {
             inner: Arc::new(Mutex::new(Inner {
@@ -175,13 +224,13 @@ impl SimState {
                 rendering: Rendering::default(),
                 requests: Vec::new(),
                 started: Instant::now(),
-                accepted: VecDeque::new(),
-                blocked_until: None,
+                windows: HashMap::new(),
             })),
+            platform,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -201,13 +250,18 @@ impl SimState {
     }
 
     pub fn truth(&self) -> Truth {
-        truth::truth(&self.lock().world)
+        let inner = self.lock();
+        Truth {
+            now: inner.world.now.to_rfc3339(),
+            conversations: inner.world.conversations.len() as u64,
+            samples: self.platform.truth(&inner.world),
+        }
     }
 
     /// Forgets every counted transition: ground truth counts from now on, as an
     /// exporter started now does.
     pub fn reset_counts(&self) {
-        self.lock().world.events = Default::default();
+        self.lock().world.reset_events();
     }
 
     pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
@@ -236,11 +290,101 @@ impl SimState {
         let mut inner = self.lock();
         inner.options.rate_limit = per_minute;
         inner.options.lockout = lockout;
+        inner.windows.clear();
     }
 
     /// Runs a closure on the world model (tests that need to look inside).
     pub fn with_world<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
         f(&mut self.lock().world)
+    }
+
+    /// Decides what a request to the platform API gets: the credentials are checked by
+    /// the facade (`authorized`), the rate limit per `limit_key`, then the next injected
+    /// fault. Every request is logged.
+    pub fn admit(&self, endpoint: &str, query: String, authorized: bool, limit_key: &str) -> Admission {
+        let mut inner = self.lock();
+        if !authorized {
+            inner.log_request(endpoint, 401, query);
+            return Admission::Unauthorized;
+        }
+        let limit = match inner.rate_limit(limit_key) {
+            Some(Err(status)) => {
+                inner.log_request(endpoint, 429, query);
+                return Admission::RateLimited(status);
+            }
+            Some(Ok(status)) => Some(status),
+            None => None,
+        };
+        let fault = inner.outage.clone().or_else(|| inner.faults.pop_front());
+        let status = match &fault {
+            Some(Fault::Status { code }) => *code,
+            _ => 200,
+        };
+        inner.log_request(endpoint, status, query);
+        Admission::Serve { fault, limit }
+    }
+
+    /// The platform's clock for a `Date` header: simulated now, plus any injected skew.
+    pub fn date_header(&self) -> HeaderValue {
+        let inner = self.lock();
+        let now = inner.world.now + chrono::Duration::seconds(inner.rendering.date_header_skew_seconds);
+        HeaderValue::from_str(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).expect("ASCII date")
+    }
+}
+
+/// The query string of a request, sorted, without the parameters named in `secret`.
+pub fn logged_query(params: &[(String, String)], secret: &[&str]) -> String {
+    let mut pairs: Vec<String> =
+        params.iter().filter(|(k, _)| !secret.contains(&k.as_str())).map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    pairs.join("&")
+}
+
+/// A normal answer with `body`, or what `fault` makes of it. `garbage` is a record the
+/// platform's client cannot read, for [`Fault::GarbageRecord`]; `items` points at the list
+/// inside `body` it goes into.
+pub async fn respond(body: Value, fault: Option<Fault>, items: &[&str], garbage: Value) -> Response {
+    match fault {
+        None => Json(body).into_response(),
+        Some(Fault::Status { code }) => (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Json(json!({"error": "injected fault"})),
+        )
+            .into_response(),
+        Some(Fault::MalformedJson) => {
+            (StatusCode::OK, [("content-type", "application/json")], "[{\"id\": 1, \"status\": ").into_response()
+        }
+        Some(Fault::NotAnArray) => Json(json!({ "unexpected": [body] })).into_response(),
+        Some(Fault::Html) => {
+            (StatusCode::OK, [("content-type", "text/html")], "<html><body>Service Unavailable</body></html>")
+                .into_response()
+        }
+        Some(Fault::GarbageRecord) => {
+            let mut body = body;
+            let mut list = &mut body;
+            for key in items {
+                list = &mut list[*key];
+            }
+            if let Value::Array(items) = list {
+                items.push(garbage);
+            }
+            Json(body).into_response()
+        }
+        Some(Fault::Delay { millis }) => {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            Json(body).into_response()
+        }
+        Some(Fault::SlowBody { millis }) => {
+            let bytes = serde_json::to_vec(&body).expect("JSON encodes");
+            let chunks: Vec<Vec<u8>> = bytes.chunks(64).map(<[u8]>::to_vec).collect();
+            let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
+                let chunk = rest.next()?;
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                Some((Ok::<_, std::io::Error>(chunk), rest))
+            });
+            (StatusCode::OK, [("content-type", "application/json")], axum::body::Body::from_stream(stream))
+                .into_response()
+        }
     }
 }
 
@@ -253,7 +397,7 @@ async fn advance(State(state): State<SimState>, Query(q): Query<AdvanceQuery>) -
     match q.seconds {
         Some(s) if s >= 0 => {
             state.advance(s);
-            Json(serde_json::json!({"now": state.now().to_rfc3339()})).into_response()
+            Json(json!({"now": state.now().to_rfc3339()})).into_response()
         }
         _ => (StatusCode::BAD_REQUEST, "seconds: a non-negative integer is required").into_response(),
     }
@@ -273,9 +417,9 @@ async fn requests_handler(State(state): State<SimState>) -> Json<Vec<RequestReco
 }
 
 pub fn router(state: SimState) -> Router {
-    Router::new()
-        .route("/public/v1/tickets", get(movidesk::tickets))
-        .route("/public/v1/persons", get(movidesk::persons))
+    state
+        .platform
+        .facade()
         .route("/_sim/truth", get(truth_handler))
         .route("/_sim/advance", post(advance))
         .route("/_sim/faults", post(faults_handler))
@@ -292,12 +436,20 @@ pub struct RunningSimulator {
 }
 
 impl RunningSimulator {
-    /// Base URL of the Movidesk API facade.
-    pub fn movidesk_url(&self) -> String {
-        format!("http://{}/public/v1", self.addr)
-    }
+    /// `http://HOST:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Where the platform's API is served.
+    pub fn api_url(&self) -> String {
+        format!("{}{}", self.url(), self.state.platform.api_path())
+    }
+
+    /// The platform section that points an exporter at this simulator.
+    pub fn section(&self) -> Value {
+        let token = self.state.lock().options.token.clone();
+        self.state.platform.demo_section(&self.url(), &token)
     }
 
     /// Runs simulated time `speed` times faster than real time, from where it stands.
@@ -322,9 +474,7 @@ impl RunningSimulator {
             c.abort();
         }
     }
-}
 
-impl RunningSimulator {
     /// Stops answering: connections to its port are refused until it is served again.
     pub async fn stop(self) -> SimState {
         self.task.abort();

@@ -1,7 +1,9 @@
-//! The world model: a seeded, deterministic contact centre that the platform facades
-//! expose. Time only moves when `advance_to` is called, so tests drive it without sleeping.
-
-use std::collections::BTreeMap;
+//! The world model: a seeded, deterministic contact centre of conversations, agents,
+//! teams and channels, in no platform's words. Platform facades show it through their own
+//! APIs. Time only moves when `advance_to` is called, so tests drive it without sleeping.
+//!
+//! What a platform's API cannot show is switched off in its [`Features`]: a world with
+//! reopenings is only served to a platform that has them.
 
 use chrono::{DateTime, Duration, Timelike, Utc};
 use rand::{Rng, SeedableRng};
@@ -10,6 +12,12 @@ use serde::{Deserialize, Serialize};
 
 /// Simulation step: everything that happens inside one step happens at its end.
 pub const STEP_SECONDS: i64 = 5;
+
+/// Changes to a conversation the exporter must see one at a time come at least this long
+/// after the previous one (an answer, then a transfer; an end, then a reopening): what
+/// happens between two polls leaves no trace on some platforms, and the ground truth
+/// would otherwise count what no API can tell.
+pub const MIN_GAP_MINUTES: i64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -34,123 +42,256 @@ impl std::str::FromStr for Scenario {
     }
 }
 
-/// Where a conversation stands on the platform (Movidesk's `baseStatus` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BaseStatus {
-    New,
-    InAttendance,
-    Stopped,
-    Canceled,
-    Resolved,
-    Closed,
+/// What happens in the world beyond arriving, waiting, being attended and ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Features {
+    /// Conversations of some channels start with a bot, which hands most to a person.
+    pub bot: bool,
+    /// Agents put conversations on hold (snooze) and take them back.
+    pub hold: bool,
+    /// Customers write again after the end: the conversation opens again.
+    pub reopen: bool,
+    /// Agents hand conversations to another agent, sometimes of another team.
+    pub transfer: bool,
+    /// A few waiting conversations are deleted, and the platform shows them as deleted.
+    pub soft_delete: bool,
 }
 
-impl BaseStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BaseStatus::New => "New",
-            BaseStatus::InAttendance => "InAttendance",
-            BaseStatus::Stopped => "Stopped",
-            BaseStatus::Canceled => "Canceled",
-            BaseStatus::Resolved => "Resolved",
-            BaseStatus::Closed => "Closed",
-        }
-    }
+/// The channel a conversation came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// The website's chat widget.
+    Web,
+    /// The website's form when no one is online.
+    WebOffline,
+    WhatsApp,
+    /// WhatsApp through the platform's own business number.
+    WhatsAppBusiness,
+    Messenger,
+    /// Not a chat: the platforms list e-mail with chats, and it must never count.
+    Email,
 }
 
 #[derive(Debug, Clone)]
 pub struct Stream {
     pub app: &'static str,
     pub group: &'static str,
-    pub origin: u16,
+    pub channel: Channel,
     pub per_hour: f64,
+    /// Starts with a bot where the world has bots.
+    pub bot: bool,
+}
+
+/// An agent's presence at a moment, in the world's own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// Logged in and taking conversations.
+    Available,
+    /// Logged in, not taking new conversations.
+    Busy,
+    /// Logged in, away from the keyboard.
+    Away,
+    Offline,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Agent {
     pub id: String,
     pub name: String,
+    /// Login name (what some platforms label agents by).
+    pub username: String,
     pub email: String,
     pub groups: Vec<String>,
     pub capacity: usize,
-    /// Working hours, local time (UTC-3), [start, end).
+    /// Working hours, local time, [start, end).
     pub shift: (u32, u32),
     pub active: bool,
     /// Online in the peak scenario's peak window.
     pub stays_in_peak: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Ticket {
-    pub id: u64,
-    pub origin: u16,
-    pub app: String,
-    pub group: String,
-    pub status: BaseStatus,
-    pub owner: Option<usize>,
-    pub resolved_in_first_call: bool,
-    pub waiting_time: Option<i64>,
-    pub talk_time: Option<i64>,
-    pub created: DateTime<Utc>,
-    pub last_update: DateTime<Utc>,
-    pub resolved_in: Option<DateTime<Utc>>,
-    pub closed_in: Option<DateTime<Utc>>,
-    pub canceled_in: Option<DateTime<Utc>>,
-    pub deleted: bool,
-    /// Gone from the API without a trace.
-    pub purged: bool,
-    pub is_chat: bool,
-    /// Scheduled changes, private to the model.
-    #[serde(skip)]
-    pub abandon_at: Option<DateTime<Utc>>,
-    #[serde(skip)]
-    pub talk_seconds: i64,
-    #[serde(skip)]
-    pub next_change_at: Option<DateTime<Utc>>,
-    #[serde(skip)]
-    pub delete_at: Option<DateTime<Utc>>,
+/// Where a conversation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// With a bot, before any person.
+    Bot,
+    /// In the queue.
+    Waiting,
+    /// An agent attends it.
+    Attending,
+    /// Attended, on hold.
+    Held,
+    Closed,
 }
 
-/// Counted transitions, exactly as the metric contract defines them.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TruthEvents {
-    /// (app, group, origin, agent)
-    pub answered: BTreeMap<(String, String, u16, String), u64>,
-    /// (app, group, origin, agent, resolved_first_contact)
-    pub finished: BTreeMap<(String, String, u16, String, bool), u64>,
-    pub abandoned: BTreeMap<(String, String, u16), u64>,
-    pub waits: BTreeMap<(String, String, u16), Vec<f64>>,
-    pub durations: BTreeMap<(String, String, u16), Vec<f64>>,
+/// How a conversation's latest end came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Attended and solved.
+    Resolved,
+    /// Attended and left for a later solution (a follow-up changes it later).
+    FollowUp,
+    /// Attended, then cancelled by the agent.
+    Cancelled,
+    /// Ended without an agent: the customer left the queue, or the bot closed it.
+    Abandoned,
+    /// Deleted while waiting.
+    Deleted,
+}
+
+/// What happened to a conversation after its end, for platforms whose status shows it
+/// (a pending ticket resolved, a resolved one archived).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Right after the end.
+    Ended,
+    /// A follow-up solved it later.
+    SolvedLater,
+    /// Archived.
+    Archived,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Transfer {
+    pub at: DateTime<Utc>,
+    pub from_agent: usize,
+    pub to_agent: usize,
+    pub from_group: String,
+    pub to_group: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    /// Dense from 1: `conversations[id - 1]`.
+    pub id: u64,
+    pub stream: usize,
+    pub app: String,
+    pub channel: Channel,
+    pub group: String,
+    pub state: State,
+    pub agent: Option<usize>,
+    pub created: DateTime<Utc>,
+    /// When it entered the queue (after the bot, or at a reopening).
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When an agent first took it.
+    pub answered_at: Option<DateTime<Utc>>,
+    /// Seconds in the queue before the first agent.
+    pub wait_seconds: Option<i64>,
+    /// Seconds from the agent taking it to its end, set at the end.
+    pub talk_time: Option<i64>,
+    pub last_update: DateTime<Utc>,
+    /// Ends so far, reopenings included.
+    pub ends: u32,
+    pub outcome: Option<Outcome>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub stage: Stage,
+    pub stage_at: Option<DateTime<Utc>>,
+    /// Ended at the first contact: its first end, and solved.
+    pub resolved_first_contact: bool,
+    pub transfers: Vec<Transfer>,
+    pub held_since: Option<DateTime<Utc>>,
+    /// Gone from the API without a trace.
+    pub purged: bool,
+    /// Scheduled changes, private to the model.
+    #[serde(skip)]
+    timers: Timers,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Timers {
+    bot_until: Option<DateTime<Utc>>,
+    abandon_at: Option<DateTime<Utc>>,
+    delete_at: Option<DateTime<Utc>>,
+    /// The end of the attendance.
+    end_at: Option<DateTime<Utc>>,
+    hold_at: Option<DateTime<Utc>>,
+    hold_until: Option<DateTime<Utc>>,
+    transfer_at: Option<DateTime<Utc>>,
+    reopen_at: Option<DateTime<Utc>>,
+    stage_change_at: Option<DateTime<Utc>>,
+    /// Planned attendance, in seconds.
+    talk_seconds: i64,
+}
+
+impl Conversation {
+    pub fn is_chat(&self) -> bool {
+        self.channel != Channel::Email
+    }
+    pub fn deleted(&self) -> bool {
+        self.outcome == Some(Outcome::Deleted)
+    }
+    pub fn is_open(&self) -> bool {
+        self.state != State::Closed
+    }
+}
+
+/// A transition, recorded as it happens, for the ground truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub conversation: u64,
+    pub app: String,
+    pub group: String,
+    pub channel: Channel,
+    pub agent: Option<usize>,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum EventKind {
+    /// The first agent took it.
+    Answered { wait_seconds: i64 },
+    /// It ended.
+    Ended {
+        outcome: Outcome,
+        /// Attended time, for attended ends.
+        talk_seconds: Option<i64>,
+        /// Ends before this one (0 for the first end).
+        ends_before: u32,
+        /// Transfers before this end.
+        transfers: usize,
+        answered: bool,
+    },
 }
 
 pub struct World {
     rng: ChaCha8Rng,
     pub scenario: Scenario,
+    pub features: Features,
     pub start: DateTime<Utc>,
     pub now: DateTime<Utc>,
+    /// Local time of the contact centre, in hours from UTC (its day's shape).
+    pub utc_offset_hours: i64,
     pub streams: Vec<Stream>,
     pub agents: Vec<Agent>,
-    /// Ticket ids are dense from 1: `tickets[id - 1]`.
-    pub tickets: Vec<Ticket>,
-    /// Ids of chats waiting or in attendance.
+    pub conversations: Vec<Conversation>,
+    /// Ids of conversations not closed.
     open: Vec<u64>,
-    /// Ids of closed chats with a later change scheduled.
+    /// Ids of closed conversations with a later change scheduled.
     pending_changes: Vec<u64>,
-    pub events: TruthEvents,
+    /// Transitions since the exporter under test started (see `reset_events`).
+    pub events: Vec<Event>,
     /// Scale applied to arrival rates (1.0 = the built-in contact centre).
     pub load: f64,
 }
 
 fn streams() -> Vec<Stream> {
+    let s = |app, group, channel, per_hour, bot| Stream { app, group, channel, per_hour, bot };
     vec![
-        Stream { app: "Portal do Cliente", group: "Suporte", origin: 5, per_hour: 30.0 },
-        Stream { app: "Portal do Cliente", group: "Financeiro", origin: 5, per_hour: 10.0 },
-        Stream { app: "Portal do Cliente", group: "Suporte", origin: 6, per_hour: 3.0 },
-        Stream { app: "Loja Online", group: "Vendas", origin: 5, per_hour: 14.0 },
-        Stream { app: "Loja Online", group: "Vendas", origin: 18, per_hour: 12.0 },
-        Stream { app: "WhatsApp Atendimento", group: "Suporte", origin: 23, per_hour: 18.0 },
-        Stream { app: "WhatsApp Atendimento", group: "Financeiro", origin: 23, per_hour: 6.0 },
-        Stream { app: "Loja Online", group: "Vendas", origin: 22, per_hour: 4.0 },
+        s("Portal do Cliente", "Suporte", Channel::Web, 30.0, true),
+        s("Portal do Cliente", "Financeiro", Channel::Web, 10.0, false),
+        s("Portal do Cliente", "Suporte", Channel::WebOffline, 3.0, false),
+        s("Loja Online", "Vendas", Channel::Web, 14.0, false),
+        s("Loja Online", "Vendas", Channel::WhatsApp, 12.0, true),
+        s("WhatsApp Atendimento", "Suporte", Channel::WhatsAppBusiness, 18.0, false),
+        s("WhatsApp Atendimento", "Financeiro", Channel::WhatsAppBusiness, 6.0, false),
+        s("Loja Online", "Vendas", Channel::Messenger, 4.0, false),
+        s("Central de E-mail", "Suporte", Channel::Email, 8.0, false),
     ]
 }
 
@@ -173,33 +314,38 @@ fn agents() -> Vec<Agent> {
     let mut list: Vec<Agent> = specs
         .iter()
         .enumerate()
-        .map(|(i, (name, groups, capacity, shift, stays))| Agent {
-            id: format!("ag{:03}", i + 1),
-            name: name.to_string(),
-            email: format!("agent{}@example.com", i + 1),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            capacity: *capacity,
-            shift: *shift,
-            active: true,
-            stays_in_peak: *stays,
-        })
+        .map(|(i, (name, groups, capacity, shift, stays))| agent(i + 1, name, groups, *capacity, *shift, true, *stays))
         .collect();
-    list.push(Agent {
-        id: "ag099".into(),
-        name: "Lucas Antigo".into(),
-        email: "former@example.com".into(),
-        groups: vec!["Suporte".into()],
-        capacity: 3,
-        shift: (8, 17),
-        active: false,
-        stays_in_peak: false,
-    });
+    list.push(agent(99, "Lucas Antigo", &["Suporte"], 3, (8, 17), false, false));
     list
 }
 
-/// Movidesk's customers are mostly in Brazil: the day's shape follows UTC-3.
-fn local_hour(t: DateTime<Utc>) -> u32 {
-    (t - Duration::hours(3)).hour()
+fn agent(n: usize, name: &str, groups: &[&str], capacity: usize, shift: (u32, u32), active: bool, stays: bool) -> Agent {
+    let username: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'á' | 'ã' | 'â' => 'a',
+            'é' | 'ê' => 'e',
+            'í' => 'i',
+            'ó' | 'õ' => 'o',
+            'ú' => 'u',
+            'ç' => 'c',
+            ' ' => '.',
+            c => c,
+        })
+        .collect();
+    Agent {
+        id: format!("ag{n:03}"),
+        name: name.to_string(),
+        username,
+        email: format!("agent{n}@example.com"),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        capacity,
+        shift,
+        active,
+        stays_in_peak: stays,
+    }
 }
 
 fn daily_profile(hour: u32) -> f64 {
@@ -217,42 +363,58 @@ fn daily_profile(hour: u32) -> f64 {
 }
 
 impl World {
-    pub fn new(seed: u64, scenario: Scenario, start: DateTime<Utc>) -> Self {
+    pub fn new(seed: u64, scenario: Scenario, start: DateTime<Utc>, features: Features) -> Self {
         // Whole milliseconds keep timestamps exact through every text format on the way.
         let start = DateTime::from_timestamp_millis(start.timestamp_millis()).expect("valid time");
         World {
             rng: ChaCha8Rng::seed_from_u64(seed),
             scenario,
+            features,
             start,
             now: start,
+            // Most of these platforms' customers in this project are in Brazil.
+            utc_offset_hours: -3,
             streams: streams(),
             agents: agents(),
-            tickets: Vec::new(),
+            conversations: Vec::new(),
             open: Vec::new(),
             pending_changes: Vec::new(),
-            events: TruthEvents::default(),
+            events: Vec::new(),
             load: 1.0,
         }
     }
 
-    pub fn ticket(&self, id: u64) -> Option<&Ticket> {
-        self.tickets.get((id as usize).checked_sub(1)?)
+    pub fn conversation(&self, id: u64) -> Option<&Conversation> {
+        self.conversations.get((id as usize).checked_sub(1)?)
     }
 
-    pub fn open_chats(&self) -> impl Iterator<Item = &Ticket> {
-        self.open.iter().filter_map(|id| self.ticket(*id))
+    fn conv(&mut self, id: u64) -> &mut Conversation {
+        &mut self.conversations[id as usize - 1]
+    }
+
+    /// Conversations not closed (purged ones excluded).
+    pub fn open_conversations(&self) -> impl Iterator<Item = &Conversation> {
+        self.open.iter().filter_map(|id| self.conversation(*id)).filter(|c| !c.purged)
+    }
+
+    /// The exporter under test starts now: ground truth counts from here.
+    pub fn reset_events(&mut self) {
+        self.events.clear();
     }
 
     /// Removes an open conversation from the platform altogether: no further change
     /// happens to it and the API no longer lists it.
     pub fn purge(&mut self, id: u64) {
-        if let Some(t) = self.tickets.get_mut((id as usize).wrapping_sub(1)) {
-            t.purged = true;
-            t.next_change_at = None;
-            t.abandon_at = None;
-            t.delete_at = None;
+        if let Some(c) = self.conversations.get_mut((id as usize).wrapping_sub(1)) {
+            c.purged = true;
+            c.timers = Timers::default();
         }
-        self.close(id);
+        self.open.retain(|x| *x != id);
+        self.pending_changes.retain(|x| *x != id);
+    }
+
+    fn local_hour(&self) -> u32 {
+        (self.now + Duration::hours(self.utc_offset_hours)).hour()
     }
 
     fn minutes_since_start(&self) -> i64 {
@@ -263,22 +425,32 @@ impl World {
         self.scenario == Scenario::Peak && (30..90).contains(&self.minutes_since_start())
     }
 
-    /// Whether an agent is online now. Movidesk's API does not expose this; it only
-    /// decides who can take chats.
-    pub fn agent_online(&self, index: usize) -> bool {
+    /// An agent's presence now. Only available agents take conversations.
+    pub fn presence(&self, index: usize) -> Presence {
         let agent = &self.agents[index];
         if !agent.active {
-            return false;
+            return Presence::Offline;
         }
         match self.scenario {
-            Scenario::Peak => !self.in_peak() || agent.stays_in_peak,
+            Scenario::Peak if self.in_peak() && !agent.stays_in_peak => Presence::Offline,
+            Scenario::Peak => Presence::Available,
             Scenario::Normal => {
-                let hour = local_hour(self.now);
+                let hour = self.local_hour();
                 let (from, to) = agent.shift;
                 let on_shift = hour >= from && hour < to;
                 // Two agents log off early in the afternoon peak, as in the product's example.
                 let leaves_early = matches!(agent.name.as_str(), "Bruno Lima" | "Hugo Martins") && hour >= 15;
-                on_shift && !leaves_early
+                if !on_shift || leaves_early {
+                    return Presence::Offline;
+                }
+                // A break three hours into the shift, and a busy spell two hours later.
+                let minute = (self.now + Duration::hours(self.utc_offset_hours)).minute();
+                let into_shift = (hour + 24 - from) % 24;
+                match (into_shift, minute) {
+                    (3, 0..=14) => Presence::Away,
+                    (5, 30..=39) => Presence::Busy,
+                    _ => Presence::Available,
+                }
             }
         }
     }
@@ -286,7 +458,7 @@ impl World {
     fn arrival_multiplier(&self) -> f64 {
         self.load
             * match self.scenario {
-                Scenario::Normal => daily_profile(local_hour(self.now)),
+                Scenario::Normal => daily_profile(self.local_hour()),
                 Scenario::Peak if self.in_peak() => 4.0,
                 Scenario::Peak => 1.0,
             }
@@ -313,201 +485,307 @@ impl World {
         }
     }
 
+    fn exp_sample(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.rng.random::<f64>()).ln()
+    }
+
+    fn due(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        at.is_some_and(|t| t <= now)
+    }
+
     fn step(&mut self) {
         let now = self.now;
-        // Arrivals.
         let multiplier = self.arrival_multiplier();
         for s in 0..self.streams.len() {
-            let lambda = self.streams[s].per_hour * multiplier * STEP_SECONDS as f64 / 3600.0;
+            let email = self.streams[s].channel == Channel::Email;
+            // E-mail comes at its own pace, day and night.
+            let scale = if email { 1.0 } else { multiplier };
+            let lambda = self.streams[s].per_hour * scale * STEP_SECONDS as f64 / 3600.0;
             for _ in 0..self.poisson(lambda) {
                 self.arrive(s);
             }
         }
-        // E-mail tickets share the list with chats, and must be ignored by the exporter.
-        if self.rng.random::<f64>() < 8.0 * STEP_SECONDS as f64 / 3600.0 {
-            self.email_ticket();
-        }
-        // Scheduled changes of open chats: endings, abandonments, deletions.
-        let open = self.open.clone();
-        for id in open {
-            let idx = id as usize - 1;
-            let t = &self.tickets[idx];
-            if t.status == BaseStatus::New {
-                if t.delete_at.is_some_and(|d| d <= now) {
-                    self.tickets[idx].deleted = true;
-                    self.tickets[idx].last_update = now;
-                    self.close(id);
-                } else if t.abandon_at.is_some_and(|a| a <= now) {
-                    self.abandon(id);
+        for id in self.open.clone() {
+            let (state, t) = {
+                let c = self.conv(id);
+                (c.state, c.timers.clone())
+            };
+            match state {
+                State::Bot if Self::due(t.bot_until, now) => {
+                    if self.rng.random::<f64>() < 0.8 {
+                        self.enqueue(id);
+                    } else {
+                        self.end(id, Outcome::Abandoned);
+                    }
                 }
-            } else if t.status == BaseStatus::InAttendance && t.next_change_at.is_some_and(|e| e <= now) {
-                self.finish(id);
+                State::Waiting if Self::due(t.delete_at, now) => self.end(id, Outcome::Deleted),
+                State::Waiting if Self::due(t.abandon_at, now) => self.end(id, Outcome::Abandoned),
+                State::Attending if Self::due(t.end_at, now) => self.finish(id),
+                State::Attending if Self::due(t.transfer_at, now) => self.transfer(id),
+                State::Attending if Self::due(t.hold_at, now) => {
+                    let c = self.conv(id);
+                    c.state = State::Held;
+                    c.held_since = Some(now);
+                    c.timers.hold_at = None;
+                    c.last_update = now;
+                }
+                State::Held if Self::due(t.hold_until, now) => {
+                    let c = self.conv(id);
+                    c.state = State::Attending;
+                    c.held_since = None;
+                    c.timers.hold_until = None;
+                    c.last_update = now;
+                }
+                _ => {}
             }
         }
-        // Later changes of closed tickets (a pending ticket resolved, a resolved one
-        // closed): they change lastUpdate and must not count again.
-        let pending = std::mem::take(&mut self.pending_changes);
-        for id in pending {
-            let t = &mut self.tickets[id as usize - 1];
-            if t.next_change_at.is_none_or(|at| at > now) {
-                self.pending_changes.push(id);
-                continue;
-            }
-            if t.status == BaseStatus::Stopped {
-                t.status = BaseStatus::Resolved;
-                t.resolved_in = Some(now);
-                t.next_change_at = Some(now + Duration::hours(2));
-                self.pending_changes.push(id);
+        // Later changes of ended conversations: a follow-up solving it, archiving, or the
+        // customer writing again.
+        for id in std::mem::take(&mut self.pending_changes) {
+            let t = self.conv(id).timers.clone();
+            if Self::due(t.reopen_at, now) {
+                self.reopen(id);
+            } else if Self::due(t.stage_change_at, now) {
+                let c = self.conv(id);
+                c.stage = match c.stage {
+                    Stage::Ended if c.outcome == Some(Outcome::FollowUp) => Stage::SolvedLater,
+                    _ => Stage::Archived,
+                };
+                c.stage_at = Some(now);
+                c.timers.stage_change_at =
+                    (c.stage == Stage::SolvedLater).then(|| now + Duration::hours(2));
+                c.last_update = now;
+                if c.timers.stage_change_at.is_some() {
+                    self.pending_changes.push(id);
+                }
             } else {
-                t.status = BaseStatus::Closed;
-                t.closed_in = Some(now);
-                t.next_change_at = None;
+                self.pending_changes.push(id);
             }
-            t.last_update = now;
         }
         self.assign();
     }
 
     fn arrive(&mut self, stream: usize) {
         let s = self.streams[stream].clone();
-        let id = self.tickets.len() as u64 + 1;
-        let patience = 30.0 + self.exp_sample(240.0);
-        let delete_at = (self.rng.random::<f64>() < 0.01).then(|| self.now + Duration::seconds(20));
-        self.tickets.push(Ticket {
+        let id = self.conversations.len() as u64 + 1;
+        let now = self.now;
+        let with_bot = self.features.bot && s.bot;
+        self.conversations.push(Conversation {
             id,
-            origin: s.origin,
+            stream,
             app: s.app.to_string(),
+            channel: s.channel,
             group: s.group.to_string(),
-            status: BaseStatus::New,
-            owner: None,
-            resolved_in_first_call: false,
-            waiting_time: None,
+            state: State::Waiting,
+            agent: None,
+            created: now,
+            queued_at: None,
+            answered_at: None,
+            wait_seconds: None,
             talk_time: None,
-            created: self.now,
-            last_update: self.now,
-            resolved_in: None,
-            closed_in: None,
-            canceled_in: None,
-            deleted: false,
+            last_update: now,
+            ends: 0,
+            outcome: None,
+            ended_at: None,
+            stage: Stage::Ended,
+            stage_at: None,
+            resolved_first_contact: false,
+            transfers: Vec::new(),
+            held_since: None,
             purged: false,
-            is_chat: true,
-            abandon_at: Some(self.now + Duration::seconds(patience as i64)),
-            talk_seconds: 0,
-            next_change_at: None,
-            delete_at,
+            timers: Timers::default(),
         });
         self.open.push(id);
+        if s.channel == Channel::Email {
+            // E-mail is answered by the first agent of the list and closed a while later.
+            let end_at = now + Duration::minutes(10);
+            let c = self.conv(id);
+            c.state = State::Attending;
+            c.agent = Some(0);
+            c.answered_at = Some(now);
+            c.timers.end_at = Some(end_at);
+        } else if with_bot {
+            let bot_seconds = 60 + self.rng.random_range(0..120);
+            let c = self.conv(id);
+            c.state = State::Bot;
+            c.timers.bot_until = Some(now + Duration::seconds(bot_seconds));
+        } else {
+            self.enqueue(id);
+        }
     }
 
-    fn email_ticket(&mut self) {
-        let id = self.tickets.len() as u64 + 1;
-        self.tickets.push(Ticket {
-            id,
-            origin: 3,
-            app: String::new(),
-            group: String::new(),
-            status: BaseStatus::Resolved,
-            owner: Some(0),
-            resolved_in_first_call: true,
-            waiting_time: None,
-            talk_time: None,
-            created: self.now,
-            last_update: self.now,
-            resolved_in: Some(self.now),
-            closed_in: None,
-            canceled_in: None,
-            deleted: false,
-            purged: false,
-            is_chat: false,
-            abandon_at: None,
-            talk_seconds: 0,
-            next_change_at: None,
-            delete_at: None,
-        });
-    }
-
-    fn exp_sample(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.rng.random::<f64>()).ln()
-    }
-
-    fn close(&mut self, id: u64) {
-        self.open.retain(|x| *x != id);
-    }
-
-    fn key(t: &Ticket) -> (String, String, u16) {
-        (t.app.clone(), t.group.clone(), t.origin)
-    }
-
-    fn abandon(&mut self, id: u64) {
+    fn enqueue(&mut self, id: u64) {
         let now = self.now;
-        let t = &mut self.tickets[id as usize - 1];
-        t.status = BaseStatus::Canceled;
-        t.canceled_in = Some(now);
-        t.last_update = now;
-        *self.events.abandoned.entry(Self::key(t)).or_default() += 1;
-        self.close(id);
+        let patience = 30.0 + self.exp_sample(240.0);
+        let delete = self.features.soft_delete && self.rng.random::<f64>() < 0.01;
+        let c = self.conv(id);
+        c.state = State::Waiting;
+        c.queued_at = Some(now);
+        c.last_update = now;
+        c.timers.bot_until = None;
+        c.timers.abandon_at = Some(now + Duration::seconds(patience as i64));
+        c.timers.delete_at = delete.then(|| now + Duration::seconds(20));
+    }
+
+    fn event(&mut self, id: u64, kind: EventKind) {
+        let c = &self.conversations[id as usize - 1];
+        if !c.is_chat() {
+            return;
+        }
+        let event = Event {
+            at: self.now,
+            conversation: id,
+            app: c.app.clone(),
+            group: c.group.clone(),
+            channel: c.channel,
+            agent: c.agent,
+            kind,
+        };
+        self.events.push(event);
+    }
+
+    /// Ends the conversation as it stands.
+    fn end(&mut self, id: u64, outcome: Outcome) {
+        let now = self.now;
+        let c = self.conv(id);
+        let answered = c.answered_at.is_some();
+        let ends_before = c.ends;
+        let transfers = c.transfers.len();
+        let talk = c.talk_time;
+        c.state = State::Closed;
+        c.outcome = Some(outcome);
+        c.ended_at = Some(now);
+        c.ends += 1;
+        c.stage = Stage::Ended;
+        c.stage_at = None;
+        c.held_since = None;
+        c.last_update = now;
+        c.timers = Timers { talk_seconds: c.timers.talk_seconds, ..Timers::default() };
+        self.open.retain(|x| *x != id);
+        if outcome != Outcome::Deleted {
+            self.event(id, EventKind::Ended { outcome, talk_seconds: talk, ends_before, transfers, answered });
+        }
     }
 
     fn finish(&mut self, id: u64) {
         let now = self.now;
         let roll = self.rng.random::<f64>();
         let later = 3600 + (self.exp_sample(3.0 * 3600.0) as i64);
-        let t = &mut self.tickets[id as usize - 1];
-        let agent = self.agents[t.owner.expect("attended chats have an owner")].name.clone();
-        let key = Self::key(t);
-        t.last_update = now;
-        if roll < 0.02 {
-            // The agent cancels it: answered, never finished.
-            t.status = BaseStatus::Canceled;
-            t.canceled_in = Some(now);
-        } else {
-            let resolved_first = roll < 0.78;
-            t.status = if resolved_first { BaseStatus::Resolved } else { BaseStatus::Stopped };
-            t.resolved_in_first_call = resolved_first;
-            t.talk_time = Some(t.talk_seconds);
-            if resolved_first {
-                t.resolved_in = Some(now);
+        let reopens = self.features.reopen && self.rng.random::<f64>() < 0.15;
+        let reopen_after = MIN_GAP_MINUTES * 60 + self.rng.random_range(0..3000);
+        let is_chat = self.conv(id).is_chat();
+        let outcome = if !is_chat || roll >= 0.02 {
+            if !is_chat || roll < 0.78 {
+                Outcome::Resolved
+            } else {
+                Outcome::FollowUp
             }
-            t.next_change_at = Some(now + Duration::seconds(later));
-            self.pending_changes.push(id);
-            *self.events.finished.entry((key.0.clone(), key.1.clone(), key.2, agent, resolved_first)).or_default() += 1;
-            self.events.durations.entry(key).or_default().push(t.talk_seconds as f64);
+        } else {
+            Outcome::Cancelled
+        };
+        {
+            let c = self.conv(id);
+            let since = c.answered_at.unwrap_or(c.created);
+            c.talk_time = Some(c.timers.talk_seconds.min((now - since).num_seconds().max(0)));
+            c.resolved_first_contact = outcome == Outcome::Resolved && c.ends == 0;
         }
-        self.close(id);
+        self.end(id, outcome);
+        let c = self.conv(id);
+        if reopens && is_chat && outcome != Outcome::Cancelled {
+            c.timers.reopen_at = Some(now + Duration::seconds(reopen_after));
+        } else if outcome != Outcome::Cancelled {
+            c.timers.stage_change_at = Some(now + Duration::seconds(later));
+        }
+        if c.timers.reopen_at.is_some() || c.timers.stage_change_at.is_some() {
+            self.pending_changes.push(id);
+        }
+    }
+
+    /// The customer writes again: back to the agent who had it.
+    fn reopen(&mut self, id: u64) {
+        let now = self.now;
+        let talk = 60 + self.exp_sample(300.0) as i64;
+        let c = self.conv(id);
+        c.state = State::Attending;
+        c.outcome = None;
+        c.ended_at = None;
+        c.talk_time = None;
+        c.stage = Stage::Ended;
+        c.last_update = now;
+        c.timers = Timers { talk_seconds: talk, end_at: Some(now + Duration::seconds(talk)), ..Timers::default() };
+        self.open.push(id);
+    }
+
+    /// Hands an attended conversation to another available agent, of its group or of
+    /// another one (the conversation then moves to that agent's first group).
+    fn transfer(&mut self, id: u64) {
+        let now = self.now;
+        self.conv(id).timers.transfer_at = None;
+        let from = self.conv(id).agent.expect("attended conversations have an agent");
+        let group = self.conv(id).group.clone();
+        let other_group = self.rng.random_bool(0.5);
+        let candidates: Vec<usize> = (0..self.agents.len())
+            .filter(|a| *a != from && self.presence(*a) == Presence::Available)
+            .filter(|a| self.agents[*a].groups.contains(&group) != other_group)
+            .filter(|a| self.load_of(*a) < self.agents[*a].capacity)
+            .collect();
+        let Some(&to) = candidates.first() else { return };
+        let to_group = if other_group { self.agents[to].groups[0].clone() } else { group.clone() };
+        let c = self.conv(id);
+        c.transfers.push(Transfer { at: now, from_agent: from, to_agent: to, from_group: group, to_group: to_group.clone() });
+        c.agent = Some(to);
+        c.group = to_group;
+        c.last_update = now;
     }
 
     fn load_of(&self, agent: usize) -> usize {
-        self.open_chats().filter(|t| t.status == BaseStatus::InAttendance && t.owner == Some(agent)).count()
+        self.open_conversations()
+            .filter(|c| c.is_chat() && matches!(c.state, State::Attending | State::Held) && c.agent == Some(agent))
+            .count()
     }
 
-    /// First come, first served within each group; the least busy agent takes the chat.
+    /// First come, first served within each group; the least busy available agent takes
+    /// the conversation.
     fn assign(&mut self) {
-        let waiting: Vec<u64> =
-            self.open.iter().copied().filter(|id| self.tickets[*id as usize - 1].status == BaseStatus::New).collect();
+        let waiting: Vec<u64> = self.open.iter().copied().filter(|id| self.conv_ref(*id).state == State::Waiting).collect();
         for id in waiting {
-            let group = self.tickets[id as usize - 1].group.clone();
+            let group = self.conv_ref(id).group.clone();
             let candidate = (0..self.agents.len())
-                .filter(|a| self.agent_online(*a) && self.agents[*a].groups.contains(&group))
+                .filter(|a| self.presence(*a) == Presence::Available && self.agents[*a].groups.contains(&group))
                 .map(|a| (self.load_of(a), a))
                 .filter(|(load, a)| *load < self.agents[*a].capacity)
                 .min();
             let Some((_, agent)) = candidate else { continue };
-            let talk = 60.0 + self.exp_sample(420.0);
             let now = self.now;
-            let t = &mut self.tickets[id as usize - 1];
-            t.status = BaseStatus::InAttendance;
-            t.owner = Some(agent);
-            let wait = (now - t.created).num_seconds();
-            t.waiting_time = Some(wait);
-            t.last_update = now;
-            t.talk_seconds = talk as i64;
-            t.next_change_at = Some(now + Duration::seconds(t.talk_seconds));
-            t.abandon_at = None;
-            t.delete_at = None;
-            let key = Self::key(t);
-            let name = self.agents[agent].name.clone();
-            *self.events.answered.entry((key.0.clone(), key.1.clone(), key.2, name)).or_default() += 1;
-            self.events.waits.entry(key).or_default().push(wait as f64);
+            let talk = (60.0 + self.exp_sample(420.0)) as i64;
+            let transfer = self.features.transfer && talk > 2 * MIN_GAP_MINUTES * 60 && self.rng.random::<f64>() < 0.3;
+            let hold = self.features.hold && self.rng.random::<f64>() < 0.15;
+            let hold_minutes = 5 + self.rng.random_range(0..10);
+            let c = self.conv(id);
+            c.state = State::Attending;
+            c.agent = Some(agent);
+            let wait = (now - c.queued_at.unwrap_or(c.created)).num_seconds();
+            c.wait_seconds = Some(wait);
+            c.answered_at = Some(now);
+            c.last_update = now;
+            let mut end_at = now + Duration::seconds(talk);
+            if hold {
+                // On hold a third of the way in; the attendance lasts the hold longer.
+                let hold_at = now + Duration::seconds(talk / 3);
+                c.timers.hold_at = Some(hold_at);
+                c.timers.hold_until = Some(hold_at + Duration::minutes(hold_minutes));
+                end_at += Duration::minutes(hold_minutes);
+            }
+            c.timers.talk_seconds = (end_at - now).num_seconds();
+            c.timers.end_at = Some(end_at);
+            c.timers.transfer_at = transfer.then(|| now + Duration::minutes(MIN_GAP_MINUTES));
+            c.timers.abandon_at = None;
+            c.timers.delete_at = None;
+            self.event(id, EventKind::Answered { wait_seconds: wait });
         }
+    }
+
+    fn conv_ref(&self, id: u64) -> &Conversation {
+        &self.conversations[id as usize - 1]
     }
 }

@@ -3,10 +3,9 @@
 
 use std::cmp::Ordering;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
-use crate::sources::movidesk::parse_datetime;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
@@ -313,4 +312,14 @@ impl Filter {
             _ => None,
         }
     }
+}
+
+/// Dates as the API reads and writes them: RFC 3339, or UTC without a zone designator.
+/// The facade's own reading, not the exporter's.
+fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc()))
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::exposition::{self, Exposition, SharedExposition};
 use crate::self_metrics::SelfMetrics;
-use crate::sources::{Source, SourceError};
+use crate::source::{Source, SourceError};
 use crate::state::{StateError, StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
@@ -56,8 +56,8 @@ impl Health {
     }
 }
 
-pub struct Exporter<S: Source> {
-    source: S,
+pub struct Poller {
+    source: Box<dyn Source>,
     tracker: Tracker,
     metrics: SelfMetrics,
     exposition: SharedExposition,
@@ -75,10 +75,10 @@ pub struct Exporter<S: Source> {
     published_chats: Arc<Mutex<Arc<String>>>,
 }
 
-impl<S: Source> Exporter<S> {
-    pub fn new(source: S, metrics: SelfMetrics, poll_interval: Duration) -> Self {
+impl Poller {
+    pub fn new(source: Box<dyn Source>, metrics: SelfMetrics, poll_interval: Duration) -> Self {
         let health = Arc::new(Health::new(source.name()));
-        let mut exporter = Exporter {
+        let mut exporter = Poller {
             source,
             tracker: Tracker::new(),
             metrics,

@@ -1,0 +1,203 @@
+//! Wiring: configuration → source → poller → HTTP server, for a real account or the demo,
+//! and the two subcommands. Every error that stops the start is one line naming the flag
+//! or key at fault.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::cli::{parse_listen_address, Cli, DemoOptions, SimulateArgs, RESERVED_PATHS};
+use crate::config::{self, Config};
+use crate::http::{router, AppState};
+use crate::platforms;
+use crate::poller::Poller;
+use crate::self_metrics::SelfMetrics;
+use crate::simulator::{self, RunningSimulator, SimOptions};
+use crate::state::StateStore;
+use crate::web_config;
+
+/// Runs the exporter until SIGTERM or Ctrl-C.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    if !cli.telemetry_path.starts_with('/') || RESERVED_PATHS.contains(&cli.telemetry_path.as_str()) {
+        return Err(format!(
+            "--web.telemetry-path: '{}' must start with '/' and be none of {}",
+            cli.telemetry_path,
+            RESERVED_PATHS.join(", ")
+        ));
+    }
+    let addrs = parse_listen_address(&cli.listen_address)?;
+    let web = web_config::load_optional(cli.web_config_file.as_deref()).map_err(|e| e.to_string())?;
+    // The demo's simulator is new at each start, so a state file would not match it.
+    let (cfg, _simulator) = if cli.demo {
+        let (cfg, sim) = start_demo(&cli.demo_options).await?;
+        (cfg, Some(sim))
+    } else {
+        (config::load(cli.config_file.as_deref()).map_err(|e| e.to_string())?, None)
+    };
+    let state = (cfg.state.enabled && !cli.demo).then(|| StateStore::new(&cfg.state.path));
+    if let Some(store) = &state {
+        store.prepare().map_err(|e| format!("state.path: {}: {e}", store.path().display()))?;
+    }
+    if let Some(limit) = cfg.source.documented_limit().filter(|l| cfg.polling.requests_per_minute > *l && !cli.demo) {
+        tracing::warn!(
+            "{}.requests_per_minute is {}, above the {limit} a minute {} documents: expect 429s unless the account's limit was raised",
+            cfg.platform.name(),
+            cfg.polling.requests_per_minute,
+            cfg.platform.title()
+        );
+    }
+    let listener = bind(&addrs).await?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+
+    let metrics = SelfMetrics::new();
+    let source = cfg.source.build(&cfg.polling, metrics.clone());
+    let mut poller = Poller::new(source, metrics, cfg.polling.poll_interval);
+    if let Some(store) = state {
+        let (resumed, warning) = poller.with_state(store).map_err(|e| format!("state.path: {e}"))?;
+        poller = resumed;
+        if let Some(warning) = warning {
+            tracing::error!("{warning}");
+        }
+    }
+    let app = AppState {
+        exposition: poller.exposition(),
+        health: poller.health(),
+        telemetry_path: cli.telemetry_path.clone(),
+        source_description: cfg.source.describe(),
+    };
+    let refresher = tokio::spawn(poller.refresher(Duration::from_secs(15)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let polling = tokio::spawn(poller.run(wait_for(stop_rx.clone())));
+
+    let scheme = web.as_ref().map_or("http", |w| w.scheme());
+    // Every interface: say the address a browser on this machine can open.
+    let shown = if bound.ip().is_unspecified() { format!("localhost:{}", bound.port()) } else { bound.to_string() };
+    println!("chat_exporter listening on {scheme}://{shown}{}", cli.telemetry_path);
+    tracing::info!(address = %bound, path = %cli.telemetry_path, platform = cfg.platform.name(), "listening");
+    let server = web_config::serve(listener, router(app), web, wait_for(stop_rx));
+    let signals = tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    server.await.map_err(|e| e.to_string())?;
+    let _ = polling.await;
+    refresher.abort();
+    signals.abort();
+    Ok(())
+}
+
+/// The first address that can be bound, or the last error.
+async fn bind(addrs: &[std::net::SocketAddr]) -> Result<TcpListener, String> {
+    let mut error = String::from("--web.listen-address: no address to listen on");
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => error = format!("--web.listen-address: cannot listen on {addr}: {e}"),
+        }
+    }
+    Err(error)
+}
+
+async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn platform(flag: &str, name: &str) -> Result<&'static dyn platforms::Platform, String> {
+    platforms::find(name).ok_or_else(|| format!("{flag}: unknown platform '{name}' (expected {})", platforms::names()))
+}
+
+/// Starts the simulator the demo polls, and the configuration that points at it.
+async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), String> {
+    let platform = platform("--demo.platform", &demo.platform)?;
+    let scenario = demo.scenario.parse().map_err(|e| format!("--demo.scenario: {e}"))?;
+    if !(demo.speed > 0.0 && demo.speed.is_finite() && demo.speed <= 10_000.0) {
+        return Err("--demo.speed: must be a number above 0 and at most 10000".to_string());
+    }
+    if demo.rate_limit == 0 {
+        return Err("--demo.rate-limit: must be at least 1".to_string());
+    }
+    let token = "demo-token";
+    let options = SimOptions {
+        platform: platform.name().to_string(),
+        seed: demo.seed,
+        scenario,
+        start: chrono::Utc::now(),
+        token: token.to_string(),
+        rate_limit: Some(demo.rate_limit),
+        speed: Some(demo.speed),
+        ..SimOptions::default()
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("simulator: {e}"))?;
+    let sim = simulator::serve(listener, options).await.map_err(|e| format!("simulator: {e}"))?;
+    println!(
+        "simulator of {} listening on {} (its API at {}, ground truth at {}/_sim/truth)",
+        platform.title(),
+        sim.url(),
+        sim.api_url(),
+        sim.url()
+    );
+    let source = platform.load(sim.section()).map_err(|e| e.to_string())?;
+    let polling = config::Polling {
+        requests_per_minute: demo.rate_limit,
+        // Each poll costs a request or two, plus a reconciliation every tenth and the
+        // roster each minute: polling at 2/3 of the budget leaves room for both.
+        poll_interval: Duration::from_secs_f64((90.0 / demo.rate_limit as f64).max(0.5)),
+        roster_interval: Duration::from_secs(60),
+        ..platform.polling_defaults()
+    };
+    let cfg = Config { platform, source, polling, state: config::StateConfig { enabled: false, ..Default::default() } };
+    Ok((cfg, sim))
+}
+
+/// `chat_exporter simulate`: a platform's API simulator on its own.
+pub async fn simulate(args: &SimulateArgs) -> Result<(), String> {
+    let platform = platform("--platform", &args.platform)?;
+    let scenario = args.scenario.parse().map_err(|e| format!("--scenario: {e}"))?;
+    if !(args.speed > 0.0 && args.speed.is_finite() && args.speed <= 10_000.0) {
+        return Err("--speed: must be a number above 0 and at most 10000".to_string());
+    }
+    let options = SimOptions {
+        platform: platform.name().to_string(),
+        seed: args.seed,
+        scenario,
+        start: chrono::Utc::now(),
+        token: args.token.clone(),
+        rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
+        lockout: args.lockout,
+        speed: Some(args.speed),
+        ..SimOptions::default()
+    };
+    let listener = TcpListener::bind(&args.listen_address)
+        .await
+        .map_err(|e| format!("--listen-address: cannot listen on {}: {e}", args.listen_address))?;
+    let sim = simulator::serve(listener, options).await.map_err(|e| e.to_string())?;
+    println!("simulator listening on {} ({} API at {})", sim.url(), platform.title(), sim.api_url());
+    shutdown_signal().await;
+    Ok(())
+}
+
+/// `chat_exporter healthcheck`: exit 0 if the URL answers 2xx.
+pub async fn healthcheck(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
+        Err(e) => Err(format!("{url}: {}", e.without_url())),
+    }
+}

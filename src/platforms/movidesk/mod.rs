@@ -1,0 +1,158 @@
+//! Movidesk (Zenvia Customer Cloud): a chat is a ticket whose `origin` is a chat channel.
+//! `source` polls its public API, `facade` serves that API over the simulated world, and
+//! `truth` says what the exporter must report for it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Router;
+use serde::Deserialize;
+
+use crate::config::{self, ConfigError, Polling, Secret};
+use crate::self_metrics::SelfMetrics;
+use crate::simulator::{Features, Sample, SimState, World};
+use crate::source::Source;
+
+pub mod facade;
+mod odata;
+pub mod source;
+pub mod tickets;
+mod truth;
+
+pub use source::MovideskSource;
+
+pub const NAME: &str = "movidesk";
+pub const DEFAULT_BASE_URL: &str = "https://api.movidesk.com/public/v1";
+/// Movidesk's chat origins: chat online, chat offline, WhatsApp, Zenvia Chat, Messenger,
+/// WhatsApp Business Movidesk, active WhatsApp.
+pub const DEFAULT_CHAT_ORIGINS: &[u16] = &[5, 6, 18, 20, 22, 23, 25];
+/// Requests per minute Movidesk allows a token.
+pub const DOCUMENTED_LIMIT: u32 = 10;
+
+pub struct Movidesk;
+
+/// The `[movidesk]` section, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    base_url: Option<String>,
+    token: Option<Secret>,
+    token_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "config::duration::optional")]
+    overlap: Option<Duration>,
+    chat_origins: Option<Vec<u16>>,
+    page_size: Option<u32>,
+}
+
+/// The `[movidesk]` section, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MovideskConfig {
+    /// API root, without a trailing slash.
+    pub base_url: String,
+    pub token: Secret,
+    /// How far before its cursor each poll looks again.
+    pub overlap: Duration,
+    /// `origin` codes that are chats.
+    pub chat_origins: Vec<u16>,
+    /// Items per request.
+    pub page_size: u32,
+}
+
+impl MovideskConfig {
+    /// Defaults for everything, pointed at `base_url` with `token`.
+    pub fn new(base_url: impl Into<String>, token: Secret) -> Self {
+        MovideskConfig {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            token,
+            overlap: Duration::from_secs(120),
+            chat_origins: DEFAULT_CHAT_ORIGINS.to_vec(),
+            page_size: 100,
+        }
+    }
+}
+
+impl super::Platform for Movidesk {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn title(&self) -> &'static str {
+        "Movidesk"
+    }
+
+    fn polling_defaults(&self) -> Polling {
+        Polling { requests_per_minute: DOCUMENTED_LIMIT, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
+    }
+
+    fn list_keys(&self) -> &'static [&'static str] {
+        &["chat_origins"]
+    }
+
+    fn load(&self, section: serde_json::Value) -> Result<Box<dyn super::SourceConfig>, ConfigError> {
+        let s: Section = config::deserialize_keys(NAME, section)?;
+        let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
+        let base_url = s.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        config::check_base_url("movidesk.base_url", &base_url, "movidesk.token or movidesk.token_file")?;
+        let mut cfg = MovideskConfig::new(base_url, token);
+        if let Some(overlap) = s.overlap {
+            config::duration::within("movidesk.overlap", overlap, Duration::from_secs(10), Duration::from_secs(86_400))
+                .map_err(|e| ConfigError {
+                    message: format!(
+                        "{}; at least 10s covers the platform writing lastUpdate later than it stamps it",
+                        e.message
+                    ),
+                    ..e
+                })?;
+            cfg.overlap = overlap;
+        }
+        if let Some(origins) = s.chat_origins {
+            if origins.is_empty() {
+                return Err(ConfigError::new("movidesk.chat_origins", "must list at least one origin"));
+            }
+            cfg.chat_origins = origins;
+        }
+        if let Some(page_size) = s.page_size {
+            if !(1..=100).contains(&page_size) {
+                return Err(ConfigError::new("movidesk.page_size", "must be between 1 and 100 (Movidesk's page limit)"));
+            }
+            cfg.page_size = page_size;
+        }
+        Ok(Box::new(cfg))
+    }
+
+    fn world_features(&self) -> Features {
+        // Movidesk shows deleted tickets (`isDeleted`); it has no bot, hold or transfer
+        // states the exporter reads, and tickets are not reopened in this model.
+        Features { soft_delete: true, ..Features::default() }
+    }
+
+    fn facade(&self) -> Router<SimState> {
+        facade::router()
+    }
+
+    fn api_path(&self) -> &'static str {
+        facade::API_PATH
+    }
+
+    fn truth(&self, world: &World) -> Vec<Sample> {
+        truth::truth(world)
+    }
+
+    fn demo_section(&self, base: &str, token: &str) -> serde_json::Value {
+        serde_json::json!({ "base_url": format!("{base}{}", facade::API_PATH), "token": token })
+    }
+}
+
+impl super::SourceConfig for MovideskConfig {
+    fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source> {
+        Box::new(MovideskSource::new(self.clone(), polling, metrics))
+    }
+
+    fn describe(&self) -> String {
+        format!("Movidesk at {}", self.base_url)
+    }
+
+    fn documented_limit(&self) -> Option<u32> {
+        Some(DOCUMENTED_LIMIT)
+    }
+}

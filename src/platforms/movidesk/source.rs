@@ -1,0 +1,346 @@
+//! Movidesk's source.
+//!
+//! Each poll asks for the tickets changed since the newest `lastUpdate` seen, less an
+//! overlap window (so late writes on the platform are not missed), paged by id. Every
+//! few polls it also lists every open chat (a reconciliation that drops conversations
+//! deleted or gone without a trace) and, less often, the agent roster. Cursors are the
+//! platform's own timestamps, so the exporter's clock never matters.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::tickets::{json_kind, parse_datetime, parse_id, parse_person, parse_ticket};
+use super::{MovideskConfig, NAME};
+use crate::budget::RequestBudget;
+use crate::config::Polling;
+use crate::model::{Observations, RosterAgent};
+use crate::self_metrics::SelfMetrics;
+use crate::source::client::{ApiClient, Hints};
+use crate::source::{Source, SourceError};
+
+const TICKET_FIELDS: &str = "id,origin,baseStatus,isDeleted,chatGroup,chatWidget,resolvedInFirstCall,\
+chatWaitingTime,chatTalkTime,createdDate,lastUpdate";
+
+pub struct MovideskSource {
+    client: ApiClient,
+    config: MovideskConfig,
+    polling: Polling,
+    /// Newest `lastUpdate` seen, in the platform's clock.
+    cursor: Option<DateTime<Utc>>,
+    started: bool,
+    polls: u64,
+    roster_fetched_at: Option<Instant>,
+    /// Whether a failing roster was logged since it last worked.
+    roster_failure_logged: bool,
+    /// The platform's clock (`Date` header) at the last answer.
+    server_time: Option<DateTime<Utc>>,
+    /// An incremental window still being paged: a failed poll keeps the pages it got,
+    /// and the next one carries on from there instead of starting over.
+    pending: Option<PendingWindow>,
+}
+
+struct PendingWindow {
+    filter: String,
+    after_id: Option<u64>,
+    /// Platform time when the window's first page was asked for: every change after it
+    /// falls in the next window, however long the paging takes.
+    started_at: Option<DateTime<Utc>>,
+    tickets: Vec<Value>,
+}
+
+impl MovideskSource {
+    pub fn new(config: MovideskConfig, polling: &Polling, metrics: SelfMetrics) -> Self {
+        let hints = Hints {
+            unauthorized: "; check movidesk.token (or movidesk.token_file)".to_string(),
+            not_found: "; movidesk.base_url must end in /public/v1".to_string(),
+        };
+        MovideskSource {
+            client: ApiClient::new(NAME, polling, metrics, hints),
+            config,
+            polling: polling.clone(),
+            cursor: None,
+            started: false,
+            polls: 0,
+            roster_fetched_at: None,
+            roster_failure_logged: false,
+            server_time: None,
+            pending: None,
+        }
+    }
+
+    fn origin_filter(&self) -> String {
+        let terms: Vec<String> = self.config.chat_origins.iter().map(|o| format!("origin eq {o}")).collect();
+        format!("({})", terms.join(" or "))
+    }
+
+    /// One GET of a list. The token travels in the query string: the client never
+    /// formats the URL with its query.
+    async fn get(&mut self, endpoint: &'static str, query: &[(&str, String)]) -> Result<Vec<Value>, SourceError> {
+        let url = format!("{}/{endpoint}", self.config.base_url);
+        let mut params: Vec<(&str, &str)> = vec![("token", self.config.token.expose())];
+        params.extend(query.iter().map(|(k, v)| (*k, v.as_str())));
+        let request = self.client.http().get(&url).query(&params);
+        let answer = self.client.fetch(endpoint, request).await?;
+        self.server_time = answer.date;
+        match self.client.decode::<Value>(endpoint, &answer.body)? {
+            Value::Array(items) => Ok(items),
+            other => Err(self.client.fail(SourceError::Decode {
+                endpoint,
+                detail: format!("expected a JSON array, got {}", json_kind(&other)),
+            })),
+        }
+    }
+
+    /// Every ticket matching `filter`, and the platform's time when the first page was read.
+    async fn tickets(&mut self, filter: &str) -> Result<(Vec<Value>, Option<DateTime<Utc>>), SourceError> {
+        let mut window =
+            PendingWindow { filter: filter.to_string(), after_id: None, started_at: None, tickets: Vec::new() };
+        self.page_through(&mut window).await?;
+        Ok((window.tickets, window.started_at))
+    }
+
+    /// Pages through `window` from where it stands, by id, so that a ticket changing
+    /// while we page is neither skipped nor repeated because of shifting offsets. On
+    /// failure the window keeps what it got.
+    async fn page_through(&mut self, window: &mut PendingWindow) -> Result<(), SourceError> {
+        loop {
+            let page_filter = match window.after_id {
+                Some(id) => format!("{} and id gt {id}", window.filter),
+                None => window.filter.clone(),
+            };
+            let page = self
+                .get(
+                    "tickets",
+                    &[
+                        ("$select", TICKET_FIELDS.to_string()),
+                        ("$expand", "owner".to_string()),
+                        ("$filter", page_filter),
+                        ("$orderby", "id asc".to_string()),
+                        ("$top", self.config.page_size.to_string()),
+                    ],
+                )
+                .await?;
+            if window.started_at.is_none() {
+                window.started_at = self.server_time;
+            }
+            let full = page.len() >= self.config.page_size as usize;
+            let max_id = page.iter().filter_map(|t| t.get("id").and_then(parse_id)).max();
+            window.tickets.extend(page);
+            match (full, max_id) {
+                (true, Some(id)) if window.after_id.is_none_or(|prev| id > prev) => window.after_id = Some(id),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The platform's newest `lastUpdate`: where counting starts on the first poll.
+    async fn newest_update(&mut self) -> Result<Option<DateTime<Utc>>, SourceError> {
+        let page = self
+            .get(
+                "tickets",
+                &[
+                    ("$select", "id,lastUpdate".to_string()),
+                    ("$orderby", "lastUpdate desc".to_string()),
+                    ("$top", "1".to_string()),
+                ],
+            )
+            .await?;
+        match page.first() {
+            None => Ok(None),
+            Some(t) => match t.get("lastUpdate").and_then(Value::as_str).and_then(parse_datetime) {
+                Some(newest) => Ok(Some(newest)),
+                // Starting from the epoch would count 90 days of history as new.
+                None => Err(self.client.fail(SourceError::Decode {
+                    endpoint: "tickets",
+                    detail: "the newest ticket has no readable lastUpdate".to_string(),
+                })),
+            },
+        }
+    }
+
+    async fn roster(&mut self) -> Result<(Vec<RosterAgent>, Vec<String>), SourceError> {
+        let mut people = Vec::new();
+        let page_size = self.config.page_size as usize;
+        loop {
+            let page = self
+                .get(
+                    "persons",
+                    &[
+                        ("$select", "id,businessName,profileType,isActive,teams".to_string()),
+                        ("$filter", "isActive eq true and (profileType eq 1 or profileType eq 3)".to_string()),
+                        ("$orderby", "id asc".to_string()),
+                        ("$top", page_size.to_string()),
+                        ("$skip", people.len().to_string()),
+                    ],
+                )
+                .await?;
+            let n = page.len();
+            people.extend(page);
+            if n < page_size {
+                break;
+            }
+        }
+        let mut roster = Vec::new();
+        let mut invalid = Vec::new();
+        for p in people {
+            match parse_person(&p) {
+                Ok(Some(agent)) => roster.push(agent),
+                Ok(None) => {}
+                Err(why) => invalid.push(why),
+            }
+        }
+        Ok((roster, invalid))
+    }
+
+    /// Adds the chats among `tickets` to `obs`; returns why each unreadable one was skipped.
+    fn read_tickets(&mut self, tickets: &[Value], obs: &mut Observations) -> Vec<String> {
+        let mut invalid = Vec::new();
+        for ticket in tickets {
+            match parse_ticket(ticket, &self.config.chat_origins) {
+                Ok(Some(chat)) => {
+                    if self.cursor.is_none_or(|c| chat.last_update > c) {
+                        self.cursor = Some(chat.last_update);
+                    }
+                    obs.observe(chat);
+                }
+                Ok(None) => {}
+                Err(why) => invalid.push(why),
+            }
+        }
+        invalid
+    }
+
+    async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
+        let mut obs = Observations::default();
+        let reconcile = !self.started || self.polls.is_multiple_of(u64::from(self.polling.reconcile_every));
+        // Pages a failed poll already read are older than anything read now: they are
+        // observed first, so that what is read now wins.
+        let mut window = self.pending.take();
+        let resumed = window.as_ref().map_or(0, |w| w.tickets.len());
+        let mut open = Vec::new();
+        if reconcile {
+            if !self.started {
+                // The exporter starts at the platform's newest change, read before the
+                // open chats are listed: those are the baseline, and what changes after
+                // that change, in the same clock, is counted.
+                let newest = self.newest_update().await?.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+                obs.history_until = Some(newest);
+            }
+            let filter = format!("(baseStatus eq 'New' or baseStatus eq 'InAttendance') and {}", self.origin_filter());
+            let (listed, _) = self.tickets(&filter).await?;
+            open = listed;
+            obs.open_set_complete_at = self.cursor.or(obs.history_until);
+        }
+        let cursor_before = self.cursor.or(obs.history_until);
+        let mut window = match window.take() {
+            Some(w) => w,
+            None => {
+                let since = cursor_before.unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+                    - chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
+                let filter =
+                    format!("lastUpdate ge {} and {}", since.format("%Y-%m-%dT%H:%M:%SZ"), self.origin_filter());
+                PendingWindow { filter, after_id: None, started_at: None, tickets: Vec::new() }
+            }
+        };
+        if let Err(e) = self.page_through(&mut window).await {
+            self.pending = Some(window);
+            return Err(e);
+        }
+        let window_started = window.started_at;
+        let roster_due = self.roster_fetched_at.is_none_or(|t| t.elapsed() >= self.polling.roster_interval);
+        let mut invalid = Vec::new();
+        if roster_due {
+            // Agents are read on their own schedule: a failing /persons (counted by
+            // reason like any request) keeps the previous roster and is retried after
+            // roster_interval, without holding up the chats.
+            self.roster_fetched_at = Some(Instant::now());
+            match self.roster().await {
+                Ok((roster, invalid_people)) => {
+                    obs.roster = Some(roster);
+                    invalid = invalid_people;
+                    self.roster_failure_logged = false;
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.roster_failure_logged, true) {
+                        tracing::warn!(source = NAME, reason = e.reason(), error = %e, "cannot read the agent roster; keeping the previous one");
+                    }
+                }
+            }
+        }
+        if let Some(h) = obs.history_until {
+            self.cursor = Some(self.cursor.map_or(h, |c| c.max(h)));
+        }
+        let cursor_before_tickets = self.cursor;
+        let (old_pages, new_pages) = window.tickets.split_at(resumed);
+        for part in [old_pages, &open, new_pages] {
+            invalid.extend(self.read_tickets(part, &mut obs));
+        }
+        self.client.reject_records(&invalid);
+        // `read_tickets` moved the cursor to the newest change seen. A ticket that
+        // changed while the window was being paged may sit behind the page already read,
+        // so the cursor goes no further than the platform's time when the window opened
+        // (`Date`); and no further than the newest change seen, so a `Date` from a clock
+        // ahead of the one writing `lastUpdate` cannot skip changes.
+        if let (Some(started), Some(newest)) = (window_started, self.cursor) {
+            let bounded = newest.min(started);
+            self.cursor = Some(cursor_before_tickets.map_or(bounded, |c| c.max(bounded)));
+        }
+        obs.platform_time = self.server_time;
+        self.started = true;
+        self.polls += 1;
+        Ok(obs)
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for MovideskSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn budget(&self) -> Arc<RequestBudget> {
+        self.client.budget()
+    }
+
+    /// Every Movidesk customer shares the same URL; the token tells accounts apart. Only
+    /// a short digest of it is kept, which cannot be turned back into the token.
+    fn account(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.config.token.expose().as_bytes());
+        let short: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} (token sha256 {short}…)", self.config.base_url)
+    }
+
+    fn save_state(&self) -> serde_json::Value {
+        serde_json::json!({ "cursor": self.cursor, "started": self.started })
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            cursor: Option<DateTime<Utc>>,
+            started: bool,
+        }
+        let saved: Saved = serde_json::from_value(state).map_err(|e| format!("movidesk cursor: {e}"))?;
+        self.cursor = saved.cursor;
+        self.started = saved.started;
+        // The first poll after a restart reconciles the open chats and reads the roster.
+        self.polls = 0;
+        self.roster_fetched_at = None;
+        Ok(())
+    }
+
+    async fn poll(&mut self) -> Result<Observations, SourceError> {
+        let (saved_cursor, saved_roster_at) = (self.cursor, self.roster_fetched_at);
+        let result = self.poll_inner().await;
+        if result.is_err() {
+            // What a failed poll learnt is not applied: the next one asks again from the
+            // same cursor (carrying on with a half-paged window) and reads the roster again.
+            self.cursor = saved_cursor;
+            self.roster_fetched_at = saved_roster_at;
+        }
+        result
+    }
+}

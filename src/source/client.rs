@@ -1,0 +1,274 @@
+//! The HTTP side every source shares: requests go through the budget, answers are
+//! classified into [`SourceError`]s with bounded reasons, bodies are read up to a size
+//! limit, and every request and failure is counted. Nothing here ever formats a URL
+//! with its query (a token may travel in it): errors name the endpoint, and at most the
+//! URL's path.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+
+use super::SourceError;
+use crate::budget::{Outcome, RequestBudget};
+use crate::config::Polling;
+use crate::self_metrics::SelfMetrics;
+
+/// The longest wait a platform can impose with `Retry-After` (or a reset header): a
+/// larger value is taken as this one, so a hostile answer cannot stop polling for good.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// What a platform's answers mean, for errors that say what to fix.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    /// Added to a 401/403: which setting holds the credential.
+    pub unauthorized: String,
+    /// Added to a 404: what a wrong base URL usually lacks.
+    pub not_found: String,
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub body: Bytes,
+    /// The platform's clock (`Date` header), when it sent one.
+    pub date: Option<DateTime<Utc>>,
+    pub headers: HeaderMap,
+}
+
+pub struct ApiClient {
+    http: reqwest::Client,
+    source: &'static str,
+    budget: Arc<RequestBudget>,
+    metrics: SelfMetrics,
+    max_body: u64,
+    hints: Hints,
+    /// Reads a platform's own rate-limit headers on a 429 without `Retry-After`.
+    reset_after: Option<fn(&HeaderMap) -> Option<Duration>>,
+    /// Whether an unreadable record was logged since the last clean poll.
+    rejection_logged: AtomicBool,
+}
+
+impl ApiClient {
+    pub fn new(source: &'static str, polling: &Polling, metrics: SelfMetrics, hints: Hints) -> Self {
+        let budget = Arc::new(RequestBudget::new(source, polling.requests_per_minute, metrics.clone()));
+        metrics.register_source(source, polling.requests_per_minute);
+        let http = reqwest::Client::builder()
+            .timeout(polling.request_timeout)
+            .connect_timeout(polling.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("chat_exporter/", env!("CARGO_PKG_VERSION")))
+            // Credentials travel with every request: never carry them to another address.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client builds with static settings");
+        ApiClient {
+            http,
+            source,
+            budget,
+            metrics,
+            max_body: polling.max_response_size,
+            hints,
+            reset_after: None,
+            rejection_logged: AtomicBool::new(false),
+        }
+    }
+
+    /// Reads the platform's rate-limit reset from its own headers when a 429 comes
+    /// without `Retry-After`.
+    pub fn with_reset_header(mut self, reset_after: fn(&HeaderMap) -> Option<Duration>) -> Self {
+        self.reset_after = Some(reset_after);
+        self
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn budget(&self) -> Arc<RequestBudget> {
+        self.budget.clone()
+    }
+
+    pub fn metrics(&self) -> &SelfMetrics {
+        &self.metrics
+    }
+
+    /// Sends one request once the budget allows it, and reads the whole answer.
+    pub async fn fetch(&self, endpoint: &'static str, request: reqwest::RequestBuilder) -> Result<Answer, SourceError> {
+        self.budget.acquire().await;
+        let (path, request) = match request.build() {
+            Ok(r) => (r.url().path().to_string(), r),
+            Err(e) => return Err(self.fail(transport_error(endpoint, &e))),
+        };
+        let response = match self.http.execute(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.count_request(endpoint, "none");
+                return Err(self.fail(transport_error(endpoint, &e)));
+            }
+        };
+        let status = response.status().as_u16();
+        self.count_request(endpoint, &status.to_string());
+        let headers = response.headers().clone();
+        let date = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            .map(|t| t.with_timezone(&Utc));
+        match status {
+            200 => {}
+            429 => {
+                let retry_after = headers
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, date))
+                    .or_else(|| self.reset_after.and_then(|read| read(&headers)))
+                    .map(|d| d.min(MAX_RETRY_AFTER));
+                return Err(self.fail(SourceError::RateLimited { endpoint, retry_after }));
+            }
+            401 | 403 => {
+                return Err(self.fail(SourceError::Unauthorized { endpoint, status, hint: self.hints.unauthorized.clone() }))
+            }
+            500.. => return Err(self.fail(SourceError::Server { endpoint, status })),
+            404 => {
+                let hint = format!(" at {path}{}", self.hints.not_found);
+                return Err(self.fail(SourceError::Client { endpoint, status, hint }));
+            }
+            _ => return Err(self.fail(SourceError::Client { endpoint, status, hint: String::new() })),
+        }
+        let body = match read_limited(response, self.max_body).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return Err(self.fail(SourceError::Decode {
+                    endpoint,
+                    detail: format!("answer larger than max_response_size ({} bytes)", self.max_body),
+                }))
+            }
+            Err(BodyError::Transport(e)) => return Err(self.fail(transport_error(endpoint, &e))),
+        };
+        self.budget.record(Outcome::Success);
+        Ok(Answer { body, date, headers })
+    }
+
+    /// Decodes a JSON answer; a body that is not what `T` expects fails the request.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, endpoint: &'static str, body: &[u8]) -> Result<T, SourceError> {
+        serde_json::from_slice(body)
+            .map_err(|e| self.fail(SourceError::Decode { endpoint, detail: e.to_string() }))
+    }
+
+    /// Counts a failure under its reason and tells the budget.
+    pub fn fail(&self, err: SourceError) -> SourceError {
+        self.metrics.api_failures.with_label_values(&[self.source, err.reason()]).inc();
+        self.budget.record(match &err {
+            SourceError::RateLimited { retry_after, .. } => Outcome::RetryAfter(*retry_after),
+            _ => Outcome::Failure,
+        });
+        err
+    }
+
+    /// Counts records of a good answer that could not be read, each skipped on its own.
+    /// The first is logged, the rest only counted until a poll comes back clean.
+    pub fn reject_records(&self, details: &[String]) {
+        if details.is_empty() {
+            self.rejection_logged.store(false, Ordering::Relaxed);
+            return;
+        }
+        let reason = super::Reason::InvalidRecord.label();
+        self.metrics.api_failures.with_label_values(&[self.source, reason]).inc_by(details.len() as u64);
+        if !self.rejection_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(source = self.source, reason, detail = %details[0], "skipping a record the exporter cannot read; further ones are counted, not logged, until a clean poll");
+        } else {
+            for detail in details {
+                tracing::debug!(source = self.source, detail = %detail, "skipping unreadable record");
+            }
+        }
+    }
+
+    fn count_request(&self, endpoint: &str, code: &str) {
+        self.metrics.api_requests.with_label_values(&[self.source, endpoint, code]).inc();
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads the body chunk by chunk (decompressed, when the platform compresses), giving up
+/// as soon as it passes `limit`: a huge or endless answer costs at most `limit` bytes.
+async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Bytes, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn transport_error(endpoint: &'static str, e: &reqwest::Error) -> SourceError {
+    if e.is_timeout() {
+        SourceError::Timeout { endpoint }
+    } else if e.is_decode() || e.is_body() {
+        SourceError::Decode { endpoint, detail: error_chain(e) }
+    } else {
+        SourceError::Connection { endpoint, detail: error_chain(e) }
+    }
+}
+
+/// The error and its causes, without the URL (which may carry a token).
+fn error_chain(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut parts = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        parts.push(c.to_string());
+        cause = c.source();
+    }
+    if parts.is_empty() {
+        "request failed".to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// `Retry-After` is either seconds or an HTTP date, taken against the answer's own
+/// `Date` when it has one (the platform's clock, not ours).
+pub fn parse_retry_after(value: &str, date: Option<DateTime<Utc>>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    }
+    let when = DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = when.with_timezone(&Utc) - date.unwrap_or_else(Utc::now);
+    Some(wait.to_std().unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
+}
+
+/// One line of a record for a log: at most `max` characters.
+pub fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_capped_whatever_the_platform_says() {
+        assert_eq!(parse_retry_after("18446744073709551615", None), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("7", None), Some(Duration::from_secs(7)));
+        let date = DateTime::parse_from_rfc2822("Tue, 01 Dec 2026 10:00:00 GMT").unwrap().to_utc();
+        assert_eq!(parse_retry_after("Tue, 01 Dec 2026 10:00:30 GMT", Some(date)), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", Some(date)), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", None), None);
+    }
+}
