@@ -10,11 +10,9 @@
 //!
 //! Run: cargo run --release --example freshness
 
-use chat_exporter::config::{MovideskConfig, Secret};
-use chat_exporter::exporter::Exporter;
+use chat_exporter::poller::Poller;
 use chat_exporter::self_metrics::SelfMetrics;
 use chat_exporter::simulator::{self, Scenario, SimOptions};
-use chat_exporter::sources::movidesk::MovideskSource;
 
 const POLL: f64 = 15.0;
 const SPACING: f64 = 6.0;
@@ -25,12 +23,12 @@ async fn requests_per_poll(scenario: Scenario, skip_hours: i64, hours: i64) -> (
     let sim =
         simulator::serve(listener, SimOptions { rate_limit: None, scenario, ..SimOptions::default() }).await.unwrap();
     sim.state.advance(skip_hours * 3600);
-    let mut cfg = MovideskConfig::new(sim.movidesk_url(), Secret::new("demo-token"));
-    cfg.requests_per_minute = 1_000_000;
-    let mut exporter =
-        Exporter::new(MovideskSource::new(cfg.clone(), SelfMetrics::new()), SelfMetrics::new(), cfg.poll_interval);
+    let platform = sim.state.platform;
+    let polling = chat_exporter::config::Polling { requests_per_minute: 1_000_000, ..platform.polling_defaults() };
+    let source = platform.load(sim.section()).unwrap().build(&polling, SelfMetrics::new());
+    let mut exporter = Poller::new(source, SelfMetrics::new(), polling.poll_interval);
     exporter.poll_once().await.unwrap();
-    let chats_before = sim.state.with_world(|w| w.tickets.iter().filter(|t| t.is_chat).count());
+    let chats_before = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.is_chat()).count());
     let mut counts = Vec::new();
     let polls = (hours * 3600) as f64 / POLL;
     for i in 0..polls as usize {
@@ -44,7 +42,7 @@ async fn requests_per_poll(scenario: Scenario, skip_hours: i64, hours: i64) -> (
         }
         counts.push(n);
     }
-    let chats_after = sim.state.with_world(|w| w.tickets.iter().filter(|t| t.is_chat).count());
+    let chats_after = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.is_chat()).count());
     (counts, chats_after - chats_before)
 }
 

@@ -146,9 +146,9 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), St
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("simulator: {e}"))?;
     let sim = simulator::serve(listener, options).await.map_err(|e| format!("simulator: {e}"))?;
     println!(
-        "simulator of {} listening on {} (its API at {}, ground truth at {}/_sim/truth)",
-        platform.title(),
+        "simulator listening on {} ({} API at {}, ground truth at {}/_sim/truth)",
         sim.url(),
+        platform.title(),
         sim.api_url(),
         sim.url()
     );

@@ -113,17 +113,30 @@ impl Polling {
             max_response_size: keys.max_response_size.map_or(defaults.max_response_size, |b| b.as_u64()),
         };
         let key = |k: &str| format!("{section}.{k}");
-        duration::within(&key("poll_interval"), p.poll_interval, Duration::from_millis(100), Duration::from_secs(3600))?;
-        duration::within(&key("request_timeout"), p.request_timeout, Duration::from_millis(100), Duration::from_secs(600))?;
+        duration::within(
+            &key("poll_interval"),
+            p.poll_interval,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
+        duration::within(
+            &key("request_timeout"),
+            p.request_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
         duration::within(&key("roster_interval"), p.roster_interval, Duration::ZERO, Duration::from_secs(86_400))?;
-        if !(1..=100_000).contains(&p.requests_per_minute) {
-            return Err(ConfigError::new(key("requests_per_minute"), "must be between 1 and 100000"));
+        if !(1..=1_000_000).contains(&p.requests_per_minute) {
+            return Err(ConfigError::new(key("requests_per_minute"), "must be between 1 and 1000000"));
         }
         if !(1..=10_000).contains(&p.reconcile_every) {
             return Err(ConfigError::new(key("reconcile_every"), "must be between 1 and 10000"));
         }
         if !(1024..=1 << 34).contains(&p.max_response_size) {
-            return Err(ConfigError::new(key("max_response_size"), "must be between 1KiB and 16GiB, such as \"32MiB\""));
+            return Err(ConfigError::new(
+                key("max_response_size"),
+                "must be between 1KiB and 16GiB, such as \"32MiB\"",
+            ));
         }
         Ok(p)
     }
@@ -215,7 +228,10 @@ pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Conf
     let raw = builder.add_source(environment).build().map_err(|e| {
         // TOML parse errors draw a caret under the offending text over several lines.
         let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
-        ConfigError::new("--config.file", message)
+        match file {
+            Some(path) => ConfigError::new("--config.file", format!("{}: {message}", path.display())),
+            None => ConfigError::new("config", message),
+        }
     })?;
     let mut top: serde_json::Map<String, serde_json::Value> =
         raw.try_deserialize().map_err(|e| ConfigError::new("config", e.to_string()))?;
@@ -307,7 +323,10 @@ pub fn resolve_token(section: &str, token: Option<Secret>, token_file: Option<&P
                 .map_err(|e| ConfigError::new(format!("{section}.token_file"), format!("{}: {e}", path.display())))?;
             let token = text.trim();
             if token.is_empty() {
-                return Err(ConfigError::new(format!("{section}.token_file"), format!("{}: file is empty", path.display())));
+                return Err(ConfigError::new(
+                    format!("{section}.token_file"),
+                    format!("{}: file is empty", path.display()),
+                ));
             }
             Ok(Secret::new(token))
         }
@@ -323,7 +342,10 @@ pub fn resolve_token(section: &str, token: Option<Secret>, token_file: Option<&P
 pub fn check_base_url(key: &str, value: &str, token_keys: &str) -> Result<reqwest::Url, ConfigError> {
     match reqwest::Url::parse(value) {
         Ok(url)
-            if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() =>
+            if url.query().is_some()
+                || url.fragment().is_some()
+                || !url.username().is_empty()
+                || url.password().is_some() =>
         {
             Err(ConfigError::new(
                 key,
@@ -351,8 +373,9 @@ pub mod duration {
 
     fn parse<E: serde::de::Error>(raw: Raw) -> Result<Duration, E> {
         match raw {
-            Raw::Text(s) => humantime::parse_duration(s.trim())
-                .map_err(|e| E::custom(format!("{s:?} is not a duration ({e}); write it with a unit, such as \"30s\""))),
+            Raw::Text(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                E::custom(format!("{s:?} is not a duration ({e}); write it with a unit, such as \"30s\""))
+            }),
             Raw::Number(n) => {
                 Err(E::custom(format!("{n} has no unit: write a duration with a unit, such as \"{n}s\" or \"{n}ms\"")))
             }
@@ -401,6 +424,8 @@ mod tests {
         }
         let keys: PollingKeys = deserialize_keys("x", serde_json::Value::Object(all)).unwrap();
         assert!(keys.poll_interval.is_some() && keys.request_timeout.is_some() && keys.roster_interval.is_some());
-        assert!(keys.requests_per_minute.is_some() && keys.reconcile_every.is_some() && keys.max_response_size.is_some());
+        assert!(
+            keys.requests_per_minute.is_some() && keys.reconcile_every.is_some() && keys.max_response_size.is_some()
+        );
     }
 }

@@ -8,8 +8,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::poller::Health;
 use crate::exposition::{SharedExposition, CONTENT_TYPE};
+use crate::poller::Health;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgentRef, ChatId, ChatLabels, ChatObservation, FirstContact, Observations, Phase, Presence, RosterAgent};
+use crate::model::{
+    AgentRef, ChatId, ChatLabels, ChatObservation, FirstContact, Observations, Phase, Presence, RosterAgent,
+};
 
 pub const WAIT_BUCKETS: &[f64] = &[5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
 pub const DURATION_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0];

@@ -6,7 +6,7 @@
 //! The tools must be on PATH (Debian: `apt-get install prometheus prometheus-alertmanager`).
 //! A missing tool fails the test with a message saying so: nothing is skipped.
 
-#[path = "common/tools.rs"]
+#[path = "support/tools.rs"]
 mod tools;
 
 use std::path::{Path, PathBuf};

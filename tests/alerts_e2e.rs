@@ -14,7 +14,7 @@
 //! Needs `prometheus` and `alertmanager` (Debian: `prometheus-alertmanager`) on PATH;
 //! fails, never skips, when they are missing.
 
-#[path = "common/tools.rs"]
+#[path = "support/tools.rs"]
 mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};

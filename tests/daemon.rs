@@ -1,14 +1,14 @@
 //! Specification of the daemon as users run it: the binary, its flags, its config, its
 //! HTTP endpoints, its logs.
 
-mod common;
+mod support;
 
 use std::io::Read;
 use std::time::Duration;
 
 use chat_exporter::simulator::{Fault, SimOptions};
-use common::process::{run_to_end, ExporterProcess};
-use common::*;
+use support::process::{run_to_end, ExporterProcess};
+use support::*;
 
 const SECRET: &str = "9b1c3e7a-SECRET-TOKEN-do-not-print";
 
@@ -83,7 +83,7 @@ async fn the_token_never_appears() {
         (
             format!(
                 "{state}[movidesk]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{fast}",
-                sim.movidesk_url(),
+                sim.api_url(),
                 token_file.display()
             ),
             vec![],
@@ -128,11 +128,11 @@ async fn the_token_never_appears() {
 /// What promtool, the reference linter, says of a full exposition: nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_exposition() {
-    let promtool = common::tools::require_tool(&["promtool"], "prometheus");
+    let promtool = support::tools::require_tool(&["promtool"], "prometheus");
     let sim =
         start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(12) }).await;
-    let mut exp = TestExporter::start(fast_config(&sim)).await;
-    exp.exporter.poll_once().await.unwrap();
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
     // Into the peak: queue, agents away, every family present.
     exp.follow(&sim.state, 30, 120).await;
     let text = exp.scrape_text().await;
@@ -163,10 +163,10 @@ async fn promtool_accepts_the_exposition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_gzipped_when_asked() {
     let sim = start_simulator(manual_sim(8)).await;
-    let mut exp = TestExporter::start(fast_config(&sim)).await;
-    exp.exporter.poll_once().await.unwrap();
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
     sim.state.advance(12 * 3600);
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     let client = reqwest::Client::builder().no_gzip().build().unwrap();
     let url = format!("http://{}/metrics", exp.addr);
     let plain = client.get(&url).send().await.unwrap();

@@ -10,11 +10,10 @@
 //! Needs `prometheus` on PATH (`apt-get install prometheus`); it fails, never
 //! skips, without it.
 
-mod common;
+mod support;
 
 mod dashboard_support;
 
-use common::process::ExporterProcess;
 use dashboard_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -23,6 +22,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::process::ExporterProcess;
 
 /// Simulated time runs this many times faster than real time, so that in a
 /// couple of minutes chats have waited, been answered, finished (resolved and
@@ -92,7 +92,7 @@ fn start_exporter() -> ExporterProcess {
 }
 
 fn start_prometheus(dir: &Path, exporter_address: &str) -> (Proc, u16) {
-    let prometheus = common::tools::require_tool(&["prometheus"], "prometheus");
+    let prometheus = support::tools::require_tool(&["prometheus"], "prometheus");
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,

@@ -2,12 +2,12 @@
 //! default) and metric the exporter has is in the README, and the metric contract lists
 //! every metric family.
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 
 use chat_exporter::config;
-use common::*;
+use support::*;
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
@@ -15,7 +15,7 @@ fn readme() -> String {
 
 #[test]
 fn every_flag_is_documented() {
-    let (code, help, _) = common::process::run_to_end(&["--help"], &[]);
+    let (code, help, _) = support::process::run_to_end(&["--help"], &[]);
     assert_eq!(code, 0);
     let readme = readme();
     let flags: BTreeSet<&str> = help
@@ -93,8 +93,8 @@ async fn every_metric_is_documented() {
         ..manual_sim(51)
     })
     .await;
-    let mut exp = TestExporter::start(fast_config(&sim)).await;
-    exp.exporter.poll_once().await.unwrap();
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
     exp.follow(&sim.state, 40, 120).await;
     let text = exp.scrape_text().await;
     let families: BTreeSet<&str> =

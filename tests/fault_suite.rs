@@ -3,22 +3,22 @@
 //! reason, readiness), never crashes, and once the platform recovers every chat metric
 //! equals the ground truth.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use chat_exporter::simulator::{self, DateStyle, Fault, Rendering, SimOptions};
-use common::*;
+use support::*;
 
 /// Starts a simulator and an exporter and runs two busy hours in lockstep.
 async fn busy_morning(seed: u64, options: SimOptions) -> (simulator::RunningSimulator, TestExporter) {
     let sim = start_simulator(SimOptions { seed, ..options }).await;
     sim.state.advance(9 * 3600);
     sim.state.reset_counts();
-    let mut cfg = fast_config(&sim);
-    cfg.request_timeout = Duration::from_secs(2);
+    let mut cfg = fast_setup(&sim);
+    cfg.polling.request_timeout = Duration::from_secs(2);
     let mut exp = TestExporter::start(cfg).await;
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     exp.follow(&sim.state, 120, 60).await;
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "before the fault");
     (sim, exp)
@@ -35,7 +35,7 @@ async fn fails_honestly(sim: &simulator::RunningSimulator, exp: &mut TestExporte
     let last_success = value(&good, "chat_exporter_source_last_success_timestamp_seconds", &[("source", "movidesk")]);
     for i in 0..polls {
         sim.state.advance(60);
-        let err = exp.exporter.poll_once().await.expect_err("the poll fails during the fault");
+        let err = exp.poller.poll_once().await.expect_err("the poll fails during the fault");
         assert_eq!(err.reason(), reason, "poll {i}: {err}");
         let now = exp.scrape().await;
         assert_eq!(failures(&now, reason), failures(&good, reason) + (i + 1) as f64, "each failure counted once");
@@ -56,7 +56,7 @@ async fn fails_honestly(sim: &simulator::RunningSimulator, exp: &mut TestExporte
 async fn recovers_exactly(sim: &simulator::RunningSimulator, exp: &mut TestExporter, what: &str) {
     for _ in 0..3 {
         sim.state.advance(60);
-        exp.exporter.poll_once().await.unwrap_or_else(|e| panic!("{what}: no recovery: {e}"));
+        exp.poller.poll_once().await.unwrap_or_else(|e| panic!("{what}: no recovery: {e}"));
     }
     let now = exp.scrape().await;
     assert_eq!(value(&now, "chat_exporter_source_up", &[("source", "movidesk")]), Some(1.0));
@@ -94,7 +94,7 @@ async fn refused_connections() {
     let good = exp.scrape().await;
     for _ in 0..3 {
         state.advance(60);
-        let err = exp.exporter.poll_once().await.unwrap_err();
+        let err = exp.poller.poll_once().await.unwrap_err();
         assert_eq!(err.reason(), "connection", "{err}");
     }
     let now = exp.scrape().await;
@@ -124,7 +124,7 @@ async fn rate_limit_lockout() {
     // tickets, then the roster).
     for _ in 0..4 {
         sim.state.advance(60);
-        if let Err(e) = exp.exporter.poll_once().await {
+        if let Err(e) = exp.poller.poll_once().await {
             assert_eq!(e.reason(), "rate_limited");
         }
     }
@@ -178,7 +178,8 @@ async fn missing_nulls_string_ids_and_date_formats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_that_disappear() {
     let (sim, mut exp) = busy_morning(28, SimOptions { scenario: simulator::Scenario::Peak, ..manual_sim(0) }).await;
-    let open: Vec<u64> = sim.state.with_world(|w| w.open_chats().map(|t| t.id).collect());
+    let open: Vec<u64> =
+        sim.state.with_world(|w| w.open_conversations().filter(|c| c.is_chat()).map(|c| c.id).collect());
     assert!(open.len() >= 2, "need open chats to purge");
     for id in open.iter().take(open.len() / 2) {
         sim.state.purge(*id);
@@ -186,7 +187,7 @@ async fn chats_that_disappear() {
     // Reconciliation runs every tenth poll: within ten polls the gauges are exact again.
     exp.follow(&sim.state, 10, 60).await;
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after purges");
-    let deleted = sim.state.with_world(|w| w.tickets.iter().filter(|t| t.deleted).count());
+    let deleted = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.deleted()).count());
     assert!(deleted > 0, "the simulated day deletes some waiting chats");
 }
 
@@ -198,8 +199,8 @@ async fn platform_clock_ahead_or_behind() {
         let start = chrono::Utc::now() + chrono::Duration::hours(skew_hours);
         let start = chrono::DateTime::from_timestamp(start.timestamp(), 0).unwrap();
         let sim = start_simulator(SimOptions { start, ..manual_sim(29) }).await;
-        let mut exp = TestExporter::start(fast_config(&sim)).await;
-        exp.exporter.poll_once().await.unwrap();
+        let mut exp = TestExporter::start(fast_setup(&sim)).await;
+        exp.poller.poll_once().await.unwrap();
         exp.follow(&sim.state, 90, 60).await;
         assert_samples_eq(
             &chat_samples(&exp.scrape().await),

@@ -1,24 +1,24 @@
 //! Specification: the exporter, polling the simulated Movidesk API over real HTTP,
 //! reports exactly what happened in the simulated contact centre.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use chat_exporter::simulator::{Fault, SimOptions};
-use common::*;
+use support::*;
 
 /// A whole simulated day, polled every simulated minute: every chat metric equals the
 /// simulator's ground truth, exactly, every simulated hour and at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_day_matches_ground_truth_every_hour() {
     let sim = start_simulator(manual_sim(7)).await;
-    let mut exp = TestExporter::start(fast_config(&sim)).await;
-    exp.exporter.poll_once().await.expect("first poll, at the start of the day");
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.expect("first poll, at the start of the day");
     let mut checked = 0;
     for minute in 1..=24 * 60 {
         sim.state.advance(60);
-        exp.exporter.poll_once().await.expect("poll succeeds");
+        exp.poller.poll_once().await.expect("poll succeeds");
         if minute % 60 == 0 {
             let truth = truth_samples(&sim.state.truth());
             assert_samples_eq(
@@ -57,12 +57,12 @@ async fn a_whole_day_matches_ground_truth_every_hour() {
 async fn gauges_match_after_every_poll() {
     let sim =
         start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(11) }).await;
-    let mut exp = TestExporter::start(fast_config(&sim)).await;
-    exp.exporter.poll_once().await.unwrap();
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
     let mut saw_queue = false;
     for minute in 1..=120 {
         sim.state.advance(60);
-        exp.exporter.poll_once().await.unwrap();
+        exp.poller.poll_once().await.unwrap();
         let scraped = chat_samples(&exp.scrape().await);
         let truth = truth_samples(&sim.state.truth());
         assert_samples_eq(&scraped, &truth, &format!("minute {minute}"));
@@ -76,14 +76,14 @@ async fn gauges_match_after_every_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_polls_count_each_chat_once() {
     let sim = start_simulator(manual_sim(3)).await;
-    let mut cfg = fast_config(&sim);
-    cfg.overlap = Duration::from_secs(3600);
-    cfg.reconcile_every = 1;
-    cfg.page_size = 7;
+    let mut cfg = fast_setup(&sim);
+    cfg.set("overlap", "1h");
+    cfg.polling.reconcile_every = 1;
+    cfg.set("page_size", 7);
     let mut exp = TestExporter::start(cfg).await;
     sim.state.advance(10 * 3600);
     sim.state.reset_counts();
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     exp.follow(&sim.state, 180, 20).await;
     let requests = sim.state.requests();
     assert!(requests.len() > 500, "small pages and a wide overlap make many requests: {}", requests.len());
@@ -99,12 +99,12 @@ async fn overlapping_polls_count_each_chat_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_429_and_retry_after_are_honoured() {
     let sim = start_simulator(manual_sim(5)).await;
-    let mut cfg = fast_config(&sim);
-    cfg.requests_per_minute = 6000; // far above the platform's limit, to provoke 429s
+    let mut cfg = fast_setup(&sim);
+    cfg.polling.requests_per_minute = 6000; // far above the platform's limit, to provoke 429s
     let mut exp = TestExporter::start(cfg).await;
     sim.state.advance(9 * 3600);
     sim.state.reset_counts();
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     sim.state.set_rate_limit(Some(4), Duration::from_secs(2));
     let mut successes = 0;
     let mut rate_limited = 0;
@@ -112,7 +112,7 @@ async fn rate_limit_429_and_retry_after_are_honoured() {
     while successes < 6 {
         assert!(std::time::Instant::now() < deadline, "no progress under rate limiting");
         sim.state.advance(60);
-        match exp.exporter.poll_once().await {
+        match exp.poller.poll_once().await {
             Ok(()) => successes += 1,
             Err(e) => {
                 assert_eq!(e.reason(), "rate_limited", "unexpected failure: {e}");
@@ -161,10 +161,10 @@ async fn rate_limit_429_and_retry_after_are_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
     let sim = start_simulator(manual_sim(9)).await;
-    let mut exp = TestExporter::start(fast_config(&sim)).await;
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
     sim.state.advance(10 * 3600);
     sim.state.reset_counts();
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     let good = chat_samples(&exp.scrape().await);
     assert!(!good.is_empty());
     let cases = [
@@ -183,7 +183,7 @@ async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
         };
         sim.state.advance(60);
         sim.state.push_faults([fault.clone()]);
-        let err = exp.exporter.poll_once().await.expect_err("an injected fault fails the poll");
+        let err = exp.poller.poll_once().await.expect_err("an injected fault fails the poll");
         assert_eq!(err.reason(), reason, "{fault:?}");
         let after = exp.scrape().await;
         assert_eq!(failures(&after), failures(&before) + 1.0, "{fault:?} counted once");
@@ -199,7 +199,7 @@ async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
     // A page with one unreadable record: the record is counted and skipped, the poll succeeds.
     sim.state.advance(60);
     sim.state.push_faults([Fault::GarbageRecord]);
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     let after = exp.scrape().await;
     assert_eq!(
         value(
@@ -219,15 +219,15 @@ async fn upstream_garbage_is_counted_and_last_good_values_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_answer_times_out() {
     let sim = start_simulator(manual_sim(2)).await;
-    let mut cfg = fast_config(&sim);
-    cfg.request_timeout = Duration::from_secs(1);
+    let mut cfg = fast_setup(&sim);
+    cfg.polling.request_timeout = Duration::from_secs(1);
     let mut exp = TestExporter::start(cfg).await;
     sim.state.advance(3600);
     sim.state.reset_counts();
     sim.state.push_faults([Fault::Delay { millis: 4000 }]);
-    let err = exp.exporter.poll_once().await.unwrap_err();
+    let err = exp.poller.poll_once().await.unwrap_err();
     assert_eq!(err.reason(), "timeout");
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after the timeout");
 }
 
@@ -238,8 +238,8 @@ async fn counting_starts_when_the_exporter_starts() {
     let sim = start_simulator(manual_sim(4)).await;
     sim.state.advance(11 * 3600);
     let before = truth_samples(&sim.state.truth());
-    let mut exp = TestExporter::start(fast_config(&sim)).await;
-    exp.exporter.poll_once().await.unwrap();
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
     let first = chat_samples(&exp.scrape().await);
     for ((name, labels), v) in &before {
         let gauge = !name.ends_with("_total") && !name.contains("_seconds_");

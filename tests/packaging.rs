@@ -18,7 +18,7 @@
 //! `promtool` (Debian package prometheus) and `systemd-analyze` (Debian package systemd)
 //! must be on PATH: a missing tool fails the test, naming the package.
 
-#[path = "common/tools.rs"]
+#[path = "support/tools.rs"]
 mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,6 +123,11 @@ fn assert_flags_known(subcommand: &[&str], args: &[String], what: &str) {
 }
 
 /// Load an exporter configuration file with the exporter's own loader.
+/// The `[movidesk]` section of a loaded configuration.
+fn movidesk(cfg: &chat_exporter::config::Config) -> &chat_exporter::platforms::movidesk::MovideskConfig {
+    cfg.source.as_any().downcast_ref().expect("a [movidesk] configuration")
+}
+
 fn load_exporter_config(file: &Path, env: Vec<(String, String)>) -> chat_exporter::config::Config {
     chat_exporter::config::load_from(Some(file), env)
         .unwrap_or_else(|e| panic!("{}: the exporter rejects it: {e}", file.display()))
@@ -566,13 +571,13 @@ fn compose_simulator_and_exporter_agree() {
     }
     let config = load_exporter_config(&host_config, env.clone());
     assert_eq!(
-        config.movidesk.base_url,
+        movidesk(&config).base_url,
         format!("http://simulator:{sim_port}/public/v1"),
         "{}: movidesk.base_url must point at the simulator service",
         host_config.display()
     );
     assert_eq!(
-        config.movidesk.token.as_ref().map(|t| t.expose().to_string()),
+        Some(movidesk(&config).token.expose().to_string()),
         Some(sim_token),
         "the exporter's token (env_file) must be the simulator's --token"
     );
@@ -634,7 +639,7 @@ fn compose_movidesk_override() {
     }
     env.extend(example_env.clone());
     let config = load_exporter_config(&host_config, env);
-    assert_eq!(config.movidesk.base_url, "https://api.movidesk.com/public/v1");
+    assert_eq!(movidesk(&config).base_url, "https://api.movidesk.com/public/v1");
     assert!(config.state.enabled, "{}: a real account keeps its state file", host_config.display());
     let (_, named) = mounts(service(&base, "chat_exporter"), "chat_exporter");
     assert!(
@@ -643,7 +648,7 @@ fn compose_movidesk_override() {
         config.state.path.display()
     );
     let token = example_env.iter().find(|(k, _)| k == "CHAT_EXPORTER_MOVIDESK__TOKEN").unwrap().1.clone();
-    assert_eq!(config.movidesk.token.as_ref().map(|t| t.expose().to_string()), Some(token));
+    assert_eq!(Some(movidesk(&config).token.expose().to_string()), Some(token));
 }
 
 /// Lay out Prometheus' mounts in a temporary directory, then run promtool on it.
@@ -1187,7 +1192,7 @@ fn kubernetes_manifests_are_consistent() {
         &config_path,
         vec![("CHAT_EXPORTER_MOVIDESK__TOKEN_FILE".to_string(), token.display().to_string())],
     );
-    assert_eq!(cfg.movidesk.base_url, "https://api.movidesk.com/public/v1");
+    assert_eq!(movidesk(&cfg).base_url, "https://api.movidesk.com/public/v1");
     assert!(cfg.state.enabled, "the Kubernetes configuration keeps a state file");
     let state_mount = mounts
         .iter()
@@ -1351,7 +1356,7 @@ fn systemd_unit_is_hardened_and_verifies() {
         &root().join("deploy/compose/chat_exporter.movidesk.toml"),
         vec![("CHAT_EXPORTER_MOVIDESK__TOKEN_FILE".to_string(), token.display().to_string())],
     );
-    assert_eq!(cfg.movidesk.token.as_ref().map(|t| t.expose().to_string()).as_deref(), Some("x"));
+    assert_eq!(Some(movidesk(&cfg).token.expose()), Some("x"));
 
     // systemd's own check, with ExecStart pointed at the binary built for this test.
     let analyze = tools::require_tool(&["systemd-analyze"], "systemd");

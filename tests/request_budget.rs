@@ -1,16 +1,14 @@
 //! Specification of the request budget: never over the platform's limit, whatever the
 //! load; and the cost of a poll follows what changed, not how much history exists.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use chat_exporter::exporter::Exporter;
 use chat_exporter::http::{router, AppState};
 use chat_exporter::self_metrics::SelfMetrics;
 use chat_exporter::simulator::{Fault, SimOptions};
-use chat_exporter::sources::movidesk::MovideskSource;
-use common::*;
+use support::*;
 
 /// A whole simulated day squeezed into a minute, with the platform limiting to 120
 /// requests a minute and the exporter's budget set to the same 120: the exporter is
@@ -22,15 +20,14 @@ async fn the_budget_is_never_exceeded_over_a_simulated_day() {
     let mut sim =
         start_simulator(SimOptions { rate_limit: Some(LIMIT), lockout: Duration::from_secs(60), ..manual_sim(41) })
             .await;
-    let mut cfg = fast_config(&sim);
-    cfg.requests_per_minute = LIMIT;
-    cfg.poll_interval = Duration::from_millis(200);
-    cfg.page_size = 50;
-    cfg.reconcile_every = 5;
-    cfg.roster_interval = Duration::from_secs(5);
+    let mut cfg = fast_setup(&sim);
+    cfg.polling.requests_per_minute = LIMIT;
+    cfg.polling.poll_interval = Duration::from_millis(200);
+    cfg.set("page_size", 50);
+    cfg.polling.reconcile_every = 5;
+    cfg.polling.roster_interval = Duration::from_secs(5);
     let metrics = SelfMetrics::new();
-    let source = MovideskSource::new(cfg.clone(), metrics.clone());
-    let exporter = Exporter::new(source, metrics, cfg.poll_interval);
+    let exporter = cfg.poller(metrics);
     let exposition = exporter.exposition();
     let state = AppState {
         exposition: exposition.clone(),
@@ -114,15 +111,15 @@ async fn requests_per_poll_after(days: i64) -> Vec<usize> {
     let sim = start_simulator(manual_sim(42)).await;
     sim.state.advance(days * 24 * 3600);
     sim.state.reset_counts();
-    let mut cfg = fast_config(&sim);
-    cfg.roster_interval = Duration::from_secs(3600);
+    let mut cfg = fast_setup(&sim);
+    cfg.polling.roster_interval = Duration::from_secs(3600);
     let mut exp = TestExporter::start(cfg).await;
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     let mut per_poll = Vec::new();
     for _ in 0..60 {
         sim.state.advance(60);
         let before = sim.state.requests().len();
-        exp.exporter.poll_once().await.unwrap();
+        exp.poller.poll_once().await.unwrap();
         per_poll.push(sim.state.requests().len() - before);
     }
     assert_samples_eq(
@@ -130,7 +127,7 @@ async fn requests_per_poll_after(days: i64) -> Vec<usize> {
         &truth_samples(&sim.state.truth()),
         &format!("after {days} days"),
     );
-    let tickets = sim.state.truth().tickets;
+    let tickets = sim.state.truth().conversations;
     assert!(tickets as i64 > days * 500, "{days} days of history hold many tickets: {tickets}");
     per_poll
 }

@@ -3,7 +3,7 @@
 //! same points) and started again from its state file; after each restart every chat
 //! metric equals the simulator's ground truth.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -11,14 +11,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use chat_exporter::simulator::RunningSimulator;
-use common::process::ExporterProcess;
-use common::*;
+use support::process::ExporterProcess;
+use support::*;
 
 fn config(sim: &RunningSimulator, state_path: &std::path::Path) -> String {
     format!(
         "[movidesk]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\npoll_interval = \"100ms\"\nrequests_per_minute = 1000000\n\
          roster_interval = \"0s\"\nrequest_timeout = \"5s\"\n\n[state]\npath = \"{}\"\n",
-        sim.movidesk_url(),
+        sim.api_url(),
         state_path.display()
     )
 }
@@ -184,10 +184,10 @@ async fn unsaved_values_are_not_served() {
     let sim = start_simulator(manual_sim(35)).await;
     let dir = tempfile::tempdir().unwrap();
     let state_path = dir.path().join("state.json");
-    let mut exp = TestExporter::start_with_state(fast_config(&sim), Some(StateStore::new(&state_path))).await;
-    exp.exporter.poll_once().await.unwrap();
+    let mut exp = TestExporter::start_with_state(fast_setup(&sim), Some(StateStore::new(&state_path))).await;
+    exp.poller.poll_once().await.unwrap();
     sim.state.advance(10 * 3600);
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     let saved = chat_samples(&exp.scrape().await);
     assert_samples_eq(&saved, &truth_samples(&sim.state.truth()), "before");
     // A directory where the file should be: every save fails.
@@ -199,6 +199,6 @@ async fn unsaved_values_are_not_served() {
     assert_eq!(value(&now, "chat_exporter_state_save_failures_total", &[]), Some(5.0));
     std::fs::remove_dir(&state_path).unwrap();
     sim.state.advance(60);
-    exp.exporter.poll_once().await.unwrap();
+    exp.poller.poll_once().await.unwrap();
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after saving again");
 }

@@ -10,7 +10,7 @@
 //!
 //! The certificates are made at test time (rcgen), so nothing here expires.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
 
-use common::process::ExporterProcess;
+use support::process::ExporterProcess;
 
 const USER: &str = "prometheus";
 const PASSWORD: &str = "correct horse battery staple";
@@ -180,7 +180,7 @@ async fn up_by_job(http: &reqwest::Client, prom: &str) -> std::collections::BTre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_over_tls_with_basic_auth_and_client_certs() {
-    let prometheus_bin = common::tools::require_tool(&["prometheus"], "prometheus");
+    let prometheus_bin = support::tools::require_tool(&["prometheus"], "prometheus");
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

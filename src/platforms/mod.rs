@@ -44,6 +44,8 @@ pub trait Platform: Sync + Send {
 
 /// A platform's loaded section, ready to build its source.
 pub trait SourceConfig: Debug + Send + Sync {
+    /// For tests that look inside a platform's section.
+    fn as_any(&self) -> &dyn std::any::Any;
     fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source>;
     /// What the landing page says it polls (no secret).
     fn describe(&self) -> String;

@@ -174,7 +174,8 @@ impl Inner {
         let window = self.windows.entry(key.to_string()).or_default();
         let now = Instant::now();
         let minute = Duration::from_secs(60);
-        let wall_ms = |at: Instant| Utc::now().timestamp_millis() + at.saturating_duration_since(now).as_millis() as i64;
+        let wall_ms =
+            |at: Instant| Utc::now().timestamp_millis() + at.saturating_duration_since(now).as_millis() as i64;
         if let Some(until) = window.blocked_until {
             if now < until {
                 let retry_after = (until - now).as_secs_f64().ceil().max(1.0) as u64;

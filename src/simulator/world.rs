@@ -320,7 +320,15 @@ fn agents() -> Vec<Agent> {
     list
 }
 
-fn agent(n: usize, name: &str, groups: &[&str], capacity: usize, shift: (u32, u32), active: bool, stays: bool) -> Agent {
+fn agent(
+    n: usize,
+    name: &str,
+    groups: &[&str],
+    capacity: usize,
+    shift: (u32, u32),
+    active: bool,
+    stays: bool,
+) -> Agent {
     let username: String = name
         .to_lowercase()
         .chars()
@@ -552,8 +560,7 @@ impl World {
                     _ => Stage::Archived,
                 };
                 c.stage_at = Some(now);
-                c.timers.stage_change_at =
-                    (c.stage == Stage::SolvedLater).then(|| now + Duration::hours(2));
+                c.timers.stage_change_at = (c.stage == Stage::SolvedLater).then(|| now + Duration::hours(2));
                 c.last_update = now;
                 if c.timers.stage_change_at.is_some() {
                     self.pending_changes.push(id);
@@ -732,7 +739,13 @@ impl World {
         let Some(&to) = candidates.first() else { return };
         let to_group = if other_group { self.agents[to].groups[0].clone() } else { group.clone() };
         let c = self.conv(id);
-        c.transfers.push(Transfer { at: now, from_agent: from, to_agent: to, from_group: group, to_group: to_group.clone() });
+        c.transfers.push(Transfer {
+            at: now,
+            from_agent: from,
+            to_agent: to,
+            from_group: group,
+            to_group: to_group.clone(),
+        });
         c.agent = Some(to);
         c.group = to_group;
         c.last_update = now;
@@ -747,7 +760,8 @@ impl World {
     /// First come, first served within each group; the least busy available agent takes
     /// the conversation.
     fn assign(&mut self) {
-        let waiting: Vec<u64> = self.open.iter().copied().filter(|id| self.conv_ref(*id).state == State::Waiting).collect();
+        let waiting: Vec<u64> =
+            self.open.iter().copied().filter(|id| self.conv_ref(*id).state == State::Waiting).collect();
         for id in waiting {
             let group = self.conv_ref(id).group.clone();
             let candidate = (0..self.agents.len())

@@ -129,7 +129,11 @@ impl ApiClient {
                 return Err(self.fail(SourceError::RateLimited { endpoint, retry_after }));
             }
             401 | 403 => {
-                return Err(self.fail(SourceError::Unauthorized { endpoint, status, hint: self.hints.unauthorized.clone() }))
+                return Err(self.fail(SourceError::Unauthorized {
+                    endpoint,
+                    status,
+                    hint: self.hints.unauthorized.clone(),
+                }))
             }
             500.. => return Err(self.fail(SourceError::Server { endpoint, status })),
             404 => {
@@ -153,9 +157,12 @@ impl ApiClient {
     }
 
     /// Decodes a JSON answer; a body that is not what `T` expects fails the request.
-    pub fn decode<T: serde::de::DeserializeOwned>(&self, endpoint: &'static str, body: &[u8]) -> Result<T, SourceError> {
-        serde_json::from_slice(body)
-            .map_err(|e| self.fail(SourceError::Decode { endpoint, detail: e.to_string() }))
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        body: &[u8],
+    ) -> Result<T, SourceError> {
+        serde_json::from_slice(body).map_err(|e| self.fail(SourceError::Decode { endpoint, detail: e.to_string() }))
     }
 
     /// Counts a failure under its reason and tells the budget.

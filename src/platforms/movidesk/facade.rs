@@ -224,16 +224,18 @@ fn query_list(mut items: Vec<Value>, params: &HashMap<String, String>, keep: &[&
 
 /// Checks the token (in the query string) and the per-token rate limit, and takes the
 /// next injected fault; a refusal comes back as Movidesk writes it.
-fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, String>) -> Result<Option<crate::simulator::Fault>, Response> {
+fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, String>) -> Result<Option<crate::simulator::Fault>, Box<Response>> {
     let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let token_ok = params.get("token").is_some_and(|t| *t == state.lock().options.token);
     match state.admit(endpoint, logged_query(&pairs, &["token"]), token_ok, "token") {
         Admission::Serve { fault, .. } => Ok(fault),
-        Admission::Unauthorized => Err(error(StatusCode::UNAUTHORIZED, "invalid token")),
+        Admission::Unauthorized => Err(Box::new(error(StatusCode::UNAUTHORIZED, "invalid token"))),
         Admission::RateLimited(limit) => {
             let mut headers = HeaderMap::new();
             headers.insert("retry-after", HeaderValue::from_str(&limit.retry_after.to_string()).expect("digits"));
-            Err((StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"}))).into_response())
+            Err(Box::new(
+                (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"}))).into_response(),
+            ))
         }
     }
 }
@@ -253,7 +255,7 @@ async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<Str
     let date = state.date_header();
     let fault = match admit(&state, "tickets", &params) {
         Ok(f) => f,
-        Err(r) => return with_date(r, date),
+        Err(r) => return with_date(*r, date),
     };
     let page = {
         let guard = state.lock();
@@ -283,7 +285,7 @@ async fn persons(State(state): State<SimState>, Query(params): Query<HashMap<Str
     let date = state.date_header();
     let fault = match admit(&state, "persons", &params) {
         Ok(f) => f,
-        Err(r) => return with_date(r, date),
+        Err(r) => return with_date(*r, date),
     };
     let page = query_list(persons_json(&state.lock().world), &params, &[]);
     let response = match page {

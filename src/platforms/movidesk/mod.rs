@@ -144,6 +144,10 @@ impl super::Platform for Movidesk {
 }
 
 impl super::SourceConfig for MovideskConfig {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source> {
         Box::new(MovideskSource::new(self.clone(), polling, metrics))
     }
