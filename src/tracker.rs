@@ -159,11 +159,13 @@ impl Tracker {
     }
 
     pub fn apply(&mut self, obs: &Observations) {
+        // The poll that sets the start lists the conversations live then: the baseline.
+        let baseline = obs.history_until.is_some();
         if let Some(until) = obs.history_until {
             self.history_until = Some(until);
         }
         for chat in &obs.chats {
-            self.observe(chat);
+            self.observe(chat, baseline);
         }
         if let Some(complete_at) = obs.open_set_complete_at {
             let seen: HashSet<&ChatId> = obs.chats.iter().filter(|c| c.phase.is_live()).map(|c| &c.id).collect();
@@ -177,17 +179,17 @@ impl Tracker {
         }
     }
 
-    fn observe(&mut self, chat: &ChatObservation) {
+    fn observe(&mut self, chat: &ChatObservation, baseline: bool) {
         let known = self.records.contains_key(&chat.id);
         // History is what happened before the exporter started. The first poll lists every
-        // live conversation, so one first seen later that began before the start was over
-        // by then: what it did before is not new, and if it is live again it was reopened.
-        // Likewise, one first seen that began before the pruning watermark was counted
-        // and forgotten.
+        // live conversation (the baseline), so one first seen later that began before the
+        // start was over by then: what it did before is not new, and if it is live again it
+        // was reopened. Likewise, one first seen that began before the pruning watermark
+        // was counted and forgotten.
         let began_before_known = |since: DateTime<Utc>| {
             self.history_until.is_some_and(|until| since <= until) || self.pruned_before.is_some_and(|p| since < p)
         };
-        let ended_before_start = !known && chat.waiting_since.is_some_and(began_before_known);
+        let ended_before_start = !baseline && !known && chat.waiting_since.is_some_and(began_before_known);
         let is_history = self.history_until.is_some_and(|until| chat.last_update <= until) || ended_before_start;
         let record = self.records.entry(chat.id.clone()).or_default();
         if ended_before_start {

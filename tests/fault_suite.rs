@@ -1,7 +1,7 @@
 //! Specification: under every fault the platform can throw, the exporter keeps serving the
 //! last good values, says so (source_up 0, the age of the last success, failures by
 //! reason, readiness), never crashes, and once the platform recovers every chat metric
-//! equals the ground truth.
+//! equals the ground truth. Every fault is tried on every platform.
 
 mod support;
 
@@ -13,6 +13,7 @@ use support::*;
 /// Starts a simulator and an exporter and runs two busy hours in lockstep.
 async fn busy_morning(seed: u64, options: SimOptions) -> (simulator::RunningSimulator, TestExporter) {
     let sim = start_simulator(SimOptions { seed, ..options }).await;
+    eprintln!("platform {}", sim.state.platform.name());
     sim.state.advance(9 * 3600);
     sim.state.reset_counts();
     let mut cfg = fast_setup(&sim);
@@ -25,23 +26,33 @@ async fn busy_morning(seed: u64, options: SimOptions) -> (simulator::RunningSimu
 }
 
 fn failures(s: &Samples, reason: &str) -> f64 {
-    value(s, "chat_exporter_api_request_failures_total", &[("source", "movidesk"), ("reason", reason)]).unwrap()
+    let source = source_of(s);
+    value(s, "chat_exporter_api_request_failures_total", &[("source", &source), ("reason", reason)]).unwrap()
+}
+
+/// The `source` label of the exporter these samples come from.
+fn source_of(s: &Samples) -> String {
+    s.keys()
+        .find(|(name, _)| name == "chat_exporter_source_up")
+        .and_then(|(_, labels)| labels.get("source").cloned())
+        .expect("source_up is exported")
 }
 
 /// While the fault lasts: `polls` failing polls, each counted under `reason`, the last good
 /// chat values served unchanged, source down, last success frozen, not ready.
 async fn fails_honestly(sim: &simulator::RunningSimulator, exp: &mut TestExporter, polls: usize, reason: &str) {
     let good = exp.scrape().await;
-    let last_success = value(&good, "chat_exporter_source_last_success_timestamp_seconds", &[("source", "movidesk")]);
+    let source = sim.state.platform.name();
+    let last_success = value(&good, "chat_exporter_source_last_success_timestamp_seconds", &[("source", source)]);
     for i in 0..polls {
         sim.state.advance(60);
         let err = exp.poller.poll_once().await.expect_err("the poll fails during the fault");
         assert_eq!(err.reason(), reason, "poll {i}: {err}");
         let now = exp.scrape().await;
         assert_eq!(failures(&now, reason), failures(&good, reason) + (i + 1) as f64, "each failure counted once");
-        assert_eq!(value(&now, "chat_exporter_source_up", &[("source", "movidesk")]), Some(0.0));
+        assert_eq!(value(&now, "chat_exporter_source_up", &[("source", source)]), Some(0.0));
         assert_eq!(
-            value(&now, "chat_exporter_source_last_success_timestamp_seconds", &[("source", "movidesk")]),
+            value(&now, "chat_exporter_source_last_success_timestamp_seconds", &[("source", source)]),
             last_success,
             "the last success does not move while failing"
         );
@@ -49,7 +60,7 @@ async fn fails_honestly(sim: &simulator::RunningSimulator, exp: &mut TestExporte
         let ready = reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap();
         assert_eq!(ready.status(), 503);
         let why = ready.text().await.unwrap();
-        assert!(why.contains("movidesk"), "{why}");
+        assert!(why.contains(source), "{why}");
     }
 }
 
@@ -59,61 +70,69 @@ async fn recovers_exactly(sim: &simulator::RunningSimulator, exp: &mut TestExpor
         exp.poller.poll_once().await.unwrap_or_else(|e| panic!("{what}: no recovery: {e}"));
     }
     let now = exp.scrape().await;
-    assert_eq!(value(&now, "chat_exporter_source_up", &[("source", "movidesk")]), Some(1.0));
+    assert_eq!(value(&now, "chat_exporter_source_up", &[("source", sim.state.platform.name())]), Some(1.0));
     assert_samples_eq(&chat_samples(&now), &truth_samples(&sim.state.truth()), &format!("after {what}"));
     assert_eq!(reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap().status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_error_bursts() {
-    let (sim, mut exp) = busy_morning(21, manual_sim(0)).await;
-    for code in [500, 502, 503, 504] {
-        sim.state.push_faults((0..3).map(|_| Fault::Status { code }));
-        fails_honestly(&sim, &mut exp, 3, "server_error").await;
-        recovers_exactly(&sim, &mut exp, &format!("HTTP {code} burst")).await;
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(21, manual_sim_of(platform, 0)).await;
+        for code in [500, 502, 503, 504] {
+            sim.state.push_faults((0..3).map(|_| Fault::Status { code }));
+            fails_honestly(&sim, &mut exp, 3, "server_error").await;
+            recovers_exactly(&sim, &mut exp, &format!("HTTP {code} burst")).await;
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_slow_bodies() {
-    let (sim, mut exp) = busy_morning(22, manual_sim(0)).await;
-    sim.state.push_faults([Fault::Delay { millis: 5000 }, Fault::Delay { millis: 5000 }]);
-    fails_honestly(&sim, &mut exp, 2, "timeout").await;
-    recovers_exactly(&sim, &mut exp, "late answers").await;
-    sim.state.push_faults([Fault::SlowBody { millis: 1000 }]);
-    fails_honestly(&sim, &mut exp, 1, "timeout").await;
-    recovers_exactly(&sim, &mut exp, "a trickling body").await;
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(22, manual_sim_of(platform, 0)).await;
+        sim.state.push_faults([Fault::Delay { millis: 5000 }, Fault::Delay { millis: 5000 }]);
+        fails_honestly(&sim, &mut exp, 2, "timeout").await;
+        recovers_exactly(&sim, &mut exp, "late answers").await;
+        sim.state.push_faults([Fault::SlowBody { millis: 1000 }]);
+        fails_honestly(&sim, &mut exp, 1, "timeout").await;
+        recovers_exactly(&sim, &mut exp, "a trickling body").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections() {
-    let (sim, mut exp) = busy_morning(23, manual_sim(0)).await;
-    let addr = sim.addr;
-    let state = sim.stop().await;
-    // Lockstep without the simulator's server: advance its world directly.
-    let good = exp.scrape().await;
-    for _ in 0..3 {
-        state.advance(60);
-        let err = exp.poller.poll_once().await.unwrap_err();
-        assert_eq!(err.reason(), "connection", "{err}");
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(23, manual_sim_of(platform, 0)).await;
+        let addr = sim.addr;
+        let state = sim.stop().await;
+        // Lockstep without the simulator's server: advance its world directly.
+        let good = exp.scrape().await;
+        for _ in 0..3 {
+            state.advance(60);
+            let err = exp.poller.poll_once().await.unwrap_err();
+            assert_eq!(err.reason(), "connection", "{err}");
+        }
+        let now = exp.scrape().await;
+        assert_eq!(failures(&now, "connection"), failures(&good, "connection") + 3.0);
+        assert_samples_eq(&chat_samples(&now), &chat_samples(&good), "last good values while refused");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the simulator's port");
+        let sim = simulator::serve_state(listener, state, None).await.unwrap();
+        recovers_exactly(&sim, &mut exp, "refused connections").await;
     }
-    let now = exp.scrape().await;
-    assert_eq!(failures(&now, "connection"), failures(&good, "connection") + 3.0);
-    assert_samples_eq(&chat_samples(&now), &chat_samples(&good), "last good values while refused");
-    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the simulator's port");
-    let sim = simulator::serve_state(listener, state, None).await.unwrap();
-    recovers_exactly(&sim, &mut exp, "refused connections").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_token_401_and_403() {
-    let (sim, mut exp) = busy_morning(24, manual_sim(0)).await;
-    sim.state.set_outage(Some(Fault::Status { code: 401 }));
-    fails_honestly(&sim, &mut exp, 3, "unauthorized").await;
-    sim.state.set_outage(Some(Fault::Status { code: 403 }));
-    fails_honestly(&sim, &mut exp, 2, "unauthorized").await;
-    sim.state.set_outage(None);
-    recovers_exactly(&sim, &mut exp, "401/403").await;
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(24, manual_sim_of(platform, 0)).await;
+        sim.state.set_outage(Some(Fault::Status { code: 401 }));
+        fails_honestly(&sim, &mut exp, 3, "unauthorized").await;
+        sim.state.set_outage(Some(Fault::Status { code: 403 }));
+        fails_honestly(&sim, &mut exp, 2, "unauthorized").await;
+        sim.state.set_outage(None);
+        recovers_exactly(&sim, &mut exp, "401/403").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,17 +157,19 @@ async fn rate_limit_lockout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_truncated_and_unexpected_bodies() {
-    let (sim, mut exp) = busy_morning(26, manual_sim(0)).await;
-    for fault in [Fault::MalformedJson, Fault::NotAnArray, Fault::Html] {
-        sim.state.push_faults([fault.clone(), fault.clone()]);
-        fails_honestly(&sim, &mut exp, 2, "decode").await;
-        recovers_exactly(&sim, &mut exp, &format!("{fault:?}")).await;
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(26, manual_sim_of(platform, 0)).await;
+        for fault in [Fault::MalformedJson, Fault::NotAnArray, Fault::Html] {
+            sim.state.push_faults([fault.clone(), fault.clone()]);
+            fails_honestly(&sim, &mut exp, 2, "decode").await;
+            recovers_exactly(&sim, &mut exp, &format!("{fault:?}")).await;
+        }
+        // One unreadable record in a good page: skipped and counted, the rest applied.
+        let before = failures(&exp.scrape().await, "invalid_record");
+        sim.state.push_faults([Fault::GarbageRecord]);
+        recovers_exactly(&sim, &mut exp, "a garbage record").await;
+        assert_eq!(failures(&exp.scrape().await, "invalid_record"), before + 1.0);
     }
-    // One unreadable record in a good page: skipped and counted, the rest applied.
-    let before = failures(&exp.scrape().await, "invalid_record");
-    sim.state.push_faults([Fault::GarbageRecord]);
-    recovers_exactly(&sim, &mut exp, "a garbage record").await;
-    assert_eq!(failures(&exp.scrape().await, "invalid_record"), before + 1.0);
 }
 
 /// Answers that look different but say the same thing change nothing.
@@ -177,36 +198,43 @@ async fn missing_nulls_string_ids_and_date_formats() {
 /// counted stays counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_that_disappear() {
-    let (sim, mut exp) = busy_morning(28, SimOptions { scenario: simulator::Scenario::Peak, ..manual_sim(0) }).await;
-    let open: Vec<u64> =
-        sim.state.with_world(|w| w.open_conversations().filter(|c| c.is_chat()).map(|c| c.id).collect());
-    assert!(open.len() >= 2, "need open chats to purge");
-    for id in open.iter().take(open.len() / 2) {
-        sim.state.purge(*id);
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) =
+            busy_morning(28, SimOptions { scenario: simulator::Scenario::Peak, ..manual_sim_of(platform, 0) }).await;
+        let open: Vec<u64> =
+            sim.state.with_world(|w| w.open_conversations().filter(|c| c.is_chat()).map(|c| c.id).collect());
+        assert!(open.len() >= 2, "need open chats to purge");
+        for id in open.iter().take(open.len() / 2) {
+            sim.state.purge(*id);
+        }
+        // Reconciliation runs every tenth poll: within ten polls the gauges are exact again.
+        exp.follow(&sim.state, 10, 60).await;
+        assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after purges");
+        if sim.state.with_world(|w| w.features.soft_delete) {
+            let deleted = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.deleted()).count());
+            assert!(deleted > 0, "the simulated day deletes some waiting chats");
+        }
     }
-    // Reconciliation runs every tenth poll: within ten polls the gauges are exact again.
-    exp.follow(&sim.state, 10, 60).await;
-    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after purges");
-    let deleted = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.deleted()).count());
-    assert!(deleted > 0, "the simulated day deletes some waiting chats");
 }
 
 /// The platform's clock an hour ahead of or behind the exporter's changes nothing: the
 /// exporter's cursor is the platform's own time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_clock_ahead_or_behind() {
-    for skew_hours in [1i64, -1, 26] {
-        let start = chrono::Utc::now() + chrono::Duration::hours(skew_hours);
-        let start = chrono::DateTime::from_timestamp(start.timestamp(), 0).unwrap();
-        let sim = start_simulator(SimOptions { start, ..manual_sim(29) }).await;
-        let mut exp = TestExporter::start(fast_setup(&sim)).await;
-        exp.poller.poll_once().await.unwrap();
-        exp.follow(&sim.state, 90, 60).await;
-        assert_samples_eq(
-            &chat_samples(&exp.scrape().await),
-            &truth_samples(&sim.state.truth()),
-            &format!("skew {skew_hours} h"),
-        );
+    for platform in support::PLATFORMS.iter().copied() {
+        for skew_hours in [1i64, -1, 26] {
+            let start = chrono::Utc::now() + chrono::Duration::hours(skew_hours);
+            let start = chrono::DateTime::from_timestamp(start.timestamp(), 0).unwrap();
+            let sim = start_simulator(SimOptions { start, ..manual_sim_of(platform, 29) }).await;
+            let mut exp = TestExporter::start(fast_setup(&sim)).await;
+            exp.poller.poll_once().await.unwrap();
+            exp.follow(&sim.state, 90, 60).await;
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth_samples(&sim.state.truth()),
+                &format!("skew {skew_hours} h"),
+            );
+        }
     }
 }
 
@@ -214,25 +242,30 @@ async fn platform_clock_ahead_or_behind() {
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hour_of_outage_then_recovery() {
-    let (sim, mut exp) = busy_morning(30, manual_sim(0)).await;
-    sim.state.set_outage(Some(Fault::Status { code: 503 }));
-    fails_honestly(&sim, &mut exp, 60, "server_error").await;
-    sim.state.set_outage(None);
-    recovers_exactly(&sim, &mut exp, "an hour of outage").await;
+    for platform in support::PLATFORMS.iter().copied() {
+        let options = SimOptions { features: Some(without_blind_spots(platform)), ..manual_sim_of(platform, 0) };
+        let (sim, mut exp) = busy_morning(30, options).await;
+        sim.state.set_outage(Some(Fault::Status { code: 503 }));
+        fails_honestly(&sim, &mut exp, 60, "server_error").await;
+        sim.state.set_outage(None);
+        recovers_exactly(&sim, &mut exp, "an hour of outage").await;
+    }
 }
 
 /// A `Date` header from a clock far ahead of (or behind) the one writing `lastUpdate`
 /// does not move the cursor past changes not yet seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_date_header_from_another_clock() {
-    let (sim, mut exp) = busy_morning(31, manual_sim(0)).await;
-    for skew in [3600, -3600, 600] {
-        sim.state.set_rendering(Rendering { date_header_skew_seconds: skew, ..Rendering::default() });
-        exp.follow(&sim.state, 30, 60).await;
-        assert_samples_eq(
-            &chat_samples(&exp.scrape().await),
-            &truth_samples(&sim.state.truth()),
-            &format!("Date skewed {skew} s"),
-        );
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(31, manual_sim_of(platform, 0)).await;
+        for skew in [3600, -3600, 600] {
+            sim.state.set_rendering(Rendering { date_header_skew_seconds: skew, ..Rendering::default() });
+            exp.follow(&sim.state, 30, 60).await;
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth_samples(&sim.state.truth()),
+                &format!("Date skewed {skew} s"),
+            );
+        }
     }
 }

@@ -8,67 +8,23 @@ use std::time::Duration;
 use chat_exporter::simulator::{Fault, SimOptions};
 use support::*;
 
-/// A whole simulated day, polled every simulated minute: every chat metric equals the
-/// simulator's ground truth, exactly, every simulated hour and at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_day_matches_ground_truth_every_hour() {
-    let sim = start_simulator(manual_sim(7)).await;
-    let mut exp = TestExporter::start(fast_setup(&sim)).await;
-    exp.poller.poll_once().await.expect("first poll, at the start of the day");
-    let mut checked = 0;
-    for minute in 1..=24 * 60 {
-        sim.state.advance(60);
-        exp.poller.poll_once().await.expect("poll succeeds");
-        if minute % 60 == 0 {
-            let truth = truth_samples(&sim.state.truth());
-            assert_samples_eq(
-                &chat_samples(&exp.scrape().await),
-                &truth,
-                &format!("after {} simulated hours", minute / 60),
-            );
-            checked += 1;
-        }
+    let truth = spec::a_whole_day_matches_ground_truth_every_hour("movidesk", 7).await;
+    // Movidesk gives the queue wait and the talk time: both histograms carry data.
+    for family in ["chat_conversation_wait_seconds_count", "chat_conversation_duration_seconds_count"] {
+        assert!(truth.samples.iter().any(|s| s.name == family && s.value > 0.0), "{family} is empty");
     }
-    assert_eq!(checked, 24);
-    // The day was not trivially empty: every family of the contract carries data.
-    let truth = sim.state.truth();
-    for family in [
-        "chat_conversations_answered_total",
-        "chat_conversations_finished_total",
-        "chat_conversations_abandoned_total",
-        "chat_conversation_wait_seconds_count",
-        "chat_conversation_duration_seconds_count",
-        "chat_agent_status",
-        "chat_agents",
-    ] {
-        assert!(
-            truth.samples.iter().any(|s| s.name == family && s.value > 0.0),
-            "{family} is empty in the simulated day"
-        );
-    }
-    let total_answered: f64 =
-        truth.samples.iter().filter(|s| s.name == "chat_conversations_answered_total").map(|s| s.value).sum();
-    assert!(total_answered > 300.0, "a day should see hundreds of chats, saw {total_answered}");
 }
 
-/// Gauges (queue, in attendance, oldest wait) are right at any moment, not only at the
-/// end of a day: checked after every poll through a busy morning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gauges_match_after_every_poll() {
-    let sim =
-        start_simulator(SimOptions { scenario: chat_exporter::simulator::Scenario::Peak, ..manual_sim(11) }).await;
-    let mut exp = TestExporter::start(fast_setup(&sim)).await;
-    exp.poller.poll_once().await.unwrap();
-    let mut saw_queue = false;
-    for minute in 1..=120 {
-        sim.state.advance(60);
-        exp.poller.poll_once().await.unwrap();
-        let scraped = chat_samples(&exp.scrape().await);
-        let truth = truth_samples(&sim.state.truth());
-        assert_samples_eq(&scraped, &truth, &format!("minute {minute}"));
-        saw_queue |= truth.keys().any(|(n, _)| n == "chat_conversations_waiting");
-    }
-    assert!(saw_queue, "the peak scenario builds a queue");
+    spec::gauges_match_after_every_poll("movidesk", 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_polls_count_once() {
+    spec::changes_between_polls_count_once("movidesk", 17).await;
 }
 
 /// Each chat is seen many times (a one-hour overlap window, reconciliation every poll,
@@ -235,28 +191,5 @@ async fn a_slow_answer_times_out() {
 /// counters only count what happens after the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counting_starts_when_the_exporter_starts() {
-    let sim = start_simulator(manual_sim(4)).await;
-    sim.state.advance(11 * 3600);
-    let before = truth_samples(&sim.state.truth());
-    let mut exp = TestExporter::start(fast_setup(&sim)).await;
-    exp.poller.poll_once().await.unwrap();
-    let first = chat_samples(&exp.scrape().await);
-    for ((name, labels), v) in &before {
-        let gauge = !name.ends_with("_total") && !name.contains("_seconds_");
-        if gauge {
-            assert_eq!(first.get(&(name.clone(), labels.clone())), Some(v), "gauge {name} {labels:?} at start");
-        }
-    }
-    assert!(!first.keys().any(|(n, _)| n.ends_with("_total")), "no counter before anything happened");
-    exp.follow(&sim.state, 120, 60).await;
-    let after = truth_samples(&sim.state.truth());
-    let scraped = chat_samples(&exp.scrape().await);
-    // Counters equal truth-now minus truth-at-start, series by series.
-    for ((name, labels), v) in &after {
-        if name.ends_with("_total") {
-            let base = before.get(&(name.clone(), labels.clone())).copied().unwrap_or(0.0);
-            let got = scraped.get(&(name.clone(), labels.clone())).copied().unwrap_or(0.0);
-            assert_eq!(got, v - base, "{name} {labels:?}");
-        }
-    }
+    spec::counting_starts_when_the_exporter_starts("movidesk", 4).await;
 }

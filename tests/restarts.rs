@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use chat_exporter::simulator::RunningSimulator;
+use chat_exporter::simulator::{RunningSimulator, SimOptions};
 use support::process::ExporterProcess;
 use support::*;
 
 fn config(sim: &RunningSimulator, state_path: &std::path::Path) -> String {
-    format!(
-        "[movidesk]\nbase_url = \"{}\"\ntoken = \"{TOKEN}\"\npoll_interval = \"100ms\"\nrequests_per_minute = 1000000\n\
-         roster_interval = \"0s\"\nrequest_timeout = \"5s\"\n\n[state]\npath = \"{}\"\n",
-        sim.api_url(),
-        state_path.display()
+    config_file(
+        sim,
+        &format!(
+            "poll_interval = \"100ms\"\nrequests_per_minute = 1000000\nroster_interval = \"0s\"\nrequest_timeout = \"5s\"\n\n\
+             [state]\npath = \"{}\"\n",
+            state_path.display()
+        ),
     )
 }
 
@@ -58,11 +60,22 @@ async fn converges(proc: &ExporterProcess, sim: &RunningSimulator, context: &str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
-    let sim = start_simulator(manual_sim(31)).await;
+async fn movidesk_kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
+    kill_9_at_random_points_of_a_day("movidesk").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatwoot_kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
+    kill_9_at_random_points_of_a_day("chatwoot").await;
+}
+
+async fn kill_9_at_random_points_of_a_day(platform: &str) {
+    // The platform goes on while the exporter is down, up to an hour.
+    let options = SimOptions { features: Some(without_blind_spots(platform)), ..manual_sim_of(platform, 31) };
+    let sim = start_simulator(options).await;
     let dir = tempfile::tempdir().unwrap();
     // A directory that does not exist yet: the exporter creates it.
-    let state_path = dir.path().join("state/movidesk/state.json");
+    let state_path = dir.path().join(format!("state/{platform}/state.json"));
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config(&sim, &state_path)).unwrap();
     let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
@@ -87,7 +100,7 @@ async fn kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
         converges(&proc, &sim, &format!("step {step} ({kills} kills so far)")).await;
     }
     assert!(kills >= 15, "the seeded schedule kills often: {kills}");
-    eprintln!("restarts: {kills} SIGKILLs over a simulated day, 288 checkpoints, every one exact");
+    eprintln!("restarts ({platform}): {kills} SIGKILLs over a simulated day, 288 checkpoints, every one exact");
     assert!(state_path.is_file());
     let leftovers: Vec<_> =
         std::fs::read_dir(state_path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -66,6 +66,7 @@ macro_rules! platforms {
 
 platforms! {
     movidesk => movidesk::Movidesk,
+    chatwoot => chatwoot::Chatwoot,
 }
 
 /// The platform of this name.

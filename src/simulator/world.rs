@@ -276,6 +276,9 @@ pub struct World {
     pending_changes: Vec<u64>,
     /// Transitions since the exporter under test started (see `reset_events`).
     pub events: Vec<Event>,
+    /// Each conversation that existed when the exporter started: its ends then, and
+    /// whether it was live.
+    at_start: std::collections::HashMap<u64, (u32, bool)>,
     /// Scale applied to arrival rates (1.0 = the built-in contact centre).
     pub load: f64,
 }
@@ -388,6 +391,7 @@ impl World {
             open: Vec::new(),
             pending_changes: Vec::new(),
             events: Vec::new(),
+            at_start: Default::default(),
             load: 1.0,
         }
     }
@@ -408,6 +412,19 @@ impl World {
     /// The exporter under test starts now: ground truth counts from here.
     pub fn reset_events(&mut self) {
         self.events.clear();
+        self.at_start =
+            self.conversations.iter().filter(|c| !c.purged).map(|c| (c.id, (c.ends, c.is_open()))).collect();
+    }
+
+    /// Ends before `ends_before` that an exporter started at `reset_events` can know of:
+    /// those after its start, and one for a conversation over at its start (it was
+    /// resolved before). A conversation live at the start shows no trace of earlier ends.
+    pub fn ends_known(&self, conversation: u64, ends_before: u32) -> u32 {
+        match self.at_start.get(&conversation) {
+            Some((ends, true)) => ends_before - ends,
+            Some((ends, false)) => ends_before - ends + 1,
+            None => ends_before,
+        }
     }
 
     /// Removes an open conversation from the platform altogether: no further change
@@ -708,10 +725,11 @@ impl World {
         }
     }
 
-    /// The customer writes again: back to the agent who had it.
+    /// The customer writes again: back to the agent who had it, for long enough that the
+    /// reopening is seen before the next end.
     fn reopen(&mut self, id: u64) {
         let now = self.now;
-        let talk = 60 + self.exp_sample(300.0) as i64;
+        let talk = MIN_GAP_MINUTES * 60 + self.exp_sample(300.0) as i64;
         let c = self.conv(id);
         c.state = State::Attending;
         c.outcome = None;
@@ -730,13 +748,22 @@ impl World {
         self.conv(id).timers.transfer_at = None;
         let from = self.conv(id).agent.expect("attended conversations have an agent");
         let group = self.conv(id).group.clone();
-        let other_group = self.rng.random_bool(0.5);
-        let candidates: Vec<usize> = (0..self.agents.len())
-            .filter(|a| *a != from && self.presence(*a) == Presence::Available)
-            .filter(|a| self.agents[*a].groups.contains(&group) != other_group)
-            .filter(|a| self.load_of(*a) < self.agents[*a].capacity)
-            .collect();
-        let Some(&to) = candidates.first() else { return };
+        let prefer_other = self.rng.random_bool(0.5);
+        let candidates = |other_group: bool| -> Vec<usize> {
+            (0..self.agents.len())
+                .filter(|a| *a != from && self.presence(*a) == Presence::Available)
+                .filter(|a| self.agents[*a].groups.contains(&group) != other_group)
+                .filter(|a| self.load_of(*a) < self.agents[*a].capacity)
+                .collect()
+        };
+        let (other_group, list) = match candidates(prefer_other) {
+            list if !list.is_empty() => (prefer_other, list),
+            _ => (!prefer_other, candidates(!prefer_other)),
+        };
+        if list.is_empty() {
+            return;
+        }
+        let to = list[self.rng.random_range(0..list.len())];
         let to_group = if other_group { self.agents[to].groups[0].clone() } else { group.clone() };
         let c = self.conv(id);
         c.transfers.push(Transfer {

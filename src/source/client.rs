@@ -28,6 +28,9 @@ pub struct Hints {
     pub unauthorized: String,
     /// Added to a 404: what a wrong base URL usually lacks.
     pub not_found: String,
+    /// Reads the body of a 401, 403 or 404 (at most 4 KiB) for a better hint, where the
+    /// platform's answers tell causes apart.
+    pub explain: Option<fn(u16, &[u8]) -> Option<String>>,
 }
 
 /// A successful answer.
@@ -129,16 +132,13 @@ impl ApiClient {
                 return Err(self.fail(SourceError::RateLimited { endpoint, retry_after }));
             }
             401 | 403 => {
-                return Err(self.fail(SourceError::Unauthorized {
-                    endpoint,
-                    status,
-                    hint: self.hints.unauthorized.clone(),
-                }))
+                let hint = self.explain(status, response).await.unwrap_or_else(|| self.hints.unauthorized.clone());
+                return Err(self.fail(SourceError::Unauthorized { endpoint, status, hint }));
             }
             500.. => return Err(self.fail(SourceError::Server { endpoint, status })),
             404 => {
-                let hint = format!(" at {path}{}", self.hints.not_found);
-                return Err(self.fail(SourceError::Client { endpoint, status, hint }));
+                let hint = self.explain(status, response).await.unwrap_or_else(|| self.hints.not_found.clone());
+                return Err(self.fail(SourceError::Client { endpoint, status, hint: format!(" at {path}{hint}") }));
             }
             _ => return Err(self.fail(SourceError::Client { endpoint, status, hint: String::new() })),
         }
@@ -154,6 +154,13 @@ impl ApiClient {
         };
         self.budget.record(Outcome::Success);
         Ok(Answer { body, date, headers })
+    }
+
+    /// The platform's own words for a refusal, when it has an explainer for them.
+    async fn explain(&self, status: u16, response: reqwest::Response) -> Option<String> {
+        let explain = self.hints.explain?;
+        let body = read_limited(response, 4096).await.ok()?;
+        explain(status, &body)
     }
 
     /// Decodes a JSON answer; a body that is not what `T` expects fails the request.

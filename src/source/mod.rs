@@ -28,6 +28,13 @@ pub trait Source: Send {
     fn budget(&self) -> Arc<RequestBudget>;
 }
 
+/// A short digest of a credential, for telling accounts apart in the state file; it
+/// cannot be turned back into the credential.
+pub fn credential_digest(secret: &crate::config::Secret) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.expose().as_bytes());
+    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Why a poll failed. Each variant maps to one bounded `reason` label value.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum SourceError {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod process;
+pub mod spec;
 pub mod tools;
 
 use chat_exporter::config::Polling;
@@ -15,10 +16,14 @@ use chat_exporter::http::{router, AppState};
 use chat_exporter::platforms::{self, Platform};
 use chat_exporter::poller::Poller;
 use chat_exporter::self_metrics::SelfMetrics;
-use chat_exporter::simulator::{self, RunningSimulator, SimOptions, Truth};
+pub use chat_exporter::simulator::{self, RunningSimulator, SimOptions, Truth};
 use chat_exporter::state::StateStore;
 
 pub const TOKEN: &str = "test-token-3f9a1c2e";
+
+/// Every platform the exporter knows, for specifications every platform meets.
+pub static PLATFORMS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| platforms::ALL.iter().map(|p| p.name()).collect());
 
 /// A sample's identity: metric name and labels (empty values dropped, as Prometheus does).
 pub type SeriesKey = (String, BTreeMap<String, String>);
@@ -84,6 +89,25 @@ impl Setup {
         let source = self.platform.load(self.section.clone()).unwrap_or_else(|e| panic!("{e}"));
         Poller::new(source.build(&self.polling, metrics.clone()), metrics, self.polling.poll_interval)
     }
+}
+
+/// The platform's world without what an exporter can only see by watching it happen: a
+/// reopening and its next end, or an answer and a transfer, inside one blind spell (an
+/// outage, a restart) leave no trace in the conversation's fields. The README says so,
+/// under what each platform's API cannot give.
+pub fn without_blind_spots(platform: &str) -> chat_exporter::simulator::Features {
+    chat_exporter::simulator::Features { reopen: false, transfer: false, ..self::platform(platform).world_features() }
+}
+
+/// A configuration file for the simulator's platform: its section, then `extra` lines
+/// (more keys of the section, then other sections).
+pub fn config_file(sim: &RunningSimulator, extra: &str) -> String {
+    let mut text = format!("[{}]\n", sim.state.platform.name());
+    for (key, value) in sim.section().as_object().expect("a section is a table") {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    text.push_str(extra);
+    text
 }
 
 pub fn platform(name: &str) -> &'static dyn Platform {

@@ -56,6 +56,7 @@ impl MovideskSource {
         let hints = Hints {
             unauthorized: "; check movidesk.token (or movidesk.token_file)".to_string(),
             not_found: "; movidesk.base_url must end in /public/v1".to_string(),
+            explain: None,
         };
         MovideskSource {
             client: ApiClient::new(NAME, polling, metrics, hints),
@@ -308,9 +309,7 @@ impl Source for MovideskSource {
     /// Every Movidesk customer shares the same URL; the token tells accounts apart. Only
     /// a short digest of it is kept, which cannot be turned back into the token.
     fn account(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.config.token.expose().as_bytes());
-        let short: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{} (token sha256 {short}…)", self.config.base_url)
+        format!("{} (token sha256 {}…)", self.config.base_url, crate::source::credential_digest(&self.config.token))
     }
 
     fn save_state(&self) -> serde_json::Value {
