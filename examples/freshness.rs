@@ -1,66 +1,88 @@
-//! How stale the numbers get at Movidesk's 10 requests a minute, from the simulator.
+//! How stale the numbers get at each platform's default request budget, from the
+//! simulator.
 //!
-//! The real Movidesk source polls the simulated API in lockstep (one poll every 15
-//! simulated seconds, the default settings otherwise) and the requests each poll needs are
-//! recorded. The budget's pacing (one request every 6 s, at most 10 in any 61 s) is then
-//! replayed over those request counts: a poll starts when it is due or when the previous
-//! one has finished, and its data are published after its last request. The staleness of
-//! a change is the time from the change to the publication of a poll that saw it; the
-//! worst case is a change just after a poll opened its window.
+//! The platform's real source polls the simulated API in lockstep (one poll every
+//! `poll_interval` simulated seconds, the platform's default settings otherwise) and the
+//! requests each poll needs are recorded. The budget's pacing (one request every
+//! 60 s / budget, at most the budget in any 61 s) is then replayed over those request
+//! counts: a poll starts when it is due or when the previous one has finished, and its
+//! data are published after its last request. The staleness of a change is the time
+//! from the change to the publication of a poll that saw it; the worst case is a change
+//! just after a poll opened its window.
 //!
-//! Run: cargo run --release --example freshness
+//! Run: cargo run --release --example freshness [-- PLATFORM [REQUESTS_PER_MINUTE]]
 
+use std::time::Duration;
+
+use chat_exporter::config::Polling;
+use chat_exporter::platforms;
 use chat_exporter::poller::Poller;
 use chat_exporter::self_metrics::SelfMetrics;
 use chat_exporter::simulator::{self, Scenario, SimOptions};
 
-const POLL: f64 = 15.0;
-const SPACING: f64 = 6.0;
+/// Requests read on the roster's schedule rather than every poll, by platform.
+fn roster_endpoints(platform: &str) -> &'static [&'static str] {
+    match platform {
+        "movidesk" => &["persons"],
+        "chatwoot" => &["inboxes", "teams", "team_members"],
+        "rocketchat" => &["department"],
+        _ => &[],
+    }
+}
 
 /// Requests per poll, and the chats that arrived in the hours measured.
-async fn requests_per_poll(scenario: Scenario, skip_hours: i64, hours: i64) -> (Vec<usize>, usize) {
+async fn requests_per_poll(
+    platform: &str,
+    polling: &Polling,
+    scenario: Scenario,
+    skip_hours: i64,
+    hours: i64,
+) -> (Vec<usize>, usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim =
-        simulator::serve(listener, SimOptions { rate_limit: None, scenario, ..SimOptions::default() }).await.unwrap();
+    let options = SimOptions { platform: platform.to_string(), rate_limit: None, scenario, ..SimOptions::default() };
+    let sim = simulator::serve(listener, options).await.unwrap();
     sim.state.advance(skip_hours * 3600);
-    let platform = sim.state.platform;
-    let polling = chat_exporter::config::Polling { requests_per_minute: 1_000_000, ..platform.polling_defaults() };
-    let source = platform.load(sim.section()).unwrap().build(&polling, SelfMetrics::new());
-    let mut exporter = Poller::new(source, SelfMetrics::new(), polling.poll_interval);
-    exporter.poll_once().await.unwrap();
+    let p = sim.state.platform;
+    // Unlimited, and the roster on every poll: what each poll costs is recorded, and the
+    // roster's cost is put back on its own schedule below.
+    let recorded = Polling { requests_per_minute: 1_000_000, roster_interval: Duration::ZERO, ..polling.clone() };
+    let source = p.load(sim.section()).unwrap().build(&recorded, SelfMetrics::new());
+    let mut poller = Poller::new(source, SelfMetrics::new(), recorded.poll_interval);
+    poller.poll_once().await.unwrap();
     let chats_before = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.is_chat()).count());
+    let step = polling.poll_interval.as_secs_f64();
+    let roster_every = (polling.roster_interval.as_secs_f64() / step).round().max(1.0) as usize;
     let mut counts = Vec::new();
-    let polls = (hours * 3600) as f64 / POLL;
-    for i in 0..polls as usize {
-        sim.state.advance(POLL as i64);
+    for i in 0..((hours * 3600) as f64 / step) as usize {
+        sim.state.advance(step as i64);
         let before = sim.state.requests().len();
-        exporter.poll_once().await.unwrap();
-        let mut n = sim.state.requests().len() - before;
-        // The roster is read every 10 minutes of real time; in lockstep, every 40 polls.
-        if i % 40 != 0 {
-            n -= sim.state.requests()[before..].iter().filter(|r| r.endpoint == "persons").count();
-        }
-        counts.push(n);
+        poller.poll_once().await.unwrap();
+        let log = sim.state.requests();
+        let roster = log[before..].iter().filter(|r| roster_endpoints(platform).contains(&r.endpoint.as_str())).count();
+        let n = log.len() - before;
+        counts.push(if (i + 1) % roster_every == 0 { n } else { n - roster });
     }
     let chats_after = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.is_chat()).count());
     (counts, chats_after - chats_before)
 }
 
 /// Replays the budget over the request counts: (worst staleness, mean staleness, requests/min).
-fn replay(counts: &[usize]) -> (f64, f64, f64) {
+fn replay(counts: &[usize], poll: f64, per_minute: u32) -> (f64, f64, f64) {
+    let spacing = 60.0 / per_minute as f64;
+    let limit = per_minute as usize;
     let mut sent: Vec<f64> = Vec::new();
     let mut starts = Vec::new();
     let mut published = Vec::new();
     let mut free_at = 0.0f64;
     for (k, n) in counts.iter().enumerate() {
-        let start = (k as f64 * POLL).max(free_at);
+        let start = (k as f64 * poll).max(free_at);
         let mut t = start;
         for _ in 0..*n {
             if let Some(last) = sent.last() {
-                t = t.max(last + SPACING);
+                t = t.max(last + spacing);
             }
-            if sent.len() >= 10 {
-                t = t.max(sent[sent.len() - 10] + 61.0);
+            if sent.len() >= limit {
+                t = t.max(sent[sent.len() - limit] + 61.0);
             }
             sent.push(t);
         }
@@ -77,22 +99,43 @@ fn replay(counts: &[usize]) -> (f64, f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    println!("| hour (simulated) | chats arriving | requests per poll (max) | worst staleness | mean staleness | requests/min used |");
-    println!("|---|---|---|---|---|---|");
-    // The normal scenario starts at local midnight (UTC-3).
-    for (label, scenario, skip) in [
-        ("quiet (03:00-04:00 local)", Scenario::Normal, 3),
-        ("normal (12:00-13:00 local)", Scenario::Normal, 12),
-        ("peak (15:00-16:00 local, two agents leave)", Scenario::Normal, 15),
-        ("peak scenario, its first two hours (4x arrivals for an hour, half the agents away)", Scenario::Peak, 0),
-    ] {
-        let hours = if scenario == Scenario::Peak { 2 } else { 1 };
-        let (counts, chats) = requests_per_poll(scenario, skip, hours).await;
-        let arrivals = format!("{}/h", chats as i64 / hours);
-        let (worst, mean, per_min) = replay(&counts);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let chosen: Vec<&str> = match args.first() {
+        Some(name) => vec![platforms::find(name).unwrap_or_else(|| panic!("unknown platform {name}")).name()],
+        None => platforms::ALL.iter().map(|p| p.name()).collect(),
+    };
+    let budget: Option<u32> = args.get(1).map(|n| n.parse().expect("REQUESTS_PER_MINUTE is a number"));
+    for name in chosen {
+        let platform = platforms::find(name).unwrap();
+        let mut polling = platform.polling_defaults();
+        if let Some(n) = budget {
+            polling.requests_per_minute = n;
+        }
         println!(
-            "| {label} | {arrivals} | {} | {worst:.0} s | {mean:.0} s | {per_min:.1} |",
-            counts.iter().max().unwrap()
+            "\n{} at {} requests/minute, a poll every {}, the roster every {}:\n",
+            platform.title(),
+            polling.requests_per_minute,
+            humantime::format_duration(polling.poll_interval),
+            humantime::format_duration(polling.roster_interval)
         );
+        println!("| hour (simulated) | chats arriving | requests per poll (max) | worst staleness | mean staleness | requests/min used |");
+        println!("|---|---|---|---|---|---|");
+        // The normal scenario starts at local midnight (UTC-3).
+        for (label, scenario, skip) in [
+            ("quiet (03:00-04:00 local)", Scenario::Normal, 3),
+            ("normal (12:00-13:00 local)", Scenario::Normal, 12),
+            ("peak (15:00-16:00 local, two agents leave)", Scenario::Normal, 15),
+            ("peak scenario, its first two hours (4x arrivals for an hour, half the agents away)", Scenario::Peak, 0),
+        ] {
+            let hours = if scenario == Scenario::Peak { 2 } else { 1 };
+            let (counts, chats) = requests_per_poll(name, &polling, scenario, skip, hours).await;
+            let (worst, mean, per_min) =
+                replay(&counts, polling.poll_interval.as_secs_f64(), polling.requests_per_minute);
+            println!(
+                "| {label} | {}/h | {} | {worst:.0} s | {mean:.0} s | {per_min:.1} |",
+                chats as i64 / hours,
+                counts.iter().max().unwrap()
+            );
+        }
     }
 }

@@ -67,14 +67,9 @@ pub struct Polling {
 }
 
 /// The keys of [`Polling`], as written in a platform's section.
-pub const POLLING_KEYS: &[&str] = &[
-    "poll_interval",
-    "requests_per_minute",
-    "request_timeout",
-    "reconcile_every",
-    "roster_interval",
-    "max_response_size",
-];
+pub fn polling_keys() -> &'static [&'static str] {
+    serde_aux::serde_introspection::serde_introspect::<PollingKeys>()
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,7 +273,7 @@ pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Conf
         return Err(ConfigError::new(name, "must be a section ([name] with keys)"));
     };
     let mut shared = serde_json::Map::new();
-    for key in POLLING_KEYS {
+    for key in polling_keys() {
         if let Some(v) = keys.remove(*key) {
             shared.insert(key.to_string(), v);
         }
@@ -404,28 +399,5 @@ pub mod duration {
             ));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn polling_keys_lists_every_shared_key() {
-        let mut all = serde_json::Map::new();
-        for key in POLLING_KEYS {
-            let value = match *key {
-                "requests_per_minute" | "reconcile_every" => serde_json::json!(5),
-                "max_response_size" => serde_json::json!("1MiB"),
-                _ => serde_json::json!("1s"),
-            };
-            all.insert(key.to_string(), value);
-        }
-        let keys: PollingKeys = deserialize_keys("x", serde_json::Value::Object(all)).unwrap();
-        assert!(keys.poll_interval.is_some() && keys.request_timeout.is_some() && keys.roster_interval.is_some());
-        assert!(
-            keys.requests_per_minute.is_some() && keys.reconcile_every.is_some() && keys.max_response_size.is_some()
-        );
     }
 }

@@ -30,45 +30,115 @@ fn every_flag_is_documented() {
     }
 }
 
-/// Each documented key with its documented default, written into a file, loads into
-/// exactly the configuration that leaving the key out gives.
-#[test]
-fn every_documented_key_exists_with_its_documented_default() {
-    let readme = readme();
-    let mut sections: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+/// The README's tables of keys: (`section.key`, default) from the platform and state
+/// table, and (`key`, [default per platform column]) from the polling table.
+fn documented_keys(readme: &str) -> (Vec<(String, String)>, Vec<String>, Vec<(String, Vec<String>)>) {
+    let mut keys = Vec::new();
+    let mut polling_columns = Vec::new();
+    let mut polling = Vec::new();
+    let code = |c: &str| c.strip_prefix('`').and_then(|c| c.strip_suffix('`')).map(str::to_string);
     for line in readme.lines() {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         if cells.len() < 4 {
             continue;
         }
-        let (Some(key), Some(default)) = (
-            cells[1].strip_prefix('`').and_then(|c| c.strip_suffix('`')),
-            cells[2].strip_prefix('`').and_then(|c| c.strip_suffix('`')),
-        ) else {
-            continue;
-        };
-        let Some((section, name)) = key.split_once('.') else { continue };
-        if !matches!(section, "movidesk" | "state") {
+        if cells[1] == "key" && cells.len() > 4 && cells[2] != "default" {
+            polling_columns = cells[2..cells.len() - 2].iter().map(|c| c.to_lowercase().replace('.', "")).collect();
             continue;
         }
-        let value =
-            if default.parse::<toml_like::Raw>().is_ok() { default.to_string() } else { format!("\"{default}\"") };
-        sections.entry(section.to_string()).or_default().push(format!("{name} = {value}"));
+        let Some(key) = code(cells[1]) else { continue };
+        if key.contains('.') && !key.starts_with('-') {
+            if let Some(default) = code(cells[2]) {
+                keys.push((key, default));
+            } else if cells[2] == "—" {
+                keys.push((key, String::new()));
+            }
+        } else if !polling_columns.is_empty() && cells.len() == polling_columns.len() + 4 {
+            let defaults: Vec<String> = cells[2..2 + polling_columns.len()].iter().filter_map(|c| code(c)).collect();
+            if defaults.len() == polling_columns.len() {
+                polling.push((key, defaults));
+            }
+        }
     }
-    assert!(sections["movidesk"].len() >= 9, "{sections:?}");
+    (keys, polling_columns, polling)
+}
+
+fn toml_value(default: &str) -> String {
+    if default.parse::<toml_like::Raw>().is_ok() {
+        default.to_string()
+    } else {
+        format!("\"{default}\"")
+    }
+}
+
+/// Keys a platform's section cannot do without, with a value for the test.
+fn required(platform: &str) -> &'static [(&'static str, &'static str)] {
+    match platform {
+        "chatwoot" => &[("token", "\"t\""), ("account_id", "3")],
+        "rocketchat" => &[("token", "\"t\""), ("user_id", "\"u\"")],
+        _ => &[("token", "\"t\"")],
+    }
+}
+
+/// Every key of every platform's section, of the shared polling settings and of the
+/// state file is in the README; and each documented default, written into a file,
+/// loads into exactly the configuration that leaving the key out gives.
+#[test]
+fn every_key_is_documented_with_its_default() {
+    let (keys, columns, polling) = documented_keys(&readme());
     let dir = tempfile::tempdir().unwrap();
-    let documented = dir.path().join("documented.toml");
-    let mut text = String::new();
-    for (section, lines) in &sections {
-        text.push_str(&format!("[{section}]\n{}\n", lines.join("\n")));
+    for platform in chat_exporter::platforms::ALL {
+        let name = platform.name();
+        let column = columns
+            .iter()
+            .position(|c| *c == platform.title().to_lowercase().replace('.', ""))
+            .unwrap_or_else(|| panic!("the README's polling table has no column for {}", platform.title()));
+        let mut lines: Vec<String> = required(name).iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        for key in platform.section_keys() {
+            let documented = keys.iter().find(|(k, _)| *k == format!("{name}.{key}"));
+            let (_, default) = documented.unwrap_or_else(|| panic!("{name}.{key} is not in the README's key table"));
+            if !default.is_empty() {
+                lines.push(format!("{key} = {}", toml_value(default)));
+            }
+        }
+        for key in config::polling_keys() {
+            let (_, defaults) = polling
+                .iter()
+                .find(|(k, _)| k == key)
+                .unwrap_or_else(|| panic!("{key} is not in the README's polling table"));
+            lines.push(format!("{key} = {}", toml_value(&defaults[column])));
+        }
+        for (key, default) in keys.iter().filter(|(k, _)| k.starts_with("state.")) {
+            assert!(!default.is_empty(), "{key} has a default");
+        }
+        let state: Vec<String> = keys
+            .iter()
+            .filter_map(|(k, d)| k.strip_prefix("state.").map(|k| format!("{k} = {}", toml_value(d))))
+            .collect();
+        assert_eq!(state.len(), 2, "state.enabled and state.path are documented");
+        let text = format!("[{name}]\n{}\n[state]\n{}\n", lines.join("\n"), state.join("\n"));
+        let documented = dir.path().join(format!("{name}-documented.toml"));
+        std::fs::write(&documented, &text).unwrap();
+        let bare = dir.path().join(format!("{name}-bare.toml"));
+        let bare_lines: Vec<String> = required(name).iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        std::fs::write(&bare, format!("[{name}]\n{}\n", bare_lines.join("\n"))).unwrap();
+        let from_docs = config::load_from(Some(&documented), vec![]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let defaults = config::load_from(Some(&bare), vec![]).unwrap();
+        assert_eq!(
+            format!("{from_docs:?}"),
+            format!("{defaults:?}"),
+            "{name}: documented defaults differ from the code's"
+        );
     }
-    text = text.replace("[movidesk]\n", "[movidesk]\ntoken = \"t\"\n");
-    std::fs::write(&documented, &text).unwrap();
-    let bare = dir.path().join("bare.toml");
-    std::fs::write(&bare, "[movidesk]\ntoken = \"t\"\n").unwrap();
-    let from_docs = config::load_from(Some(&documented), vec![]).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let defaults = config::load_from(Some(&bare), vec![]).unwrap();
-    assert_eq!(format!("{from_docs:?}"), format!("{defaults:?}"), "documented defaults differ from the code's");
+    // Nothing documented that the code does not have.
+    for (key, _) in &keys {
+        let (section, name) = key.split_once('.').unwrap();
+        if section == "state" {
+            continue;
+        }
+        let platform = chat_exporter::platforms::find(section).unwrap_or_else(|| panic!("{key}: no such section"));
+        assert!(platform.section_keys().contains(&name), "{key} is documented but not a key");
+    }
 }
 
 mod toml_like {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use chat_exporter::simulator::{Fault, SimOptions};
+use chat_exporter::simulator::Fault;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,8 @@ pub trait Platform: Sync + Send {
     fn title(&self) -> &'static str;
     /// Shared polling settings, as this platform needs them by default.
     fn polling_defaults(&self) -> Polling;
+    /// The keys of its own section (the shared polling keys aside), for the docs test.
+    fn section_keys(&self) -> &'static [&'static str];
     /// Keys of its section whose environment values are comma-separated lists.
     fn list_keys(&self) -> &'static [&'static str] {
         &[]

@@ -75,6 +75,10 @@ impl super::Platform for Chatwoot {
         "Chatwoot"
     }
 
+    fn section_keys(&self) -> &'static [&'static str] {
+        serde_aux::serde_introspection::serde_introspect::<Section>()
+    }
+
     fn polling_defaults(&self) -> Polling {
         Polling { requests_per_minute: 60, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
     }

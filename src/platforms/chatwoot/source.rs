@@ -268,8 +268,25 @@ impl ChatwootSource {
         }
         .saturating_add(overlap)
         .min(EVERYTHING);
-        let (items, window_date) = self.conversations("all", within).await?;
-        invalid.extend(self.read(&items, &mut obs, &mut newest).await?);
+        let previous = self.window_read.and_then(|m| m.platform);
+        let mut within = within;
+        let mut window_date = None;
+        for attempt in 1.. {
+            let (items, date) = self.conversations("all", within).await?;
+            window_date = date;
+            invalid.extend(self.read(&items, &mut obs, &mut newest).await?);
+            // `updated_within` counts back from the platform's now when it answered. If
+            // its clock moved on more than ours did since `Date` was read (a slow answer,
+            // a clock that jumped), the window began after the previous one: ask again,
+            // from the answer's own `Date`. A later answer about a conversation wins.
+            let (Some(previous), Some(answered_at)) = (previous, date) else { break };
+            let began = answered_at - chrono::Duration::seconds(within.min(EVERYTHING) as i64);
+            let margin = chrono::Duration::seconds((overlap / 2) as i64);
+            if began <= previous - margin || attempt == 3 {
+                break;
+            }
+            within = ((answered_at - previous).num_seconds().max(0) as u64).saturating_add(overlap + 1);
+        }
         self.window_read = Some(WindowMark { platform: window_date.or(now), local: Some(Instant::now()) });
         if !self.started {
             // The start is the platform's now, in the clock that stamps conversations:
