@@ -17,4 +17,3 @@ pub mod simulator;
 pub mod sources;
 pub mod state;
 pub mod tracker;
-pub mod web_config;

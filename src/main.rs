@@ -7,12 +7,12 @@ use tokio::net::TcpListener;
 use chat_exporter::cli::{parse_listen_address, Cli, Command, DemoOptions, SimulateArgs, RESERVED_PATHS};
 use chat_exporter::config::{self, MovideskConfig, Secret};
 use chat_exporter::exporter::Exporter;
+use chat_exporter::http::web as web_config;
 use chat_exporter::http::{router, AppState};
 use chat_exporter::self_metrics::SelfMetrics;
 use chat_exporter::simulator::{self, SimOptions};
 use chat_exporter::sources::movidesk::MovideskSource;
 use chat_exporter::state::StateStore;
-use chat_exporter::web_config;
 
 fn init_logging(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::new(format!("warn,chat_exporter={level}"));
