@@ -57,7 +57,7 @@ pub use auth::{
     UNAUTHORIZED_METRIC_NAME,
 };
 pub use config::{load_optional, ClientAuthType, WebConfig, WebConfigError};
-pub use serve::serve;
+pub use serve::{serve, serve_with_limits, Limits};
 
 #[cfg(test)]
 pub(crate) mod test_support {

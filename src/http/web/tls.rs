@@ -2,7 +2,6 @@
 //! reloading, and the TLS accept path (handshake in its own task, with a timeout).
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,17 +17,18 @@ use rustls::{
     SupportedCipherSuite, SupportedProtocolVersion,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{ClientAuthType, RawTls, WebConfigError};
 
-/// Time a client gets to finish the TLS handshake (or to send its first byte).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections in the TLS handshake at once; more are dropped until some finish.
-const MAX_PENDING_HANDSHAKES: usize = 256;
+/// Time a client gets to finish the TLS handshake, from the accepted TCP connection. A real
+/// handshake takes a few round trips (milliseconds, or a second or two over a bad link);
+/// 10 s is what the header-read timeout gives a plain-HTTP client for its request head.
+/// Connections still in the handshake also count toward the connection cap, and are the
+/// first closed when it is reached (see `serve`).
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often, at most, the certificate files are checked for changes.
 const CERT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -465,84 +465,15 @@ impl ClientCertVerifier for AcceptAnyClientCert {
     }
 }
 
-/// An [`axum::serve::Listener`] yielding connections whose TLS handshake has completed.
-/// Handshakes run in their own tasks (with a timeout), so a slow client delays no one else.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
-    accept_task: tokio::task::JoinHandle<()>,
-}
+// ---------------------------------------------------------------------------------------------
+// The TLS accept path
+// ---------------------------------------------------------------------------------------------
 
-impl TlsListener {
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<Self> {
-        let local_addr = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let accept_task = tokio::spawn(accept_loop(listener, acceptor, tx));
-        Ok(TlsListener { ready, local_addr, accept_task })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task ended (it only does when aborted): no more connections.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local_addr)
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = pending.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many TLS handshakes in progress; connection dropped");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp)).await {
-                Ok(Ok(Some(stream))) => {
-                    let _ = ready.send((stream, peer)).await;
-                }
-                Ok(Ok(None)) => tracing::debug!(%peer, "plain HTTP request on the TLS port refused"),
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-/// TLS handshake; `Ok(None)` when the client spoke plain HTTP (answered with a 400).
-async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::Result<Option<TlsStream<TcpStream>>> {
+/// TLS handshake of an accepted connection; `Ok(None)` when the client spoke plain HTTP
+/// (answered with a 400) or closed at once. The caller bounds it with
+/// [`TLS_HANDSHAKE_TIMEOUT`] (the server loop runs each connection in its own task, so a slow
+/// handshake delays no one else).
+pub(super) async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::Result<Option<TlsStream<TcpStream>>> {
     let _ = tcp.set_nodelay(true);
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
