@@ -344,3 +344,107 @@ async fn a_tls_connection_that_never_says_hello_is_closed_after_the_handshake_ti
     assert_eq!(answer.status(), 200);
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Basic authentication
+// ---------------------------------------------------------------------------------------------
+
+fn auth_config(users: &[(&str, &str, u32)]) -> WebConfig {
+    let mut yaml = String::from("basic_auth_users:\n");
+    for (user, password, cost) in users {
+        yaml.push_str(&format!("  {user}: '{}'\n", bcrypt::hash(password, *cost).unwrap()));
+    }
+    WebConfig::from_yaml_str(&yaml, Path::new("/nonexistent")).unwrap()
+}
+
+/// A client whose connections come from `source` (any 127.0.0.0/8 address is loopback).
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .timeout(PROMPTLY)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_cost_the_same_bcrypt_work_as_wrong_passwords_and_successes_are_cached() {
+    let web = auth_config(&[("prometheus", "s3cret", 6), ("light", "x", 4)]);
+    let auth = web.basic_auth().unwrap();
+    let server = InProcess::start(Some(web), Limits::default()).await;
+    let url = format!("http://{}/metrics", server.addr);
+    let client = client_from("127.0.0.1");
+    let work = || (auth.bcrypt_verifications(), auth.bcrypt_rounds());
+
+    let status = |user: &'static str, password: &'static str| {
+        let request = client.get(&url).basic_auth(user, Some(password));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("nobody", "s3cret").await, 401);
+    let unknown_user = work();
+    assert_eq!(status("prometheus", "wrong").await, 401);
+    let wrong_password = (work().0 - unknown_user.0, work().1 - unknown_user.1);
+    assert_eq!(unknown_user, (1, 1 << 6), "an unknown user costs one verification at the highest configured cost");
+    assert_eq!(wrong_password, unknown_user, "a wrong password costs the same as an unknown user");
+
+    assert_eq!(status("prometheus", "s3cret").await, 200);
+    let after_login = work();
+    for _ in 0..5 {
+        assert_eq!(status("prometheus", "s3cret").await, 200);
+    }
+    assert_eq!(work(), after_login, "verified credentials are cached: no bcrypt on later scrapes");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_flood_delays_neither_a_cached_scrape_nor_a_first_login() {
+    // Cost 10: some 50-100 ms a check, so 200 queued wrong passwords would take 10-20 s.
+    let web = auth_config(&[("prometheus", "s3cret", 10), ("grafana", "0ther", 10)]);
+    let auth = web.basic_auth().unwrap();
+    let server = InProcess::start(Some(web), Limits::default()).await;
+    let url = format!("http://{}/metrics", server.addr);
+    let scraper = client_from("127.0.0.1");
+    assert_eq!(scraper.get(&url).basic_auth("prometheus", Some("s3cret")).send().await.unwrap().status(), 200);
+
+    // 200 clients sending wrong passwords (each a new one) from another address, for 3 s.
+    let flood_until = Instant::now() + Duration::from_secs(3);
+    let flooder = client_from("127.0.0.2");
+    let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let (client, url, statuses) = (flooder.clone(), url.clone(), statuses.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while Instant::now() < flood_until {
+                    n += 1;
+                    if let Ok(r) =
+                        client.get(&url).basic_auth("prometheus", Some(format!("guess-{i}-{n}"))).send().await
+                    {
+                        *statuses.lock().unwrap().entry(r.status().as_u16()).or_default() += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let verifications_before = auth.bcrypt_verifications();
+
+    let started = Instant::now();
+    let cached = scraper.get(&url).basic_auth("prometheus", Some("s3cret")).send().await;
+    assert_eq!(cached.expect("the cached scrape is answered").status(), 200);
+    let cached_took = started.elapsed();
+
+    let started = Instant::now();
+    let first = client_from("127.0.0.3").get(&url).basic_auth("grafana", Some("0ther")).send().await;
+    assert_eq!(first.expect("the first login is answered").status(), 200, "a first login from another address");
+    let first_took = started.elapsed();
+
+    for task in flood {
+        task.await.unwrap();
+    }
+    let statuses = statuses.lock().unwrap().clone();
+    eprintln!("cached scrape {cached_took:?}, first login {first_took:?}, flood answers {statuses:?}");
+    assert!(auth.bcrypt_verifications() > verifications_before, "the flood did keep bcrypt busy");
+    assert!(statuses.get(&401).is_some_and(|n| *n > 0), "{statuses:?}");
+    assert!(statuses.keys().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+    server.stop().await;
+}

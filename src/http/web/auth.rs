@@ -1,13 +1,15 @@
 //! Basic authentication (`basic_auth_users`, bcrypt) and the request guard that enforces it
 //! together with the rate limit and the extra response headers.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -15,6 +17,11 @@ use axum::Router;
 use base64::Engine as _;
 use prometheus::IntCounter;
 use tokio::sync::Semaphore;
+
+use super::serve::ThrottledWarn;
+
+static CHECKS_SHED: ThrottledWarn =
+    ThrottledWarn::new("credential check refused with 503: too many in progress (bcrypt is the bottleneck)");
 
 /// Name of the counter of requests answered with 401 Unauthorized.
 pub const UNAUTHORIZED_METRIC_NAME: &str = "chat_exporter_http_unauthorized_requests_total";
@@ -79,11 +86,25 @@ pub enum UnauthorizedReason {
 /// Checks basic-auth credentials against `basic_auth_users` (bcrypt hashes).
 ///
 /// Successful verifications are remembered by a SHA-256 of (user, hash, password), so a
-/// scraper sending the same credentials pays the bcrypt cost once, not on every scrape.
-/// Failures are not remembered.
+/// scraper sending the same credentials pays the bcrypt cost once, not on every scrape (as
+/// the exporter-toolkit does). Failures are not remembered.
+///
+/// An unknown user is checked against a dummy hash made at load time with the highest cost
+/// among the configured hashes, so it costs as much as a known user's wrong password and
+/// timing does not tell which users exist.
+///
+/// From async code, [`BasicAuth::check_bounded`] runs bcrypt off the async workers with the
+/// bounds explained at [`MAX_AUTH_QUEUE_WAIT`].
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// Compared against for unknown users.
+    dummy_hash: String,
+    /// How long one verification at the highest configured cost took at load time.
+    verify_time: Duration,
+    gate: Gate,
+    verifications: AtomicU64,
+    rounds: AtomicU64,
 }
 
 impl fmt::Debug for BasicAuth {
@@ -99,9 +120,65 @@ struct Credentials {
 
 impl BasicAuth {
     /// `users` maps user names to bcrypt hashes (checked by [`WebConfig::load`]).
+    ///
+    /// Makes the dummy hash for unknown users at the highest cost among them, which takes as
+    /// long as one verification (about 250 ms at cost 12) and measures it.
     pub fn new(users: BTreeMap<String, String>) -> Self {
-        let users = users.into_iter().map(|(u, h)| (u, h.trim().to_string())).collect();
-        BasicAuth { users, verified: Mutex::new(HashSet::new()) }
+        let users: BTreeMap<String, String> = users.into_iter().map(|(u, h)| (u, h.trim().to_string())).collect();
+        let cost = users.values().filter_map(|h| hash_cost(h)).max().unwrap_or(bcrypt::DEFAULT_COST);
+        let started = Instant::now();
+        let dummy_hash = bcrypt::hash("chat_exporter: no such user", cost).expect("bcrypt cost within 4..=31");
+        let verify_time = started.elapsed();
+        let workers = bcrypt_workers();
+        let max_in_progress = max_in_progress(workers, verify_time);
+        tracing::debug!(
+            cost,
+            verify_ms = verify_time.as_millis() as u64,
+            workers,
+            max_in_progress,
+            "basic auth: bcrypt bounds"
+        );
+        BasicAuth {
+            users,
+            verified: Mutex::new(HashSet::new()),
+            dummy_hash,
+            verify_time,
+            gate: Gate::new(workers, max_in_progress),
+            verifications: AtomicU64::new(0),
+            rounds: AtomicU64::new(0),
+        }
+    }
+
+    /// bcrypt verifications run so far (for tests and diagnostics).
+    pub fn bcrypt_verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The work of those verifications, in bcrypt rounds (2^cost each).
+    pub fn bcrypt_rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// The cost of the dummy hash unknown users are checked against.
+    pub fn dummy_cost(&self) -> u32 {
+        hash_cost(&self.dummy_hash).unwrap_or(0)
+    }
+
+    /// How long one verification at the highest configured cost took at load time.
+    pub fn verify_time(&self) -> Duration {
+        self.verify_time
+    }
+
+    /// Credential checks that may be in progress (running or waiting) at once; beyond,
+    /// [`BasicAuth::check_bounded`] answers [`Overloaded`].
+    pub fn max_checks_in_progress(&self) -> usize {
+        self.gate.max_in_progress
+    }
+
+    fn bcrypt_verify(&self, password: &[u8], hash: &str) -> bool {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        self.rounds.fetch_add(1u64 << hash_cost(hash).unwrap_or(0).min(63), Ordering::Relaxed);
+        bcrypt::verify(password, hash).unwrap_or(false)
     }
 
     /// The configured user names.
@@ -109,10 +186,9 @@ impl BasicAuth {
         self.users.keys().map(String::as_str)
     }
 
-    /// Check an `Authorization` header. This may run bcrypt (tens of milliseconds, CPU-bound);
-    /// from async code prefer [`WebConfig::layer`], which runs it on the blocking pool one
-    /// at a time. It does not count refusals: whoever answers 401 increments
-    /// [`unauthorized_requests_total`].
+    /// Check an `Authorization` header. This may run bcrypt (tens to hundreds of
+    /// milliseconds, CPU-bound): from async code use [`BasicAuth::check_bounded`]. It does not
+    /// count refusals: whoever answers 401 increments [`unauthorized_requests_total`].
     pub fn check(&self, authorization_header: Option<&HeaderValue>) -> AuthOutcome {
         if self.users.is_empty() {
             return AuthOutcome::NotRequired;
@@ -124,13 +200,13 @@ impl BasicAuth {
         let (hash, known) = match self.users.get(&creds.user) {
             Some(h) => (h.as_str(), true),
             // Same cost as a known user, so timing does not reveal which users exist.
-            None => (dummy_hash(), false),
+            None => (self.dummy_hash.as_str(), false),
         };
         let key = cache_key(&creds.user, hash, &creds.password);
         if known && self.verified.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
             return AuthOutcome::Authorized { user: creds.user };
         }
-        let ok = bcrypt::verify(&creds.password, hash).unwrap_or(false);
+        let ok = self.bcrypt_verify(&creds.password, hash);
         if !known {
             return AuthOutcome::Unauthorized(UnauthorizedReason::UnknownUser);
         }
@@ -163,6 +239,138 @@ impl BasicAuth {
             .contains(&key)
             .then_some(AuthOutcome::Authorized { user: creds.user })
     }
+
+    /// [`BasicAuth::check`] for async code: a known outcome (cached success, missing or
+    /// malformed credentials) at once; otherwise bcrypt on the blocking pool, with at most
+    /// [`bcrypt_workers`] verifications running, at most one check in progress per client
+    /// address (`peer`) and at most [`BasicAuth::max_checks_in_progress`] in all. A check
+    /// over those bounds is refused at once with [`Overloaded`] (answer 503).
+    pub async fn check_bounded(
+        self: &Arc<Self>,
+        authorization_header: Option<&HeaderValue>,
+        peer: Option<IpAddr>,
+    ) -> Result<AuthOutcome, Overloaded> {
+        if let Some(outcome) = self.check_cached(authorization_header) {
+            return Ok(outcome);
+        }
+        let ticket = self.gate.admit(peer)?;
+        let worker = self.gate.workers.clone().acquire_owned().await.expect("semaphore never closed");
+        let auth = self.clone();
+        let header = authorization_header.cloned();
+        // The ticket and the worker are released when the verification is done, even if the
+        // client has gone away meanwhile.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _held = (ticket, worker);
+            auth.check(header.as_ref())
+        })
+        .await;
+        Ok(outcome.unwrap_or(AuthOutcome::Unauthorized(UnauthorizedReason::WrongPassword)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// bcrypt bounds
+// ---------------------------------------------------------------------------------------------
+
+/// Longest a credential check may expect to wait for a bcrypt worker.
+///
+/// How the bcrypt work is bounded, and why this way:
+/// - Credentials verified once are cached, so a valid scrape after the first never reaches
+///   bcrypt and never waits behind anyone's bcrypt work.
+/// - Verifications run on the blocking pool, at most [`bcrypt_workers`] at once, so the
+///   async workers keep serving scrapes and probes during a flood.
+/// - A first login cannot be told from a wrong password before bcrypt has run, so it cannot
+///   be put ahead in the queue. Instead the queue is kept short: a check is admitted only if
+///   the checks ahead of it, at the verification time measured at load (the highest
+///   configured cost), finish within this wait; otherwise it gets 503 with `Retry-After: 1`
+///   at once, rather than a 401 after seconds (Prometheus' scrape timeout is 10 s). At cost
+///   12 (250–290 ms a check) with one worker, that is one check running and one or two
+///   waiting: an admitted check is answered within this wait plus its own verification
+///   (under 1 s).
+/// - Each client address has at most one check in progress ([`MAX_CHECKS_PER_PEER`]), so
+///   a flood from one address (a brute-force client, a misconfigured scraper) occupies one
+///   place in the queue and a scraper from another address is still admitted at once. A
+///   flood from many addresses can still fill the queue; such checks then get 503 quickly
+///   instead of waiting, and the scraper's next scrape tries again.
+pub const MAX_AUTH_QUEUE_WAIT: Duration = Duration::from_millis(500);
+
+/// Credential checks (running or waiting) per client address at once; more get 503.
+pub const MAX_CHECKS_PER_PEER: usize = 1;
+
+/// Never more checks in progress than this, however cheap the configured hashes.
+const MAX_CHECKS_IN_PROGRESS: usize = 256;
+
+/// bcrypt verifications running at once: half the cores, at least one, so that the other
+/// half keeps serving scrapes, probes and the poller while a flood keeps bcrypt busy.
+pub fn bcrypt_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1)
+}
+
+/// Checks admitted at once so that the last admitted waits at most [`MAX_AUTH_QUEUE_WAIT`].
+fn max_in_progress(workers: usize, verify_time: Duration) -> usize {
+    let per_worker = (MAX_AUTH_QUEUE_WAIT.as_secs_f64() / verify_time.as_secs_f64().max(1e-6)).floor() as usize;
+    // `workers` running, plus those that start within the wait.
+    (workers + workers * per_worker).clamp(workers, MAX_CHECKS_IN_PROGRESS)
+}
+
+/// A credential check refused because too many are in progress: answer 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
+
+struct Gate {
+    workers: Arc<Semaphore>,
+    max_in_progress: usize,
+    /// Checks in progress: in all, and per client address.
+    in_progress: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+}
+
+impl Gate {
+    fn new(workers: usize, max_in_progress: usize) -> Self {
+        Gate {
+            workers: Arc::new(Semaphore::new(workers)),
+            max_in_progress,
+            in_progress: Arc::new(Mutex::new((0, HashMap::new()))),
+        }
+    }
+
+    fn admit(&self, peer: Option<IpAddr>) -> Result<Ticket, Overloaded> {
+        let mut in_progress = self.in_progress.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_peer) = &mut *in_progress;
+        if *total >= self.max_in_progress {
+            return Err(Overloaded);
+        }
+        if let Some(peer) = peer {
+            let count = per_peer.entry(peer).or_insert(0);
+            if *count >= MAX_CHECKS_PER_PEER {
+                return Err(Overloaded);
+            }
+            *count += 1;
+        }
+        *total += 1;
+        Ok(Ticket { in_progress: self.in_progress.clone(), peer })
+    }
+}
+
+/// One admitted check; gives its place back when dropped.
+struct Ticket {
+    in_progress: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+    peer: Option<IpAddr>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut in_progress = self.in_progress.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_peer) = &mut *in_progress;
+        *total -= 1;
+        if let Some(peer) = self.peer {
+            if let Some(count) = per_peer.get_mut(&peer) {
+                *count -= 1;
+                if *count == 0 {
+                    per_peer.remove(&peer);
+                }
+            }
+        }
+    }
 }
 
 fn parse_basic(header: Option<&HeaderValue>) -> Result<Credentials, UnauthorizedReason> {
@@ -192,10 +400,8 @@ fn cache_key(user: &str, hash: &str, password: &[u8]) -> [u8; 32] {
     out
 }
 
-/// A bcrypt hash (cost 10, like most configured hashes) compared against for unknown users.
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| bcrypt::hash("chat_exporter unknown user", 10).expect("bcrypt hash"))
+fn hash_cost(hash: &str) -> Option<u32> {
+    hash.parse::<bcrypt::HashParts>().ok().map(|parts| parts.get_cost())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,8 +410,6 @@ fn dummy_hash() -> &'static str {
 
 struct Guard {
     auth: Option<Arc<BasicAuth>>,
-    /// One bcrypt verification at a time, waiting asynchronously (as the exporter-toolkit does).
-    bcrypt_slot: Semaphore,
     headers: Vec<(HeaderName, HeaderValue)>,
     limiter: Option<Mutex<TokenBucket>>,
 }
@@ -247,7 +451,6 @@ pub(super) fn guard_layer(
 ) -> Router {
     let guard = Arc::new(Guard {
         auth,
-        bcrypt_slot: Semaphore::new(1),
         headers,
         limiter: rate_limit.map(|(burst, interval)| Mutex::new(TokenBucket::new(burst, interval))),
     });
@@ -276,15 +479,15 @@ async fn guarded(guard: &Arc<Guard>, request: Request, next: Next) -> Response {
     let Some(auth) = &guard.auth else {
         return next.run(request).await;
     };
-    let header = request.headers().get(AUTHORIZATION).cloned();
-    let outcome = match auth.check_cached(header.as_ref()) {
-        Some(outcome) => outcome,
-        None => {
-            let _slot = guard.bcrypt_slot.acquire().await.expect("semaphore never closed");
-            let auth = auth.clone();
-            tokio::task::spawn_blocking(move || auth.check(header.as_ref()))
-                .await
-                .unwrap_or(AuthOutcome::Unauthorized(UnauthorizedReason::WrongPassword))
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let outcome = match auth.check_bounded(request.headers().get(AUTHORIZATION), peer).await {
+        Ok(outcome) => outcome,
+        Err(Overloaded) => {
+            CHECKS_SHED.hit(&format_args!("{}", peer.map_or("unknown".to_string(), |p| p.to_string())));
+            let mut response =
+                (StatusCode::SERVICE_UNAVAILABLE, "Too many credential checks in progress\n").into_response();
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
         }
     };
     match outcome {
@@ -350,5 +553,39 @@ mod tests {
         let hash = bcrypt::hash("a:b", 4).unwrap();
         let auth = BasicAuth::new(BTreeMap::from([("u".to_string(), hash)]));
         assert!(auth.check(Some(&basic("u", "a:b"))).is_allowed());
+    }
+
+    #[test]
+    fn unknown_users_cost_as_much_as_the_costliest_configured_hash() {
+        let users = BTreeMap::from([
+            ("alice".to_string(), bcrypt::hash("a", 6).unwrap()),
+            ("bob".to_string(), bcrypt::hash("b", 4).unwrap()),
+        ]);
+        let auth = BasicAuth::new(users);
+        assert_eq!(auth.dummy_cost(), 6, "the dummy hash takes the highest configured cost");
+        assert!(auth.check(Some(&basic("mallory", "a"))) == AuthOutcome::Unauthorized(UnauthorizedReason::UnknownUser));
+        assert_eq!((auth.bcrypt_verifications(), auth.bcrypt_rounds()), (1, 1 << 6));
+        assert!(!auth.check(Some(&basic("alice", "wrong"))).is_allowed());
+        assert_eq!((auth.bcrypt_verifications(), auth.bcrypt_rounds()), (2, 2 << 6), "same work as an unknown user");
+    }
+
+    #[test]
+    fn the_queue_admits_what_finishes_within_the_wait_and_one_check_per_address() {
+        // 250 ms a check (cost 12), one worker: one running and one waiting.
+        assert_eq!(max_in_progress(1, Duration::from_millis(250)), 3);
+        assert_eq!(max_in_progress(1, Duration::from_millis(300)), 2);
+        assert_eq!(max_in_progress(2, Duration::from_millis(600)), 2, "never fewer than the workers");
+        assert_eq!(max_in_progress(1, Duration::from_micros(10)), MAX_CHECKS_IN_PROGRESS);
+
+        let gate = Gate::new(1, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = gate.admit(Some(a)).unwrap();
+        assert_eq!(gate.admit(Some(a)).err(), Some(Overloaded), "one check per address");
+        let _second = gate.admit(Some(b)).unwrap();
+        let _third = gate.admit(None).unwrap();
+        assert_eq!(gate.admit(Some("192.0.2.3".parse().unwrap())).err(), Some(Overloaded), "queue full");
+        drop(first);
+        assert!(gate.admit(Some(a)).is_ok(), "a place given back is taken again");
     }
 }

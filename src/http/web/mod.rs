@@ -53,7 +53,7 @@ pub mod serve;
 pub mod tls;
 
 pub use auth::{
-    unauthorized_requests_total, AuthOutcome, BasicAuth, UnauthorizedReason, UNAUTHENTICATED_PATHS,
+    unauthorized_requests_total, AuthOutcome, BasicAuth, Overloaded, UnauthorizedReason, UNAUTHENTICATED_PATHS,
     UNAUTHORIZED_METRIC_NAME,
 };
 pub use config::{load_optional, ClientAuthType, WebConfig, WebConfigError};

@@ -536,17 +536,17 @@ static TLS_HANDSHAKE_TIMED_OUT: ThrottledWarn = ThrottledWarn::new("TLS handshak
 
 /// A warning logged at most once per [`WARN_INTERVAL`]; the next one logged says how many
 /// were not.
-struct ThrottledWarn {
+pub(super) struct ThrottledWarn {
     what: &'static str,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl ThrottledWarn {
-    const fn new(what: &'static str) -> Self {
+    pub(super) const fn new(what: &'static str) -> Self {
         ThrottledWarn { what, state: Mutex::new((None, 0)) }
     }
 
-    fn hit(&self, detail: &dyn fmt::Display) {
+    pub(super) fn hit(&self, detail: &dyn fmt::Display) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if state.0.is_some_and(|last| now.duration_since(last) < WARN_INTERVAL) {
