@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine as _;
 use prometheus::IntCounter;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::serve::ThrottledWarn;
 
@@ -244,7 +244,8 @@ impl BasicAuth {
     /// malformed credentials) at once; otherwise bcrypt on the blocking pool, with at most
     /// [`bcrypt_workers`] verifications running, at most one check in progress per client
     /// address (`peer`) and at most [`BasicAuth::max_checks_in_progress`] in all. A check
-    /// over those bounds is refused at once with [`Overloaded`] (answer 503).
+    /// that finds no place within [`AUTH_ADMISSION_WAIT`] is refused with [`Overloaded`]
+    /// (answer 503).
     pub async fn check_bounded(
         self: &Arc<Self>,
         authorization_header: Option<&HeaderValue>,
@@ -253,7 +254,7 @@ impl BasicAuth {
         if let Some(outcome) = self.check_cached(authorization_header) {
             return Ok(outcome);
         }
-        let ticket = self.gate.admit(peer)?;
+        let ticket = self.gate.admit_within(peer, AUTH_ADMISSION_WAIT).await?;
         let worker = self.gate.workers.clone().acquire_owned().await.expect("semaphore never closed");
         let auth = self.clone();
         let header = authorization_header.cloned();
@@ -272,7 +273,7 @@ impl BasicAuth {
 // bcrypt bounds
 // ---------------------------------------------------------------------------------------------
 
-/// Longest a credential check may expect to wait for a bcrypt worker.
+/// Longest a credential check may expect to wait for a bcrypt worker once admitted.
 ///
 /// How the bcrypt work is bounded, and why this way:
 /// - Credentials verified once are cached, so a valid scrape after the first never reaches
@@ -282,17 +283,22 @@ impl BasicAuth {
 /// - A first login cannot be told from a wrong password before bcrypt has run, so it cannot
 ///   be put ahead in the queue. Instead the queue is kept short: a check is admitted only if
 ///   the checks ahead of it, at the verification time measured at load (the highest
-///   configured cost), finish within this wait; otherwise it gets 503 with `Retry-After: 1`
-///   at once, rather than a 401 after seconds (Prometheus' scrape timeout is 10 s). At cost
-///   12 (250–290 ms a check) with one worker, that is one check running and one or two
-///   waiting: an admitted check is answered within this wait plus its own verification
-///   (under 1 s).
+///   configured cost), finish within this wait. At cost 12 (250–290 ms a check) with one
+///   worker, that is one check running and one or two waiting.
 /// - Each client address has at most one check in progress ([`MAX_CHECKS_PER_PEER`]), so
 ///   a flood from one address (a brute-force client, a misconfigured scraper) occupies one
-///   place in the queue and a scraper from another address is still admitted at once. A
-///   flood from many addresses can still fill the queue; such checks then get 503 quickly
-///   instead of waiting, and the scraper's next scrape tries again.
+///   place in the queue and a scraper from another address is admitted at once: it is
+///   answered within this wait plus its own verification (under 1 s at cost 12).
+/// - A check that finds no place waits for one at most [`AUTH_ADMISSION_WAIT`], then gets
+///   503 with `Retry-After: 1`, rather than a 401 after seconds (Prometheus' scrape timeout
+///   is 10 s). The short wait keeps a flood's clients from retrying in a tight loop that
+///   would take the CPU from bcrypt. A flood from many addresses can still fill the queue;
+///   a first login then gets 503 quickly and the next scrape tries again.
 pub const MAX_AUTH_QUEUE_WAIT: Duration = Duration::from_millis(500);
+
+/// Longest a credential check waits for a place in the queue before 503 (see
+/// [`MAX_AUTH_QUEUE_WAIT`]).
+pub const AUTH_ADMISSION_WAIT: Duration = Duration::from_millis(250);
 
 /// Credential checks (running or waiting) per client address at once; more get 503.
 pub const MAX_CHECKS_PER_PEER: usize = 1;
@@ -317,11 +323,15 @@ fn max_in_progress(workers: usize, verify_time: Duration) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overloaded;
 
+type InProgress = Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>;
+
 struct Gate {
     workers: Arc<Semaphore>,
     max_in_progress: usize,
     /// Checks in progress: in all, and per client address.
-    in_progress: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+    in_progress: InProgress,
+    /// Notified when a check gives its place back.
+    released: Arc<Notify>,
 }
 
 impl Gate {
@@ -330,6 +340,24 @@ impl Gate {
             workers: Arc::new(Semaphore::new(workers)),
             max_in_progress,
             in_progress: Arc::new(Mutex::new((0, HashMap::new()))),
+            released: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A place in the queue, waiting for one at most `wait`.
+    async fn admit_within(&self, peer: Option<IpAddr>, wait: Duration) -> Result<Ticket, Overloaded> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before looking, so that a place given back in between is not missed.
+            let released = self.released.notified();
+            let mut released = std::pin::pin!(released);
+            released.as_mut().enable();
+            if let Ok(ticket) = self.admit(peer) {
+                return Ok(ticket);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(Overloaded);
+            }
         }
     }
 
@@ -347,13 +375,14 @@ impl Gate {
             *count += 1;
         }
         *total += 1;
-        Ok(Ticket { in_progress: self.in_progress.clone(), peer })
+        Ok(Ticket { in_progress: self.in_progress.clone(), released: self.released.clone(), peer })
     }
 }
 
 /// One admitted check; gives its place back when dropped.
 struct Ticket {
-    in_progress: Arc<Mutex<(usize, HashMap<IpAddr, usize>)>>,
+    in_progress: InProgress,
+    released: Arc<Notify>,
     peer: Option<IpAddr>,
 }
 
@@ -370,6 +399,8 @@ impl Drop for Ticket {
                 }
             }
         }
+        drop(in_progress);
+        self.released.notify_waiters();
     }
 }
 
@@ -587,5 +618,21 @@ mod tests {
         assert_eq!(gate.admit(Some("192.0.2.3".parse().unwrap())).err(), Some(Overloaded), "queue full");
         drop(first);
         assert!(gate.admit(Some(a)).is_ok(), "a place given back is taken again");
+    }
+
+    #[tokio::test]
+    async fn a_check_waits_a_little_for_a_place_then_gets_overloaded() {
+        let gate = Arc::new(Gate::new(1, 1));
+        let held = gate.admit(None).unwrap();
+        let started = Instant::now();
+        assert_eq!(gate.admit_within(None, Duration::from_millis(100)).await.err(), Some(Overloaded));
+        assert!(started.elapsed() >= Duration::from_millis(90), "refused only after the wait");
+        let waiter = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.admit_within(None, Duration::from_secs(5)).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        assert!(waiter.await.unwrap(), "a place given back is taken by the waiting check");
     }
 }

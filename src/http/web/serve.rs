@@ -10,8 +10,10 @@
 //!   requests) is closed to make room. So connections that hold a slot without asking for
 //!   anything (slowloris, TLS clients that never send a ClientHello, forgotten keep-alives)
 //!   cannot lock out a fresh scraper: its request head arrives at once and, from then on, its
-//!   connection is busy and never chosen. Only when every connection has a request in
-//!   progress (each bounded by the router's request timeout) does accepting wait.
+//!   connection is busy and chosen last. When every connection has a request in progress,
+//!   the one busy longest is closed after its response (each request is bounded by the
+//!   router's request timeout and the credential-check wait), so clients keeping every
+//!   connection busy cannot keep a new one out either.
 //! - **TLS handshake**: [`TLS_HANDSHAKE_TIMEOUT`] from the accepted TCP connection.
 //! - **first request head**: [`HEADER_READ_TIMEOUT`] from the connection (or the end of its
 //!   handshake) to a complete request head.
@@ -460,36 +462,33 @@ impl Connections {
         self.max - self.permits.available_permits()
     }
 
-    /// A place for one more connection: at once below the cap; at the cap, after closing the
-    /// connection that has gone longest without a request in progress.
+    /// A place for one more connection: at once below the cap; at the cap, once the
+    /// connection chosen by [`Connections::close_one`] has closed.
     async fn admit(&self) -> OwnedSemaphorePermit {
-        loop {
-            if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                return permit;
-            }
-            if self.close_longest_waiting() {
-                CAP_REACHED.hit(&format_args!("limit {}", self.max));
-            }
-            // The closed connection gives its place back within microseconds; if every
-            // connection had a request in progress, look again shortly.
-            if let Ok(Ok(permit)) =
-                tokio::time::timeout(Duration::from_millis(50), self.permits.clone().acquire_owned()).await
-            {
-                return permit;
-            }
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return permit;
         }
+        if self.close_one() {
+            CAP_REACHED.hit(&format_args!("limit {}", self.max));
+        }
+        // Every connection asked to close does close: at once without a request in
+        // progress, after its response otherwise (bounded by the request timeout).
+        self.permits.clone().acquire_owned().await.expect("semaphore never closed")
     }
 
-    fn close_longest_waiting(&self) -> bool {
+    /// Ask one connection to close: the one that has gone longest without a request in
+    /// progress; if every connection has one, the one busy longest, after its response (so
+    /// that clients keeping all connections busy cannot keep a new one out either).
+    fn close_one(&self) -> bool {
         let mut open = self.open();
         let victim = open
             .values()
             .filter_map(|slot| {
                 let state = slot.lock();
-                (state.phase != Phase::Busy && !state.close).then(|| (state.since, slot.id))
+                (!state.close).then(|| (state.phase == Phase::Busy, state.since, slot.id))
             })
             .min();
-        let Some((_, id)) = victim else { return false };
+        let Some((_, _, id)) = victim else { return false };
         if let Some(slot) = open.remove(&id) {
             slot.request_close();
         }
@@ -595,21 +594,23 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_closes_the_connection_waiting_longest_and_never_a_busy_one() {
+    fn the_cap_closes_the_connection_waiting_longest_and_a_busy_one_last() {
         let connections = Connections::new(3);
         let busy = connections.register(Phase::FirstHead);
         let _b = Busy::new(busy.clone());
         let oldest_waiting = connections.register(Phase::FirstHead);
         std::thread::sleep(Duration::from_millis(2));
         let newer = connections.register(Phase::Handshake);
-        // The busy connection is older than both but never chosen.
-        assert!(connections.close_longest_waiting());
+        // The busy connection is older than both but chosen last.
+        assert!(connections.close_one());
         assert!(oldest_waiting.close_requested());
         assert!(!busy.close_requested());
         assert!(!newer.close_requested());
-        assert!(connections.close_longest_waiting());
+        assert!(connections.close_one());
         assert!(newer.close_requested());
-        assert!(!connections.close_longest_waiting(), "only a busy connection is left");
+        assert!(connections.close_one());
+        assert!(busy.close_requested(), "closed after its response when no other is left");
+        assert!(!connections.close_one(), "each connection is asked once");
     }
     #[tokio::test]
     async fn serve_requires_any_client_certificate_and_keeps_probes_open() {
