@@ -1,6 +1,6 @@
 //! HTTP routes: the metrics, the health endpoints and a landing page, behind the
 //! request-side tower layers (a request timeout, a cap on requests in flight and load
-//! shedding). The connection-side bounds are in [`web::serve`](super::web::serve).
+//! shedding). The connection-side bounds are in [`web::serve`](mod@super::web::serve).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -119,13 +119,13 @@ struct Credentials {
 }
 
 impl BasicAuth {
-    /// `users` maps user names to bcrypt hashes (checked by [`WebConfig::load`]).
+    /// `users` maps user names to bcrypt hashes (checked by [`WebConfig::load`](super::WebConfig::load)).
     ///
     /// Makes the dummy hash for unknown users at the highest cost among them, which takes as
     /// long as one verification (about 250 ms at cost 12) and measures it.
     pub fn new(users: BTreeMap<String, String>) -> Self {
         let users: BTreeMap<String, String> = users.into_iter().map(|(u, h)| (u, h.trim().to_string())).collect();
-        let cost = users.values().filter_map(|h| hash_cost(h)).max().unwrap_or(bcrypt::DEFAULT_COST);
+        let cost = users.values().filter_map(|h| hash_cost(h)).max().unwrap_or(bcrypt::DEFAULT_COST).clamp(4, 31);
         let started = Instant::now();
         let dummy_hash = bcrypt::hash("chat_exporter: no such user", cost).expect("bcrypt cost within 4..=31");
         let verify_time = started.elapsed();

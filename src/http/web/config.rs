@@ -279,7 +279,7 @@ impl WebConfig {
     }
 
     /// Wrap `app` with what the file asks for at the HTTP level: extra response headers, the
-    /// rate limit and basic authentication (except on [`UNAUTHENTICATED_PATHS`]). [`serve`]
+    /// rate limit and basic authentication (except on [`UNAUTHENTICATED_PATHS`](super::UNAUTHENTICATED_PATHS)). [`serve`](super::serve())
     /// calls this; call it yourself only when serving by other means.
     pub fn layer(&self, app: Router) -> Router {
         if self.headers.is_empty() && self.rate_limit.is_none() && self.auth.is_none() {
@@ -311,6 +311,11 @@ fn validate_bcrypt_hash(hash: &str) -> Result<(), String> {
     let hash = hash.trim();
     let parts: Result<bcrypt::HashParts, _> = hash.parse();
     match parts {
+        // bcrypt's costs are 4 to 31; anything else could not be verified (nor the dummy
+        // hash for unknown users made at that cost).
+        Ok(parts) if !(4..=31).contains(&parts.get_cost()) => {
+            Err(format!("bcrypt cost {} is outside 4..=31", parts.get_cost()))
+        }
         Ok(_) => Ok(()),
         Err(e) => Err(format!("not a bcrypt hash ({e}); generate one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`")),
     }
@@ -376,6 +381,9 @@ mod tests {
     #[test]
     fn bad_hashes_and_headers_are_rejected() {
         let err = parse("basic_auth_users:\n  alice: plaintext\n").unwrap_err();
+        assert_eq!(err.key, "basic_auth_users.alice");
+        let too_costly = bcrypt::hash("x", 4).unwrap().replacen("$04$", "$99$", 1);
+        let err = parse(&format!("basic_auth_users:\n  alice: '{too_costly}'\n")).unwrap_err();
         assert_eq!(err.key, "basic_auth_users.alice");
         let err = parse("http_server_config:\n  headers:\n    X-Powered-By: me\n").unwrap_err();
         assert_eq!(err.key, "http_server_config.headers.X-Powered-By");

@@ -45,7 +45,7 @@
 //!
 //! Entry points for the server code:
 //! - [`WebConfig::load`] (or [`load_optional`]) at startup, failing fast on a bad file;
-//! - [`serve`] to run an axum [`Router`] over plain HTTP or TLS with authentication;
+//! - [`serve()`] to run an axum [`Router`](axum::Router) over plain HTTP or TLS with authentication;
 
 pub mod auth;
 pub mod config;
