@@ -14,7 +14,7 @@ use crate::poller::Poller;
 use crate::self_metrics::SelfMetrics;
 use crate::simulator::{self, RunningSimulator, SimOptions};
 use crate::state::StateStore;
-use crate::web_config;
+use crate::http::web as web_config;
 
 /// Runs the exporter until SIGTERM or Ctrl-C.
 pub async fn run(cli: Cli) -> Result<(), String> {

@@ -19,4 +19,3 @@ pub mod simulator;
 pub mod source;
 pub mod state;
 pub mod tracker;
-pub mod web_config;

@@ -132,7 +132,7 @@ impl SelfMetrics {
             registry.register(collector).expect("metric names are unique");
         }
         registry
-            .register(Box::new(crate::web_config::unauthorized_requests_total().clone()))
+            .register(Box::new(crate::http::web::unauthorized_requests_total().clone()))
             .expect("registered once per registry");
         #[cfg(target_os = "linux")]
         registry

@@ -1,12 +1,20 @@
-//! HTTP routes: the metrics, the health endpoints and a landing page.
+//! HTTP routes: the metrics, the health endpoints and a landing page, behind the
+//! request-side tower layers (a request timeout, a cap on requests in flight and load
+//! shedding). The connection-side bounds are in [`web::serve`](mod@super::web::serve).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{BoxError, Router};
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::error::Overloaded;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::exposition::{SharedExposition, CONTENT_TYPE};
 use crate::poller::Health;
@@ -20,6 +28,16 @@ pub struct AppState {
     pub source_description: String,
 }
 
+/// Requests handled at once. Every handler answers from memory in microseconds (the
+/// exposition is encoded once per poll), so even a few busy Prometheus servers stay far
+/// below it; past it, requests get 503 at once (load shedding) instead of queueing.
+pub const MAX_IN_FLIGHT_REQUESTS: usize = 64;
+
+/// Longest time from a request's complete head to its response (503 past it). A backstop:
+/// handlers do not wait on anything; Prometheus' default scrape timeout is 10 s as well.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The exporter's routes with their request-side layers.
 pub fn router(state: AppState) -> Router {
     let telemetry_path = state.telemetry_path.clone();
     Router::new()
@@ -28,6 +46,25 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                // Global: one count shared by every route (the plain layer would count per route).
+                .layer(GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT_REQUESTS))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT)),
+        )
+}
+
+/// The load shedder's refusal (and any other layer error) as a response.
+async fn overloaded(error: BoxError) -> Response {
+    if error.is::<Overloaded>() {
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, "Too many requests in flight\n").into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+    }
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
