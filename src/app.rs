@@ -8,13 +8,13 @@ use tokio::net::TcpListener;
 
 use crate::cli::{parse_listen_address, Cli, DemoOptions, SimulateArgs, RESERVED_PATHS};
 use crate::config::{self, Config};
+use crate::http::web as web_config;
 use crate::http::{router, AppState};
 use crate::platforms;
 use crate::poller::Poller;
 use crate::self_metrics::SelfMetrics;
 use crate::simulator::{self, RunningSimulator, SimOptions};
 use crate::state::StateStore;
-use crate::http::web as web_config;
 
 /// Runs the exporter until SIGTERM or Ctrl-C.
 pub async fn run(cli: Cli) -> Result<(), String> {

@@ -3,6 +3,8 @@
 //! Calls are spread evenly (one every 60 s / budget), never more than the budget in any
 //! 60-second window, never before a `Retry-After` has passed, and after consecutive
 //! failures they back off exponentially with jitter, so a failing token is not locked out.
+//! Where a platform limits each route on its own (Rocket.Chat), every route also has its
+//! own window and its own wait, read from the platform's rate-limit headers.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -23,6 +25,8 @@ pub struct RequestBudget {
     source: &'static str,
     per_minute: u32,
     spacing: Duration,
+    /// Requests per minute each route allows on its own, where the platform limits routes.
+    per_route: Option<u32>,
     metrics: SelfMetrics,
     state: Mutex<BudgetState>,
 }
@@ -31,6 +35,13 @@ struct BudgetState {
     sent: VecDeque<Instant>,
     not_before: Option<Instant>,
     consecutive_failures: u32,
+    routes: std::collections::HashMap<&'static str, RouteState>,
+}
+
+#[derive(Default)]
+struct RouteState {
+    sent: VecDeque<Instant>,
+    not_before: Option<Instant>,
 }
 
 /// What came of a call, as far as pacing is concerned.
@@ -48,18 +59,34 @@ impl RequestBudget {
             per_minute,
             spacing: WINDOW / per_minute,
             metrics,
+            per_route: None,
             // A process that just started does not know what its predecessor sent: it
             // waits one spacing, so a crash loop cannot burst past the platform's limit.
             state: Mutex::new(BudgetState {
                 sent: VecDeque::new(),
                 not_before: Some(Instant::now() + WINDOW / per_minute),
                 consecutive_failures: 0,
+                routes: Default::default(),
             }),
         }
     }
 
-    /// Waits until a call may be made, and books it.
-    pub async fn acquire(&self) {
+    /// Also at most `per_route` requests a minute on each route.
+    pub fn with_route_limit(mut self, per_route: u32) -> Self {
+        self.per_route = Some(per_route.max(1));
+        self
+    }
+
+    /// The platform said `route` takes no more requests for `wait` (its own reset time).
+    pub fn hold_route(&self, route: &'static str, wait: Duration) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let until = Instant::now() + wait.min(crate::source::client::MAX_RETRY_AFTER);
+        let r = state.routes.entry(route).or_default();
+        r.not_before = Some(r.not_before.map_or(until, |nb| nb.max(until)));
+    }
+
+    /// Waits until a call to `route` may be made, and books it.
+    pub async fn acquire(&self, route: &'static str) {
         let started = Instant::now();
         loop {
             let wait = {
@@ -79,8 +106,23 @@ impl RequestBudget {
                 if let Some(nb) = state.not_before {
                     ready_at = ready_at.max(nb);
                 }
+                if let Some(limit) = self.per_route {
+                    let r = state.routes.entry(route).or_default();
+                    while r.sent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW + WINDOW_MARGIN) {
+                        r.sent.pop_front();
+                    }
+                    if r.sent.len() >= limit as usize {
+                        ready_at = ready_at.max(r.sent[r.sent.len() - limit as usize] + WINDOW + WINDOW_MARGIN);
+                    }
+                    if let Some(nb) = r.not_before {
+                        ready_at = ready_at.max(nb);
+                    }
+                }
                 if ready_at <= now {
                     state.sent.push_back(now);
+                    if self.per_route.is_some() {
+                        state.routes.entry(route).or_default().sent.push_back(now);
+                    }
                     None
                 } else {
                     Some(ready_at - now)

@@ -96,6 +96,9 @@ pub struct ChatObservation {
     /// that): it was answered, whatever it has become since. `agent` is who answered
     /// when the platform cannot tell anything better.
     pub answered: bool,
+    /// Who answered it, and its labels then, where the platform tells them and they may
+    /// differ from now (a transfer since); `None`: `labels` and `agent`.
+    pub answered_as: Option<(ChatLabels, Option<AgentRef>)>,
     /// When the customer started waiting (for the oldest-waiting gauge), or when the
     /// conversation began.
     pub waiting_since: Option<DateTime<Utc>>,

@@ -211,7 +211,13 @@ impl Tracker {
         if chat.answered && !record.answered {
             record.answered = true;
             if !is_history {
-                *counters.answered.entry((chat.labels.clone(), agent_name())).or_default() += 1;
+                let key = match &chat.answered_as {
+                    Some((labels, agent)) => {
+                        (labels.clone(), agent.as_ref().map(|a| a.name.clone()).unwrap_or_default())
+                    }
+                    None => (chat.labels.clone(), agent_name()),
+                };
+                *counters.answered.entry(key).or_default() += 1;
             }
         }
         if record.answered && !record.wait_observed {
@@ -454,6 +460,7 @@ mod tests {
             agent: attended.then(|| AgentRef { id: "1".into(), name: "Ana".into() }),
             phase,
             answered: attended,
+            answered_as: None,
             waiting_since: Some(at(0)),
             wait_seconds: attended.then_some(30.0),
             talk_seconds: matches!(phase, Phase::Finished { .. }).then_some(300.0),

@@ -69,6 +69,7 @@ macro_rules! platforms {
 platforms! {
     movidesk => movidesk::Movidesk,
     chatwoot => chatwoot::Chatwoot,
+    rocketchat => rocketchat::RocketChat,
 }
 
 /// The platform of this name.

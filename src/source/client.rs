@@ -33,6 +33,14 @@ pub struct Hints {
     pub explain: Option<fn(u16, &[u8]) -> Option<String>>,
 }
 
+/// Where a route stands, by the platform's rate-limit headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteLimit {
+    pub remaining: u32,
+    /// Until the route's window resets.
+    pub reset_in: Duration,
+}
+
 /// A successful answer.
 #[derive(Debug)]
 pub struct Answer {
@@ -49,8 +57,8 @@ pub struct ApiClient {
     metrics: SelfMetrics,
     max_body: u64,
     hints: Hints,
-    /// Reads a platform's own rate-limit headers on a 429 without `Retry-After`.
-    reset_after: Option<fn(&HeaderMap) -> Option<Duration>>,
+    /// Reads a platform's own per-route rate-limit headers, where it limits each route.
+    route_limit: Option<fn(&HeaderMap, Option<DateTime<Utc>>) -> Option<RouteLimit>>,
     /// Whether an unreadable record was logged since the last clean poll.
     rejection_logged: AtomicBool,
 }
@@ -74,15 +82,22 @@ impl ApiClient {
             metrics,
             max_body: polling.max_response_size,
             hints,
-            reset_after: None,
+            route_limit: None,
             rejection_logged: AtomicBool::new(false),
         }
     }
 
-    /// Reads the platform's rate-limit reset from its own headers when a 429 comes
-    /// without `Retry-After`.
-    pub fn with_reset_header(mut self, reset_after: fn(&HeaderMap) -> Option<Duration>) -> Self {
-        self.reset_after = Some(reset_after);
+    /// The platform limits each route on its own, to `per_route` requests a minute by
+    /// default, and tells where a route stands in headers that `read` understands: a route
+    /// with no request left waits for its reset instead of earning a 429.
+    pub fn with_route_limits(
+        mut self,
+        per_route: u32,
+        read: fn(&HeaderMap, Option<DateTime<Utc>>) -> Option<RouteLimit>,
+    ) -> Self {
+        let budget = Arc::try_unwrap(self.budget).unwrap_or_else(|_| unreachable!("the budget is not shared yet"));
+        self.budget = Arc::new(budget.with_route_limit(per_route));
+        self.route_limit = Some(read);
         self
     }
 
@@ -100,7 +115,7 @@ impl ApiClient {
 
     /// Sends one request once the budget allows it, and reads the whole answer.
     pub async fn fetch(&self, endpoint: &'static str, request: reqwest::RequestBuilder) -> Result<Answer, SourceError> {
-        self.budget.acquire().await;
+        self.budget.acquire(endpoint).await;
         let (path, request) = match request.build() {
             Ok(r) => (r.url().path().to_string(), r),
             Err(e) => return Err(self.fail(transport_error(endpoint, &e))),
@@ -120,6 +135,10 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
             .map(|t| t.with_timezone(&Utc));
+        let route = self.route_limit.and_then(|read| read(&headers, date));
+        if let Some(limit) = route.filter(|r| r.remaining == 0 || status == 429) {
+            self.budget.hold_route(endpoint, limit.reset_in);
+        }
         match status {
             200 => {}
             429 => {
@@ -127,8 +146,14 @@ impl ApiClient {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, date))
-                    .or_else(|| self.reset_after.and_then(|read| read(&headers)))
                     .map(|d| d.min(MAX_RETRY_AFTER));
+                if let (None, Some(limit)) = (retry_after, route) {
+                    // Only this route is over its limit, and it waits for its reset.
+                    let err = SourceError::RateLimited { endpoint, retry_after: Some(limit.reset_in) };
+                    self.metrics.api_failures.with_label_values(&[self.source, err.reason()]).inc();
+                    self.budget.record(Outcome::Failure);
+                    return Err(err);
+                }
                 return Err(self.fail(SourceError::RateLimited { endpoint, retry_after }));
             }
             401 | 403 => {

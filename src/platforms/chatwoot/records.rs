@@ -123,6 +123,7 @@ pub fn parse_conversation(
         agent,
         phase,
         answered: replied,
+        answered_as: None,
         waiting_since,
         wait_seconds: None,
         talk_seconds: None,

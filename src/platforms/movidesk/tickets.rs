@@ -136,6 +136,7 @@ pub fn parse_ticket(t: &Value, chat_origins: &[u16]) -> Result<Option<ChatObserv
         agent,
         phase,
         answered,
+        answered_as: None,
         waiting_since,
         wait_seconds: opt_seconds(t.get("chatWaitingTime")),
         talk_seconds: opt_seconds(t.get("chatTalkTime")),

@@ -1,0 +1,460 @@
+//! Rocket.Chat's Omnichannel REST API over the world model, as its sources serve it:
+//! `X-User-Id` and `X-Auth-Token`, strict query parameters (an unknown one is a 400),
+//! `count` capped at 100, a rate limit per route with `X-RateLimit-*` headers and no
+//! `Retry-After`, closed rooms without an `open` key, transfers that overwrite
+//! `servedBy` and `departmentId` and show only in `transfer.history`, inquiries without a
+//! source, and agents' departments as ids.
+
+use std::cmp::Ordering;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::simulator::world::{Outcome, Presence, State as ConvState};
+use crate::simulator::{logged_query, respond, Admission, Channel, Conversation, Fault, LimitStatus, SimState, World};
+
+pub const API_PATH: &str = "/api/v1";
+/// The id of the user the exporter's token belongs to.
+pub const EXPORTER_USER_ID: &str = "exporterUserId01";
+
+pub fn router() -> Router<SimState> {
+    Router::new()
+        .route("/api/v1/livechat/inquiries.list", get(inquiries))
+        .route("/api/v1/livechat/rooms", get(rooms))
+        .route("/api/v1/livechat/transfer.history/{rid}", get(transfer_history))
+        .route("/api/v1/livechat/users/{kind}", get(users))
+        .route("/api/v1/livechat/department", get(departments))
+}
+
+/// `source.type` of each channel, and whether it names an app (`source.alias`).
+fn source(channel: Channel) -> (&'static str, bool) {
+    match channel {
+        Channel::Web | Channel::WebOffline => ("widget", true),
+        Channel::WhatsApp | Channel::Messenger => ("app", true),
+        Channel::WhatsAppBusiness => ("sms", true),
+        Channel::Email => ("email", false),
+    }
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn room_id(id: u64) -> String {
+    format!("R{id:016}")
+}
+
+fn departments_list(world: &World) -> Vec<String> {
+    let mut names: Vec<String> = world.agents.iter().flat_map(|a| a.groups.iter().cloned()).collect();
+    names.extend(world.streams.iter().map(|s| s.group.to_string()));
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn department_id(world: &World, name: &str) -> Option<String> {
+    departments_list(world).iter().position(|d| d == name).map(|i| format!("dep{:05}", i + 1))
+}
+
+/// When the agent serving it now took it: its first answer, or its last transfer.
+fn served_since(c: &Conversation) -> Option<DateTime<Utc>> {
+    c.transfers.last().map(|t| t.at).or(c.answered_at)
+}
+
+fn room_json(world: &World, c: &Conversation) -> Value {
+    let mut m = Map::new();
+    m.insert("_id".into(), json!(room_id(c.id)));
+    m.insert("t".into(), json!("l"));
+    m.insert("fname".into(), json!(format!("Visitante {}", c.id)));
+    m.insert("ts".into(), json!(iso(c.created)));
+    m.insert("lm".into(), json!(iso(c.last_update)));
+    m.insert("_updatedAt".into(), json!(iso(c.last_update)));
+    m.insert("v".into(), json!({"_id": format!("V{:016}", c.id), "username": format!("guest-{}", c.id),
+        "token": format!("tok{}", c.id), "status": if c.is_open() { "online" } else { "offline" }}));
+    m.insert("cl".into(), json!(false));
+    let (kind, named) = source(c.channel);
+    let mut src = json!({ "type": kind });
+    if named {
+        src["alias"] = json!(c.app);
+        src["label"] = json!(c.app);
+    }
+    m.insert("source".into(), src);
+    m.insert("queuedAt".into(), json!(iso(c.queued_at.unwrap_or(c.created))));
+    if let Some(d) = department_id(world, &c.group) {
+        m.insert("departmentId".into(), json!(d));
+        m.insert("department".into(), json!({"_id": d, "name": c.group}));
+    }
+    if let (Some(agent), Some(since)) = (c.agent.filter(|_| c.answered_at.is_some()), served_since(c)) {
+        let a = &world.agents[agent];
+        m.insert("servedBy".into(), json!({"_id": a.id, "username": a.username, "ts": iso(since)}));
+        m.insert("responseBy".into(), json!({"_id": a.id, "username": a.username, "firstResponseTs": iso(since)}));
+    } else {
+        m.insert("waitingResponse".into(), json!(true));
+    }
+    if c.state == ConvState::Held {
+        m.insert("onHold".into(), json!(true));
+    }
+    match (c.state, c.ended_at) {
+        (ConvState::Closed, Some(ended)) => {
+            // Closing unsets `open`: closed rooms have no such key.
+            m.insert("closedAt".into(), json!(iso(ended)));
+            let by_visitor = c.outcome == Some(Outcome::Abandoned);
+            m.insert("closer".into(), json!(if by_visitor { "visitor" } else { "user" }));
+            let mut metrics = json!({"chatDuration": (ended - c.created).num_milliseconds() as f64 / 1000.0});
+            if let Some(since) = served_since(c).filter(|_| c.answered_at.is_some()) {
+                metrics["serviceTimeDuration"] = json!((ended - since).num_milliseconds() as f64 / 1000.0);
+            }
+            m.insert("metrics".into(), metrics);
+        }
+        _ => {
+            m.insert("open".into(), json!(true));
+        }
+    }
+    m.insert("livechatData".into(), json!({}));
+    m.insert("tags".into(), json!([]));
+    Value::Object(m)
+}
+
+/// `status` and `statusLivechat` for a presence; busy shows both ways Rocket.Chat has.
+fn status(world: &World, index: usize) -> (&'static str, &'static str) {
+    match world.presence(index) {
+        Presence::Available => ("online", "available"),
+        Presence::Busy if index % 2 == 0 => ("busy", "available"),
+        Presence::Busy => ("online", "not-available"),
+        Presence::Away => ("away", "not-available"),
+        Presence::Offline => ("offline", "not-available"),
+    }
+}
+
+fn agent_json(world: &World, index: usize) -> Value {
+    let a = &world.agents[index];
+    let (status, livechat) = status(world, index);
+    let departments: Vec<String> = a.groups.iter().filter_map(|g| department_id(world, g)).collect();
+    json!({"_id": a.id, "username": a.username, "name": a.name, "status": status, "statusLivechat": livechat,
+        "emails": [{"address": a.email, "verified": true}], "livechat": {"maxNumberSimultaneousChat": a.capacity},
+        "departments": departments})
+}
+
+fn failure(status: StatusCode, error: &str, error_type: Option<&str>) -> Response {
+    let mut body = json!({"success": false, "error": error});
+    if let Some(t) = error_type {
+        body["errorType"] = json!(t);
+    }
+    (status, Json(body)).into_response()
+}
+
+fn with_limit(mut response: Response, limit: Option<LimitStatus>) -> Response {
+    if let Some(l) = limit {
+        let h = response.headers_mut();
+        for (name, value) in [
+            ("x-ratelimit-limit", l.limit.to_string()),
+            ("x-ratelimit-remaining", l.remaining.to_string()),
+            ("x-ratelimit-reset", l.reset_at_ms.to_string()),
+        ] {
+            h.insert(name, HeaderValue::from_str(&value).expect("digits"));
+        }
+    }
+    response
+}
+
+/// Checks the credentials, the route's rate limit and its query parameters (`allowed`,
+/// `None` for a route that checks none), and takes the next injected fault.
+fn admit(
+    state: &SimState,
+    route: &'static str,
+    headers: &HeaderMap,
+    params: &[(String, String)],
+    allowed: Option<&[&str]>,
+) -> Result<(Option<Fault>, Option<LimitStatus>), Box<Response>> {
+    let user = headers.get("x-user-id").and_then(|v| v.to_str().ok());
+    let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
+    let expected = state.lock().options.token.clone();
+    let authorized = user == Some(EXPORTER_USER_ID) && token == Some(expected.as_str());
+    let date = state.date_header();
+    let dated = |mut r: Response| {
+        r.headers_mut().insert(axum::http::header::DATE, date.clone());
+        Box::new(r)
+    };
+    match state.admit(route, logged_query(params, &[]), authorized, route) {
+        Admission::Unauthorized => {
+            let message = "You must be logged in to do this.";
+            let body = json!({"success": false, "error": message, "status": "error", "message": message});
+            Err(dated((StatusCode::UNAUTHORIZED, Json(body)).into_response()))
+        }
+        Admission::RateLimited(limit) => {
+            let error = format!(
+                "Error, too many requests. Please slow down. You must wait {} seconds before trying this endpoint again. [error-too-many-requests]",
+                limit.retry_after
+            );
+            Err(dated(with_limit(failure(StatusCode::TOO_MANY_REQUESTS, &error, None), Some(limit))))
+        }
+        Admission::Serve { fault, limit } => {
+            if let Some(allowed) = allowed {
+                let known = |k: &str| allowed.contains(&k) || allowed.contains(&k.trim_end_matches("[]"));
+                if params.iter().any(|(k, _)| !known(k)) {
+                    let r = failure(
+                        StatusCode::BAD_REQUEST,
+                        "must NOT have additional properties [invalid-params]",
+                        Some("invalid-params"),
+                    );
+                    return Err(dated(with_limit(r, limit)));
+                }
+            }
+            Ok((fault, limit))
+        }
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// `count` (default 50, capped at 100, 0 for all) and `offset`.
+fn paging(params: &[(String, String)]) -> (usize, usize) {
+    let count = match param(params, "count").and_then(|c| c.parse::<usize>().ok()) {
+        Some(0) => usize::MAX,
+        Some(c) => c.min(100),
+        None => 50,
+    };
+    (param(params, "offset").and_then(|o| o.parse().ok()).unwrap_or(0), count)
+}
+
+/// `sort`: JSON of fields and 1 or -1; `Err` as Rocket.Chat's 400.
+fn sort_spec(params: &[(String, String)], default: (&str, i64)) -> Result<Vec<(String, i64)>, Response> {
+    let Some(raw) = param(params, "sort") else { return Ok(vec![(default.0.to_string(), default.1)]) };
+    let invalid = || {
+        failure(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid sort parameter provided: \"{raw}\" [error-invalid-sort]"),
+            Some("error-invalid-sort"),
+        )
+    };
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(raw) else { return Err(invalid()) };
+    fields
+        .into_iter()
+        .map(|(k, v)| match v.as_i64() {
+            Some(d @ (1 | -1)) => Ok((k, d)),
+            _ => Err(invalid()),
+        })
+        .collect()
+}
+
+fn sorted_page(mut items: Vec<Value>, sort: &[(String, i64)], params: &[(String, String)]) -> (Vec<Value>, usize) {
+    items.sort_by(|a, b| {
+        for (field, dir) in sort {
+            let o = a[field.as_str()].as_str().unwrap_or("").cmp(b[field.as_str()].as_str().unwrap_or(""));
+            let o = if *dir < 0 { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    });
+    let total = items.len();
+    let (offset, count) = paging(params);
+    (items.into_iter().skip(offset).take(count).collect(), total)
+}
+
+fn list_body(key: &str, items: Vec<Value>, total: usize, params: &[(String, String)]) -> Value {
+    json!({ key: items.clone(), "count": items.len(), "offset": paging(params).0, "total": total, "success": true })
+}
+
+fn garbage() -> Value {
+    json!({"_id": 7, "t": "l", "_updatedAt": "yesterday", "status": null})
+}
+
+async fn finish(state: &SimState, body: Value, key: &str, fault: Option<Fault>, limit: Option<LimitStatus>) -> Response {
+    let date = state.date_header();
+    let mut response = with_limit(respond(body, fault, &[key], garbage()).await, limit);
+    response.headers_mut().insert(axum::http::header::DATE, date);
+    response
+}
+
+fn visible(c: &Conversation) -> bool {
+    !c.purged && !c.deleted()
+}
+
+async fn inquiries(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let (fault, limit) = match admit(&state, "inquiries", &headers, &params, Some(&["count", "offset", "sort", "department"])) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let sort = match sort_spec(&params, ("ts", -1)) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = {
+        let inner = state.lock();
+        let world = &inner.world;
+        // Queued inquiries only; a pre-queued (`ready`) one is not listed.
+        let items: Vec<Value> = world
+            .open_conversations()
+            .filter(|c| visible(c) && c.state == ConvState::Waiting)
+            .map(|c| {
+                let mut i = json!({"_id": format!("{:024x}", c.id), "rid": room_id(c.id), "name": format!("Visitante {}", c.id),
+                    "ts": iso(c.created), "status": "queued"});
+                if let Some(d) = department_id(world, &c.group) {
+                    i["department"] = json!(d);
+                }
+                i
+            })
+            .collect();
+        let (page, total) = sorted_page(items, &sort, &params);
+        list_body("inquiries", page, total, &params)
+    };
+    finish(&state, body, "inquiries", fault, limit).await
+}
+
+const ROOM_PARAMS: &[&str] = &[
+    "count", "offset", "sort", "query", "fields", "createdAt", "customFields", "closedAt", "agents", "roomName",
+    "departmentId", "open", "onhold", "queued", "tags", "units",
+];
+
+async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let (fault, limit) = match admit(&state, "rooms", &headers, &params, Some(ROOM_PARAMS)) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let sort = match sort_spec(&params, ("ts", -1)) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let truthy = |k: &str| param(&params, k).is_some_and(|v| matches!(v, "t" | "true" | "1"));
+    let open = match param(&params, "open") {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => None,
+    };
+    let body = {
+        let inner = state.lock();
+        let world = &inner.world;
+        let items: Vec<Value> = world
+            .conversations
+            .iter()
+            .filter(|c| visible(c))
+            .filter(|c| {
+                let served = c.answered_at.is_some() && c.agent.is_some();
+                let held = c.state == ConvState::Held;
+                if truthy("queued") {
+                    return c.is_open() && !served && !held;
+                }
+                if truthy("onhold") {
+                    return held;
+                }
+                match open {
+                    // `open` filters on the key's existence, leaves rooms on hold out, and
+                    // with `true` wants a served room.
+                    Some(true) => c.is_open() && !held && served,
+                    Some(false) => !c.is_open() && !held,
+                    None => true,
+                }
+            })
+            .map(|c| room_json(world, c))
+            .collect();
+        let (page, total) = sorted_page(items, &sort, &params);
+        list_body("rooms", page, total, &params)
+    };
+    finish(&state, body, "rooms", fault, limit).await
+}
+
+async fn transfer_history(
+    State(state): State<SimState>,
+    Path(rid): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    // This route checks no parameters; one rate-limit counter covers every room.
+    let (fault, limit) = match admit(&state, "transfer_history", &headers, &params, None) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let body = {
+        let inner = state.lock();
+        let world = &inner.world;
+        let id = rid.strip_prefix('R').and_then(|n| n.parse::<u64>().ok());
+        let Some(c) = id.and_then(|id| world.conversation(id)).filter(|c| visible(c)) else {
+            return with_limit(failure(StatusCode::BAD_REQUEST, "invalid-room", None), limit);
+        };
+        let items: Vec<Value> = c
+            .transfers
+            .iter()
+            .map(|t| {
+                let (from, to) = (&world.agents[t.from_agent], &world.agents[t.to_agent]);
+                let mut item = json!({
+                    "transferredBy": {"_id": from.id, "username": from.username, "name": from.name, "userType": "agent"},
+                    "ts": iso(t.at),
+                    "scope": if t.from_group == t.to_group { "agent" } else { "department" },
+                    "transferredTo": {"_id": to.id, "username": to.username, "name": to.name},
+                });
+                if let Some(d) = department_id(world, &t.from_group) {
+                    item["previousDepartment"] = json!(d);
+                }
+                if t.from_group != t.to_group {
+                    item["nextDepartment"] = json!({"_id": department_id(world, &t.to_group), "name": t.to_group});
+                }
+                item
+            })
+            .collect();
+        let total = items.len();
+        let (offset, count) = paging(&params);
+        let page: Vec<Value> = items.into_iter().skip(offset).take(count).collect();
+        list_body("history", page, total, &params)
+    };
+    finish(&state, body, "history", fault, limit).await
+}
+
+async fn users(
+    State(state): State<SimState>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let allowed: &[&str] = &["text", "onlyAvailable", "excludeId", "showIdleAgents", "count", "offset", "sort", "query", "fields"];
+    let (fault, limit) = match admit(&state, "users_agent", &headers, &params, Some(allowed)) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if kind != "agent" {
+        return with_limit(failure(StatusCode::BAD_REQUEST, "Invalid type", None), limit);
+    }
+    let body = {
+        let inner = state.lock();
+        let world = &inner.world;
+        let mut items: Vec<Value> =
+            (0..world.agents.len()).filter(|i| world.agents[*i].active).map(|i| agent_json(world, i)).collect();
+        items.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let total = items.len();
+        let (offset, count) = paging(&params);
+        list_body("users", items.into_iter().skip(offset).take(count).collect(), total, &params)
+    };
+    finish(&state, body, "users", fault, limit).await
+}
+
+async fn departments(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let allowed: &[&str] =
+        &["text", "onlyMyDepartments", "enabled", "excludeDepartmentId", "showArchived", "count", "offset", "sort", "query"];
+    let (fault, limit) = match admit(&state, "department", &headers, &params, Some(allowed)) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let body = {
+        let inner = state.lock();
+        let items: Vec<Value> = departments_list(&inner.world)
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                json!({"_id": format!("dep{:05}", i + 1), "name": name, "enabled": true, "showOnRegistration": true,
+                    "showOnOfflineForm": true, "email": "", "numAgents": 0, "_updatedAt": "2026-01-10T12:00:00.000Z"})
+            })
+            .collect();
+        let total = items.len();
+        let (offset, count) = paging(&params);
+        list_body("departments", items.into_iter().skip(offset).take(count).collect(), total, &params)
+    };
+    finish(&state, body, "departments", fault, limit).await
+}

@@ -1,0 +1,359 @@
+//! Rocket.Chat's source.
+//!
+//! Rocket.Chat limits each route on its own (10 calls a minute by default), so a poll
+//! spends one call on each route it needs: the queue (`inquiries.list`), the agents with
+//! their presence (`users/agent`), and the rooms changed since the last poll, newest
+//! first (`livechat/rooms` sorted by `_updatedAt`, read until a page reaches back past the
+//! cursor less an overlap). A room that closed after being served costs one more call:
+//! its transfer history, which decides `first_contact`. Every few polls, and at the start,
+//! the live rooms are listed (served, on hold, unserved); every `roster_interval`, the
+//! departments. The rate-limit headers of every answer are read: a route with no call
+//! left waits for its reset instead of earning a 429.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::records::{parse_agent, parse_history, parse_room, History, Room};
+use super::{RocketChatConfig, NAME};
+use crate::budget::RequestBudget;
+use crate::config::Polling;
+use crate::model::{Observations, RosterAgent};
+use crate::self_metrics::SelfMetrics;
+use crate::source::client::{ApiClient, Answer, Hints, RouteLimit};
+use crate::source::{Source, SourceError};
+
+/// Items per page: Rocket.Chat caps `count` at 100.
+const PAGE: usize = 100;
+/// Pages of one list read in one poll at most: a server that ignores `offset` cannot
+/// keep a poll going.
+const MAX_PAGES: usize = 1000;
+
+pub struct RocketChatSource {
+    client: ApiClient,
+    config: RocketChatConfig,
+    polling: Polling,
+    departments: HashMap<String, String>,
+    departments_read_at: Option<Instant>,
+    /// Newest `_updatedAt` seen, in the server's clock.
+    cursor: Option<DateTime<Utc>>,
+    /// The start (history before it is not counted), for skipping the transfer history
+    /// of rooms that closed before it.
+    start: Option<DateTime<Utc>>,
+    started: bool,
+    polls: u64,
+    /// Open rooms nobody serves: whether each waits in the queue can change with no
+    /// change to the room (only its inquiry changes).
+    unserved: HashMap<String, Room>,
+    /// Closed served rooms whose transfer history was read, by their `_updatedAt`.
+    histories: HashMap<String, (DateTime<Utc>, History)>,
+}
+
+/// Rocket.Chat's rate-limit headers: calls left on the route, and its reset in epoch
+/// milliseconds on the server's clock (read against its `Date`).
+fn route_limit(headers: &HeaderMap, date: Option<DateTime<Utc>>) -> Option<RouteLimit> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
+    let remaining = u32::try_from(number("x-ratelimit-remaining")?.max(0)).unwrap_or(u32::MAX);
+    let reset = DateTime::from_timestamp_millis(number("x-ratelimit-reset")?)?;
+    let now = date.unwrap_or_else(Utc::now);
+    // `Date` has whole seconds: a second more, so the reset has surely passed.
+    let reset_in = (reset - now).to_std().unwrap_or(Duration::ZERO) + Duration::from_secs(1);
+    Some(RouteLimit { remaining, reset_in })
+}
+
+/// What Rocket.Chat's refusals say.
+fn explain(status: u16, body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let message = v.get("error").or_else(|| v.get("message")).and_then(Value::as_str)?;
+    Some(match status {
+        401 => format!("; Rocket.Chat says {message:?}: check rocketchat.user_id and rocketchat.token"),
+        403 => format!(
+            "; Rocket.Chat says {message:?}: the user needs the view-livechat-manager, view-livechat-rooms, \
+             view-livechat-departments and transfer-livechat-guest permissions (a livechat-manager has them)"
+        ),
+        _ => format!("; Rocket.Chat says {message:?}"),
+    })
+}
+
+impl RocketChatSource {
+    pub fn new(config: RocketChatConfig, polling: &Polling, metrics: SelfMetrics) -> Self {
+        let hints = Hints {
+            unauthorized: "; check rocketchat.user_id and rocketchat.token".to_string(),
+            not_found: "; check rocketchat.base_url (the server's root) and that Omnichannel is on".to_string(),
+            explain: Some(explain),
+        };
+        let client = ApiClient::new(NAME, polling, metrics, hints)
+            .with_route_limits(config.requests_per_minute_per_route, route_limit);
+        RocketChatSource {
+            client,
+            config,
+            polling: polling.clone(),
+            departments: HashMap::new(),
+            departments_read_at: None,
+            cursor: None,
+            start: None,
+            started: false,
+            polls: 0,
+            unserved: HashMap::new(),
+            histories: HashMap::new(),
+        }
+    }
+
+    async fn get(&self, endpoint: &'static str, path: &str, query: &[(&str, String)]) -> Result<Answer, SourceError> {
+        let request = self
+            .client
+            .http()
+            .get(format!("{}/api/v1/{path}", self.config.base_url))
+            .header("X-User-Id", &self.config.user_id)
+            .header("X-Auth-Token", self.config.token.expose())
+            .query(query);
+        self.client.fetch(endpoint, request).await
+    }
+
+    /// One page of a list: its items (under `key`), and the total.
+    async fn page(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        key: &str,
+        query: &[(&str, String)],
+        offset: usize,
+    ) -> Result<(Vec<Value>, Option<u64>, Option<DateTime<Utc>>), SourceError> {
+        let mut query = query.to_vec();
+        query.push(("count", PAGE.to_string()));
+        query.push(("offset", offset.to_string()));
+        let answer = self.get(endpoint, path, &query).await?;
+        let mut body: Value = self.client.decode(endpoint, &answer.body)?;
+        let total = body.get("total").and_then(Value::as_u64);
+        match body.get_mut(key).map(Value::take) {
+            Some(Value::Array(items)) => Ok((items, total, answer.date)),
+            _ => Err(self.client.fail(SourceError::Decode { endpoint, detail: format!("no list at {key}") })),
+        }
+    }
+
+    /// Every item of a list, page by page by offset.
+    async fn all(&self, endpoint: &'static str, path: &str, key: &str, query: &[(&str, String)]) -> Result<Vec<Value>, SourceError> {
+        let mut items = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let (page, total, _) = self.page(endpoint, path, key, query, items.len()).await?;
+            let n = page.len();
+            items.extend(page);
+            if n < PAGE || total.is_some_and(|t| items.len() as u64 >= t) {
+                return Ok(items);
+            }
+        }
+        Err(self.client.fail(SourceError::Decode { endpoint, detail: format!("more than {MAX_PAGES} pages") }))
+    }
+
+    async fn read_departments(&mut self) -> Result<(), SourceError> {
+        let items = self.all("department", "livechat/department", "departments", &[]).await?;
+        self.departments = items
+            .iter()
+            .filter_map(|d| Some((d.get("_id")?.as_str()?.to_string(), d.get("name")?.as_str()?.trim().to_string())))
+            .collect();
+        Ok(())
+    }
+
+    async fn roster(&self) -> Result<(Vec<RosterAgent>, Vec<String>), SourceError> {
+        let items = self.all("users_agent", "livechat/users/agent", "users", &[]).await?;
+        let mut roster = Vec::new();
+        let mut invalid = Vec::new();
+        for v in &items {
+            match parse_agent(v) {
+                Ok((agent, presence, departments)) => {
+                    let groups = departments.iter().filter_map(|d| self.departments.get(d).cloned()).collect();
+                    roster.push(RosterAgent { agent, apps: Vec::new(), groups, presence });
+                }
+                Err(why) => invalid.push(why),
+            }
+        }
+        Ok((roster, invalid))
+    }
+
+    /// The rooms whose inquiry waits in the queue.
+    async fn queued(&self) -> Result<HashSet<String>, SourceError> {
+        let items = self.all("inquiries", "livechat/inquiries.list", "inquiries", &[]).await?;
+        Ok(items.iter().filter_map(|i| i.get("rid")?.as_str().map(str::to_string)).collect())
+    }
+
+    /// The rooms changed since the cursor (less the overlap), newest first; on the first
+    /// poll, the first page only. Also the newest change seen, and the server's `Date`.
+    async fn changed_rooms(&self) -> Result<(Vec<Value>, Option<DateTime<Utc>>), SourceError> {
+        let sort = vec![("sort", r#"{"_updatedAt":-1}"#.to_string())];
+        let since = self.cursor.map(|c| c - chrono::Duration::from_std(self.config.overlap).unwrap_or_default());
+        let mut rooms = Vec::new();
+        let mut date = None;
+        for _ in 0..MAX_PAGES {
+            let (page, total, d) = self.page("rooms", "livechat/rooms", "rooms", &sort, rooms.len()).await?;
+            date = date.or(d);
+            let n = page.len();
+            let reached = |r: &Value| since.is_none_or(|s| super::records::date(r.get("_updatedAt")).is_some_and(|u| u < s));
+            let done = page.last().is_none_or(reached);
+            rooms.extend(page);
+            if done || n < PAGE || total.is_some_and(|t| rooms.len() as u64 >= t) {
+                return Ok((rooms, date));
+            }
+        }
+        Err(self.client.fail(SourceError::Decode { endpoint: "rooms", detail: format!("more than {MAX_PAGES} pages") }))
+    }
+
+    /// Every live room: served (not on hold), on hold, and unserved.
+    async fn live_rooms(&self) -> Result<Vec<Value>, SourceError> {
+        let mut rooms = Vec::new();
+        for filter in ["open", "onhold", "queued"] {
+            rooms.extend(self.all("rooms", "livechat/rooms", "rooms", &[(filter, "true".to_string())]).await?);
+        }
+        Ok(rooms)
+    }
+
+    async fn history(&self, room: &str) -> Result<History, SourceError> {
+        let path = format!("livechat/transfer.history/{room}");
+        let items = self.all("transfer_history", &path, "history", &[]).await?;
+        Ok(parse_history(&items, &self.departments))
+    }
+
+    async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
+        let mut obs = Observations::default();
+        let mut invalid = Vec::new();
+        if self.departments_read_at.is_none_or(|t| t.elapsed() >= self.polling.roster_interval) {
+            self.read_departments().await?;
+            self.departments_read_at = Some(Instant::now());
+        }
+        let (roster, invalid_agents) = self.roster().await?;
+        invalid.extend(invalid_agents);
+        obs.roster = Some(roster);
+        let queued = self.queued().await?;
+
+        let reconcile = !self.started || self.polls.is_multiple_of(u64::from(self.polling.reconcile_every));
+        let mut rooms: Vec<Value> = Vec::new();
+        if reconcile {
+            rooms.extend(self.live_rooms().await?);
+            self.unserved.clear();
+        }
+        let listed = rooms.len();
+        let (changed, date) = self.changed_rooms().await?;
+        if !self.started {
+            // The start is the server's newest change, in the clock that stamps rooms:
+            // the first room of the newest-first list.
+            let newest = changed.iter().filter_map(|r| super::records::date(r.get("_updatedAt"))).max();
+            self.start = newest.or(date);
+            obs.history_until = self.start;
+        }
+        rooms.extend(changed);
+        obs.platform_time = date;
+        if reconcile {
+            // Listed before the changes were read: anything live the tracker holds and the
+            // lists lack had ended by then.
+            obs.open_set_complete_at = Some(date.unwrap_or(DateTime::<Utc>::MAX_UTC));
+        }
+        let mut newest = None;
+        let mut seen = HashSet::new();
+        for (i, v) in rooms.iter().enumerate() {
+            let room = match parse_room(v, &self.departments) {
+                Ok(Some(room)) => room,
+                Ok(None) => continue,
+                Err(why) => {
+                    invalid.push(why);
+                    continue;
+                }
+            };
+            if i >= listed {
+                newest = newest.max(Some(room.updated));
+            }
+            let history = if !room.open && room.served_by.is_some() && self.start.is_none_or(|s| room.updated > s) {
+                match self.histories.get(&room.id) {
+                    Some((at, h)) if *at == room.updated => Some(h.clone()),
+                    _ => {
+                        let h = self.history(&room.id).await?;
+                        self.histories.insert(room.id.clone(), (room.updated, h.clone()));
+                        Some(h)
+                    }
+                }
+            } else {
+                None
+            };
+            if room.open && room.served_by.is_none() {
+                self.unserved.insert(room.id.clone(), room.clone());
+            } else {
+                self.unserved.remove(&room.id);
+            }
+            seen.insert(room.id.clone());
+            obs.observe(room.observe(queued.contains(&room.id), history.as_ref()));
+        }
+        // An unserved room moves in or out of the queue with no change to the room itself.
+        for (id, room) in &self.unserved {
+            if !seen.contains(id) {
+                obs.observe(room.observe(queued.contains(id), None));
+            }
+        }
+        if let Some(n) = newest {
+            // Never past the server's own clock: one room stamped in the future cannot
+            // make the next poll skip the rooms changed before it.
+            let bounded = date.map_or(n, |d| n.min(d));
+            self.cursor = Some(self.cursor.map_or(bounded, |c| c.max(bounded)));
+        }
+        // Histories of rooms that can no longer come back in a window.
+        if let Some(c) = self.cursor {
+            let keep = c - chrono::Duration::from_std(self.config.overlap * 2).unwrap_or_default();
+            self.histories.retain(|_, (at, _)| *at >= keep);
+        }
+        self.client.reject_records(&invalid);
+        self.started = true;
+        self.polls += 1;
+        Ok(obs)
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for RocketChatSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn budget(&self) -> Arc<RequestBudget> {
+        self.client.budget()
+    }
+
+    fn account(&self) -> String {
+        format!(
+            "{} (user {}, token sha256 {}…)",
+            self.config.base_url,
+            self.config.user_id,
+            crate::source::credential_digest(&self.config.token)
+        )
+    }
+
+    fn save_state(&self) -> Value {
+        serde_json::json!({ "cursor": self.cursor, "start": self.start, "started": self.started })
+    }
+
+    fn restore_state(&mut self, state: Value) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct Saved {
+            cursor: Option<DateTime<Utc>>,
+            start: Option<DateTime<Utc>>,
+            started: bool,
+        }
+        let saved: Saved = serde_json::from_value(state).map_err(|e| format!("rocketchat cursor: {e}"))?;
+        self.cursor = saved.cursor;
+        self.start = saved.start;
+        self.started = saved.started;
+        self.polls = 0;
+        self.departments_read_at = None;
+        Ok(())
+    }
+
+    async fn poll(&mut self) -> Result<Observations, SourceError> {
+        let saved = (self.cursor, self.start, self.polls, self.unserved.clone());
+        let result = self.poll_inner().await;
+        if result.is_err() {
+            (self.cursor, self.start, self.polls, self.unserved) = saved;
+        }
+        result
+    }
+}
