@@ -28,7 +28,8 @@
 //!   `panel-targets`, `target-expr`.
 //! - `panel-colors`: a stat, gauge or bar gauge without a colour mode
 //!   (`fieldConfig.defaults.color`) or without absolute thresholds (a base step,
-//!   then ascending values): Grafana's default would show any value above 80 in red.
+//!   then ascending values): Grafana's default would show any value above 80 in red;
+//!   red is never a fixed colour, it is kept for the thresholds of alerts.
 //! - `alert-threshold`: a panel that links to the runbook section of an alert
 //!   colours by thresholds whose red boundary is the alert's own threshold, read
 //!   from alerts/alerting_rules.yml (for time series: drawn, `thresholdsStyle`).
@@ -555,6 +556,10 @@ impl Checker {
         if mode.is_empty() || !fixed_ok {
             self.report("panel-colors", at, "fieldConfig.defaults.color must set a mode (and fixedColor for fixed)");
         }
+        let fixed = color.and_then(|c| c.get("fixedColor")).and_then(Value::as_str).unwrap_or("");
+        if mode == "fixed" && is_red(fixed) {
+            self.report("panel-colors", at, "red is kept for alert thresholds: not a fixed colour");
+        }
         let th = p.pointer("/fieldConfig/defaults/thresholds");
         let abs = th.and_then(|t| t.get("mode")).and_then(Value::as_str) == Some("absolute");
         let steps = th.and_then(|t| t.get("steps")).and_then(Value::as_array).cloned().unwrap_or_default();
@@ -980,6 +985,10 @@ fn checker_reports_each_violation_of_a_broken_dashboard() {
              "fieldConfig": {"defaults": {"unit": "s"}},
              "targets": [{"refId": "A", "expr": format!("time() - max(chat_exporter_source_last_success_timestamp_seconds{{{j}, source=\"movidesk\"}})")},
                          {"refId": "B", "expr": format!("sum(chat_conversations_waiting{{{j}}})")}]},
+            {"type": "stat", "id": 6, "title": "Fixed red", "description": "d", "datasource": good_ds,
+             "fieldConfig": {"defaults": {"unit": "short", "color": {"mode": "fixed", "fixedColor": "red"},
+                 "thresholds": {"mode": "absolute", "steps": [{"color": "red", "value": null}]}}},
+             "targets": [{"refId": "A", "expr": format!("sum(chat_conversations_active{{{j}}})")}]},
             // Thresholds that disagree with the alert they link to (ChatWaitTooLong: > 600).
             {"type": "stat", "id": 5, "title": "Oldest wait", "description": "d", "datasource": good_ds,
              "fieldConfig": {"defaults": {"unit": "s", "color": {"mode": "thresholds"},
@@ -1051,6 +1060,7 @@ fn checker_reports_each_violation_of_a_broken_dashboard() {
     assert!(has("queue-link", "Default colours"), "{all:#?}");
     assert!(has("platform-name", "movidesk"), "{all:#?}");
     assert!(has("panel-colors", "Default colours"), "{all:#?}");
+    assert!(has("panel-colors", "red is kept"), "{all:#?}");
     // A row needs no datasource, unit or description.
     assert!(!violations.iter().any(|v| v.at.contains("panel \"row\"")), "rows are exempt: {all:#?}");
 }
