@@ -1,7 +1,8 @@
 //! Checks of the alerting bundle in `alerts/` with the real Prometheus and Alertmanager
 //! tools: `promtool check rules`, `promtool test rules` (the unit tests in
 //! `alerts/tests/`), `amtool check-config` and `amtool config routes test`, plus
-//! consistency checks between the rules, their unit tests and the runbook.
+//! consistency checks between the rules, their unit tests and the runbook (every alert
+//! tested and documented; the queue alerts one click from the platform's chat screen).
 //!
 //! The tools must be on PATH (Debian: `apt-get install prometheus prometheus-alertmanager`).
 //! A missing tool fails the test with a message saying so: nothing is skipped.
@@ -176,4 +177,42 @@ fn every_alert_is_tested_and_documented() {
         );
         assert!(alerts_doc.contains(alert.as_str()), "alert {alert} is not described in {ALERTS_DOC}");
     }
+}
+
+/// The queue alerts (those reading `chat_conversations_waiting*`) are one click from the
+/// platform's screen where chats are redistributed: an annotation `chat_screen_url` read
+/// from the label Prometheus provisions on `chat_exporter_build_info`, and a runbook
+/// section that sends the reader to "Redistributing chats".
+#[test]
+fn queue_alerts_link_the_platforms_chat_screen() {
+    let doc: serde_yaml::Value = serde_yaml::from_str(&read(ALERTING_RULES)).expect("alerting rules are YAML");
+    let runbook = read(RUNBOOK);
+    let section = |alert: &str| -> String {
+        let start = runbook.find(&format!("\n## {alert}\n")).unwrap_or_else(|| panic!("no runbook section {alert}"));
+        let rest = &runbook[start + 1..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+        rest[..end].to_string()
+    };
+    assert!(runbook.contains("\n## Redistributing chats\n"), "{RUNBOOK}: no section Redistributing chats");
+    let mut queue_alerts = Vec::new();
+    for group in doc["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let (Some(alert), Some(expr)) = (rule["alert"].as_str(), rule["expr"].as_str()) else { continue };
+            if !expr.contains("chat_conversations_waiting") {
+                continue;
+            }
+            queue_alerts.push(alert.to_string());
+            let link = rule["annotations"]["chat_screen_url"].as_str().unwrap_or_default();
+            assert!(
+                link.contains("chat_exporter_build_info") && link.contains("label \"chat_screen_url\""),
+                "{alert}: annotation chat_screen_url must read the label chat_screen_url of chat_exporter_build_info, is {link:?}"
+            );
+            let text = section(alert);
+            assert!(
+                text.contains("(#redistributing-chats)") && text.contains("chat_screen_url"),
+                "{RUNBOOK} section {alert} must send the reader to the chat screen (#redistributing-chats, chat_screen_url)"
+            );
+        }
+    }
+    assert_eq!(queue_alerts, ["ChatQueueSpike", "ChatWaitTooLong", "ChatWaitingNoAgent"], "the queue alerts");
 }

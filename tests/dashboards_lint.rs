@@ -7,23 +7,56 @@
 //!   `dashboard-title`.
 //! - `datasource-variable`: exactly one variable of type `datasource` for
 //!   `prometheus`.
-//! - `job-variable`, `instance-variable`: both exist as query variables.
+//! - `job-variable`, `instance-variable`: both exist as query variables, and take
+//!   their values only from the exporter's own metrics (`chat_exporter_*`), the
+//!   instances within `$job`.
 //! - `variable-datasource`: query variables use the templated datasource.
-//! - `variable-all`: query variables are multi-select with All, allValue `.*`.
+//! - `variable-all`: query variables are multi-select with All; `job` and
+//!   `instance` have no custom All value (All = the values found, so it never
+//!   widens to other jobs), the others allValue `.*`. Link variables (single
+//!   value, no All) are exempt.
 //! - `undefined-variable`: a `$name` in a query that no variable defines.
 //! - `variable-equality`: a template variable matched with `=`/`!=` instead
 //!   of `=~`/`!~` (breaks multi-select and All).
+//! - `job-scope`: a selector of a panel query (or of a variable query, below
+//!   `job`) without `job=~"$job"` and `instance=~"$instance"`: every panel is
+//!   scoped to the exporter's job.
 //! - `panel-id`: unique numeric ids. Rows are exempt from the rest.
 //! - `panel-title`, `panel-description`, `panel-unit`
 //!   (`fieldConfig.defaults.unit`), `panel-datasource` and
 //!   `target-datasource` (`{"type":"prometheus","uid":"${datasource}"}`),
 //!   `panel-targets`, `target-expr`.
+//! - `panel-colors`: a stat, gauge or bar gauge without a colour mode
+//!   (`fieldConfig.defaults.color`) or without absolute thresholds (a base step,
+//!   then ascending values): Grafana's default would show any value above 80 in red;
+//!   red is never a fixed colour, it is kept for the thresholds of alerts.
+//! - `alert-threshold`: a panel that links to the runbook section of an alert
+//!   colours by thresholds whose red boundary is the alert's own threshold, read
+//!   from alerts/alerting_rules.yml (for time series: drawn, `thresholdsStyle`).
+//! - `age-clamp`: a query using `time()` (an age) not wrapped in
+//!   `clamp_min(..., 0)`: a clock ahead of Prometheus' would show negative ages.
+//! - `alert-annotations`: no enabled annotation of the firing alerts
+//!   (`ALERTS{alertstate="firing"}`) on the templated datasource.
+//! - `link-url`: a link (dashboard, panel or data link) to anything but the
+//!   platform's screen variable `${chat_screen_url}`, a section of
+//!   docs/runbook.md, or another dashboard; `placeholder`: a placeholder address
+//!   (`YOURACCOUNT`, `example.com`...) anywhere in the file.
+//! - `queue-link`: a panel showing the queue (`chat_conversations_waiting*`)
+//!   without the one-click link to the platform's screen, where chats are
+//!   redistributed.
+//! - `platform-name`: a platform name (movidesk, chatwoot, rocketchat) written
+//!   into a query: `source` and the rest come from the data.
 //! - `range-interval`: every range is `$__rate_interval`, or `$__range` for
 //!   period figures; `range-in-timeseries`: `$__range` in a time series.
 //! - `counter-raw`: a counter (or histogram series) used other than directly
 //!   in `rate(...)`/`increase(...)`; `rate-on-gauge`: the reverse.
 //! - `unknown-metric`: a metric neither in docs/metrics.md nor a standard
 //!   Prometheus/process one.
+//!
+//! Beside the rules, `panels_show_their_alerts` requires the panels that show what
+//! an alert watches to link to its runbook section (and so to agree with it), and
+//! `chats_dashboard_mirrors_the_screen` the Chats dashboard's layout, filters and
+//! the colours of both sets of agent status.
 //!
 //! Provisioning files (read with serde_yaml): the datasource file has the
 //! fixed uid, type prometheus, access, url http://prometheus:9090 and is the
@@ -40,6 +73,31 @@ const DATASOURCE_REF_UID: &str = "${datasource}";
 /// The uid of the provisioned datasource (grafana/provisioning/datasources).
 const PROVISIONED_DATASOURCE_UID: &str = "chat-exporter-prometheus";
 const DASHBOARDS_PATH_IN_CONTAINER: &str = "/var/lib/grafana/dashboards";
+const RUNBOOK_URL: &str = "https://github.com/chat-exporter/chat_exporter/blob/main/docs/runbook.md";
+/// The variable holding the platform's chat screen (docs/dashboards.md).
+const SCREEN_VARIABLE: &str = "chat_screen_url";
+const SCREEN_URL: &str = "${chat_screen_url}";
+/// Variables holding one value for links, not filters: no multi-select, no All.
+const LINK_VARIABLES: &[&str] = &[SCREEN_VARIABLE];
+const PLATFORM_NAMES: &[&str] = &["movidesk", "chatwoot", "rocketchat", "rocket.chat"];
+const PLACEHOLDERS: &[&str] =
+    &["youraccount", "your_account", "your-account", "yourhost", "example.com", "example.org", "changeme"];
+/// Both sets of agent status (docs/metrics.md): presence platforms, then Movidesk.
+const PRESENCE_STATUSES: &[&str] = &["available", "busy", "away", "offline"];
+const MOVIDESK_STATUSES: &[&str] = &["attending", "not_attending"];
+
+/// The panels that show what an alert watches: (file, panel title, alert).
+const ALERT_PANELS: &[(&str, &str, &str)] = &[
+    ("chats.json", "First-contact resolution", "ChatFirstContactResolutionLow"),
+    ("chats.json", "First-contact resolution over time", "ChatFirstContactResolutionLow"),
+    ("chats.json", "Abandonment", "ChatAbandonmentHigh"),
+    ("chats.json", "Chats waiting now", "ChatQueueSpike"),
+    ("chats.json", "Waiting by group", "ChatQueueSpike"),
+    ("chats.json", "Oldest wait", "ChatWaitTooLong"),
+    ("chats.json", "Oldest wait over time", "ChatWaitTooLong"),
+    ("chat-exporter.json", "Source up", "ChatExporterSourceDown"),
+    ("chat-exporter.json", "Age of the last success", "ChatExporterDataStale"),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Violation {
@@ -54,8 +112,135 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// An alert's threshold: the first comparison with a number in its expression
+/// (`... > 600`, `... < 0.7`, `... == 0`).
+#[derive(Debug, Clone, PartialEq)]
+struct Threshold {
+    op: String,
+    value: f64,
+}
+
+/// Alert name -> threshold, read from alerts/alerting_rules.yml (never a copy).
+fn alert_thresholds() -> BTreeMap<String, Threshold> {
+    let path = repo_root().join("alerts/alerting_rules.yml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("alerting rules are YAML");
+    let comparison = regex::Regex::new(r"(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)").unwrap();
+    let mut out = BTreeMap::new();
+    for group in doc.get("groups").and_then(|g| g.as_sequence()).into_iter().flatten() {
+        for rule in group.get("rules").and_then(|r| r.as_sequence()).into_iter().flatten() {
+            let (Some(name), Some(expr)) =
+                (rule.get("alert").and_then(|a| a.as_str()), rule.get("expr").and_then(|e| e.as_str()))
+            else {
+                continue;
+            };
+            let c = comparison.captures(expr).unwrap_or_else(|| panic!("alert {name}: no threshold in {expr}"));
+            out.insert(name.to_string(), Threshold { op: c[1].to_string(), value: c[2].parse().unwrap() });
+        }
+    }
+    assert!(out.len() >= 8, "expected the alerts of alerts/alerting_rules.yml, found {out:?}");
+    out
+}
+
+/// GitHub's anchors of the runbook's headings.
+fn runbook_anchors() -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo_root().join("docs/runbook.md")).expect("docs/runbook.md");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("## ").or_else(|| l.strip_prefix("### ")))
+        .map(|h| {
+            h.trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
+/// The alert a link points at, when it is a runbook section named after an alert.
+fn linked_alert<'a>(url: &str, alerts: &'a BTreeMap<String, Threshold>) -> Option<&'a str> {
+    let anchor = url.strip_prefix(RUNBOOK_URL)?.strip_prefix('#')?;
+    alerts.keys().find(|a| a.to_lowercase() == anchor).map(String::as_str)
+}
+
+/// Every link of a panel: panel links and data links (defaults and overrides).
+fn panel_links(p: &Value) -> Vec<&Value> {
+    let mut out: Vec<&Value> = p.get("links").and_then(Value::as_array).map(|l| l.iter().collect()).unwrap_or_default();
+    if let Some(l) = p.pointer("/fieldConfig/defaults/links").and_then(Value::as_array) {
+        out.extend(l.iter());
+    }
+    for o in p.pointer("/fieldConfig/overrides").and_then(Value::as_array).into_iter().flatten() {
+        for prop in o.get("properties").and_then(Value::as_array).into_iter().flatten() {
+            if prop.get("id").and_then(Value::as_str) == Some("links") {
+                out.extend(prop.get("value").and_then(Value::as_array).into_iter().flatten());
+            }
+        }
+    }
+    out
+}
+
+fn link_url(link: &Value) -> &str {
+    link.get("url").and_then(Value::as_str).unwrap_or("")
+}
+
+fn is_red(color: &str) -> bool {
+    let c = color.to_ascii_lowercase();
+    c.contains("red") || ["#f2495c", "#e02f44", "#c4162a", "#ff0000"].contains(&c.as_str())
+}
+
+/// (value, colour) of each threshold step; the base step's value is -infinity.
+fn threshold_steps(p: &Value) -> Option<Vec<(f64, String)>> {
+    let steps = p.pointer("/fieldConfig/defaults/thresholds/steps")?.as_array()?;
+    Some(
+        steps
+            .iter()
+            .map(|s| {
+                (
+                    s.get("value").and_then(Value::as_f64).unwrap_or(f64::NEG_INFINITY),
+                    s.get("color").and_then(Value::as_str).unwrap_or("").to_string(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn color_at(steps: &[(f64, String)], v: f64) -> &str {
+    steps.iter().rfind(|(at, _)| *at <= v).map(|(_, c)| c.as_str()).unwrap_or("")
+}
+
+/// Whether the steps turn red exactly where the alert fires.
+fn agrees_with(steps: &[(f64, String)], t: &Threshold) -> Result<(), String> {
+    let below: Vec<&(f64, String)> = steps.iter().filter(|(at, _)| *at < t.value).collect();
+    let at_t = color_at(steps, t.value);
+    match t.op.as_str() {
+        ">" | ">=" => {
+            if below.iter().any(|(_, c)| is_red(c)) || !is_red(at_t) {
+                return Err(format!("red must start at {} (the alert fires at {} {})", t.value, t.op, t.value));
+            }
+        }
+        "<" | "<=" => {
+            if below.is_empty() || below.iter().any(|(_, c)| !is_red(c)) || is_red(at_t) {
+                return Err(format!("red must end at {} (the alert fires at {} {})", t.value, t.op, t.value));
+            }
+        }
+        _ => {
+            let above_red = steps.iter().filter(|(at, _)| *at > t.value).all(|(_, c)| is_red(c));
+            if !is_red(at_t) || above_red {
+                return Err(format!(
+                    "{} must be red and higher values not (the alert fires at {} {})",
+                    t.value, t.op, t.value
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 struct Checker {
     contract: BTreeMap<String, String>,
+    alerts: BTreeMap<String, Threshold>,
+    anchors: BTreeSet<String>,
     out: Vec<Violation>,
 }
 
@@ -73,9 +258,23 @@ fn is_standard_metric(name: &str) -> bool {
 
 const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];
 
+/// Whether a selector's matchers hold `label=~"$label"` (not `xlabel=~...`).
+fn has_matcher(matchers: &str, label: &str) -> bool {
+    let needle = format!("{label}=~\"${label}\"");
+    matchers.match_indices(&needle).any(|(i, _)| {
+        let prev = matchers[..i].chars().next_back().unwrap_or('{');
+        prev == '{' || prev == ',' || prev.is_whitespace()
+    })
+}
+
 impl Checker {
-    fn new(contract: BTreeMap<String, String>) -> Self {
-        Checker { contract, out: Vec::new() }
+    fn new() -> Self {
+        Checker {
+            contract: contract_metrics(),
+            alerts: alert_thresholds(),
+            anchors: runbook_anchors(),
+            out: Vec::new(),
+        }
     }
 
     fn report(&mut self, rule: &'static str, at: impl Into<String>, message: impl Into<String>) {
@@ -113,6 +312,35 @@ impl Checker {
         if d.get("title").and_then(Value::as_str).unwrap_or("").trim().is_empty() {
             self.report("dashboard-title", file, "dashboard has no title");
         }
+        let text = d.to_string().to_ascii_lowercase();
+        for p in PLACEHOLDERS {
+            if text.contains(p) {
+                self.report("placeholder", file, format!("placeholder address {p:?} left in the dashboard"));
+            }
+        }
+
+        // ---- annotations: the firing alerts
+        let firing = d.pointer("/annotations/list").and_then(Value::as_array).into_iter().flatten().any(|a| {
+            let expr = a.get("expr").or_else(|| a.pointer("/target/expr")).and_then(Value::as_str).unwrap_or("");
+            a.get("enable").and_then(Value::as_bool) == Some(true)
+                && is_templated_datasource(a.get("datasource"))
+                && expr.contains("ALERTS{")
+                && expr.contains("alertstate=\"firing\"")
+        });
+        if !firing {
+            self.report(
+                "alert-annotations",
+                file,
+                "no enabled annotation of ALERTS{alertstate=\"firing\"} on the templated datasource",
+            );
+        }
+
+        // ---- dashboard links
+        for l in d.get("links").and_then(Value::as_array).into_iter().flatten() {
+            if l.get("type").and_then(Value::as_str) == Some("link") {
+                self.check_link(&format!("{file} dashboard link"), link_url(l));
+            }
+        }
 
         // ---- variables
         let vars = variables(d);
@@ -138,10 +366,27 @@ impl Checker {
             }
         }
         for required in ["job", "instance"] {
-            let found = vars.iter().any(|v| var_name(v) == required && var_type(v) == "query");
-            if !found {
-                let rule = if required == "job" { "job-variable" } else { "instance-variable" };
+            let rule = if required == "job" { "job-variable" } else { "instance-variable" };
+            let Some(v) = vars.iter().find(|v| var_name(v) == required && var_type(v) == "query") else {
                 self.report(rule, file, format!("no query variable named {required}"));
+                continue;
+            };
+            // Values only from the exporter's own metrics (instances: within $job).
+            let own = var_query(v).and_then(|q| parse_label_values(&q)).is_some_and(|(selector, label)| {
+                let selector = selector.unwrap_or_default();
+                let name_ok = selector.starts_with("chat_exporter_");
+                let job_ok = required == "job" || has_matcher(&selector, "job");
+                label == required && name_ok && job_ok
+            });
+            if !own {
+                self.report(
+                    rule,
+                    format!("{file} variable {required}"),
+                    format!(
+                        "must be label_values(chat_exporter_...{}, {required}): values from the exporter's own metrics only",
+                        if required == "job" { "" } else { "{job=~\"$job\"}" }
+                    ),
+                );
             }
         }
         let mut var_queries = Vec::new();
@@ -161,8 +406,20 @@ impl Checker {
             }
             let multi = v.get("multi").and_then(Value::as_bool) == Some(true);
             let all = v.get("includeAll").and_then(Value::as_bool) == Some(true);
-            let all_value = v.get("allValue").and_then(Value::as_str);
-            if !(multi && all && all_value == Some(".*")) {
+            let all_value = v.get("allValue").and_then(Value::as_str).unwrap_or("");
+            if LINK_VARIABLES.contains(&name.as_str()) {
+                if multi || all {
+                    self.report("variable-all", at.clone(), "a link variable holds one value: no multi-select, no All");
+                }
+            } else if name == "job" || name == "instance" {
+                if !(multi && all && all_value.is_empty()) {
+                    self.report(
+                        "variable-all",
+                        at.clone(),
+                        "job and instance must be multi-select with All and no custom all value: All must mean the exporter's jobs found, never `.*` (every job)",
+                    );
+                }
+            } else if !(multi && all && all_value == ".*") {
                 self.report(
                     "variable-all",
                     at.clone(),
@@ -170,6 +427,21 @@ impl Checker {
                 );
             }
             if let Some(q) = var_query(v) {
+                if name != "job" {
+                    if let Some((Some(selector), _)) = parse_label_values(&q) {
+                        let needs: &[&str] = if name == "instance" { &["job"] } else { &["job", "instance"] };
+                        for label in needs {
+                            if !has_matcher(&selector, label) {
+                                self.report(
+                                    "job-scope",
+                                    at.clone(),
+                                    format!("selector {selector} lacks {label}=~\"${label}\""),
+                                );
+                            }
+                        }
+                    }
+                }
+                self.check_platform_names(&at, &q);
                 var_queries.push((at, q));
             }
         }
@@ -210,10 +482,22 @@ impl Checker {
                 );
             }
             let ptype = p.get("type").and_then(Value::as_str).unwrap_or("");
+            if matches!(ptype, "stat" | "gauge" | "bargauge") {
+                self.check_colors(&at, p);
+            }
+            let links = panel_links(p);
+            for l in &links {
+                self.check_link(&at, link_url(l));
+                if let Some(alert) = linked_alert(link_url(l), &self.alerts).map(str::to_string) {
+                    let t = self.alerts[&alert].clone();
+                    self.check_alert_threshold(&at, ptype, p, &alert, &t);
+                }
+            }
             let targets = p.get("targets").and_then(Value::as_array).cloned().unwrap_or_default();
             if targets.is_empty() && ptype != "text" {
                 self.report("panel-targets", at.clone(), "panel has no query");
             }
+            let mut shows_queue = false;
             for t in &targets {
                 let ref_id = t.get("refId").and_then(Value::as_str).unwrap_or("?");
                 let tat = format!("{at} target {ref_id}");
@@ -227,7 +511,106 @@ impl Checker {
                     self.report("target-expr", tat.clone(), "target has no expr");
                     continue;
                 }
+                shows_queue |=
+                    scan_promql(expr).metrics.iter().any(|m| m.name.starts_with("chat_conversations_waiting"));
                 self.check_expr(&tat, ptype, expr, &defined);
+            }
+            if shows_queue && !links.iter().any(|l| link_url(l) == SCREEN_URL) {
+                self.report(
+                    "queue-link",
+                    at.clone(),
+                    format!("a queue panel needs a link to {SCREEN_URL}, where chats are redistributed"),
+                );
+            }
+        }
+    }
+
+    /// A link goes to the platform's screen, a runbook section or another dashboard.
+    fn check_link(&mut self, at: &str, url: &str) {
+        if url == SCREEN_URL {
+            return;
+        }
+        if let Some(rest) = url.strip_prefix(RUNBOOK_URL) {
+            match rest.strip_prefix('#') {
+                None if rest.is_empty() => {}
+                Some(anchor) if self.anchors.contains(anchor) => {}
+                _ => self.report("link-url", at, format!("{url}: no such section in docs/runbook.md")),
+            }
+            return;
+        }
+        if url.starts_with("/d/") {
+            return;
+        }
+        self.report(
+            "link-url",
+            at,
+            format!("link to {url:?}: links go to {SCREEN_URL} (the platform's screen, provisioned), a runbook section or a dashboard"),
+        );
+    }
+
+    fn check_colors(&mut self, at: &str, p: &Value) {
+        let color = p.pointer("/fieldConfig/defaults/color");
+        let mode = color.and_then(|c| c.get("mode")).and_then(Value::as_str).unwrap_or("");
+        let fixed_ok = mode != "fixed"
+            || !color.and_then(|c| c.get("fixedColor")).and_then(Value::as_str).unwrap_or("").is_empty();
+        if mode.is_empty() || !fixed_ok {
+            self.report("panel-colors", at, "fieldConfig.defaults.color must set a mode (and fixedColor for fixed)");
+        }
+        let fixed = color.and_then(|c| c.get("fixedColor")).and_then(Value::as_str).unwrap_or("");
+        if mode == "fixed" && is_red(fixed) {
+            self.report("panel-colors", at, "red is kept for alert thresholds: not a fixed colour");
+        }
+        let th = p.pointer("/fieldConfig/defaults/thresholds");
+        let abs = th.and_then(|t| t.get("mode")).and_then(Value::as_str) == Some("absolute");
+        let steps = th.and_then(|t| t.get("steps")).and_then(Value::as_array).cloned().unwrap_or_default();
+        let base_ok = steps.first().is_some_and(|s| s.get("value").is_some_and(Value::is_null));
+        let values: Vec<Option<f64>> = steps.iter().skip(1).map(|s| s.get("value").and_then(Value::as_f64)).collect();
+        let ascending = values.iter().all(Option::is_some) && values.windows(2).all(|w| w[0].unwrap() < w[1].unwrap());
+        let colored = steps.iter().all(|s| !s.get("color").and_then(Value::as_str).unwrap_or("").is_empty());
+        if !(abs && base_ok && ascending && colored) {
+            self.report(
+                "panel-colors",
+                at,
+                "fieldConfig.defaults.thresholds must be absolute: a coloured base step (value null), then ascending values",
+            );
+        }
+    }
+
+    fn check_alert_threshold(&mut self, at: &str, ptype: &str, p: &Value, alert: &str, t: &Threshold) {
+        let Some(steps) = threshold_steps(p) else {
+            self.report("alert-threshold", at, format!("links to {alert} but has no thresholds"));
+            return;
+        };
+        if p.pointer("/fieldConfig/defaults/thresholds/mode").and_then(Value::as_str) != Some("absolute") {
+            self.report("alert-threshold", at, format!("thresholds of {alert} must be absolute"));
+        }
+        if let Err(e) = agrees_with(&steps, t) {
+            self.report("alert-threshold", at, format!("disagrees with {alert}: {e}; steps {steps:?}"));
+        }
+        let shown = match ptype {
+            "timeseries" => !matches!(
+                p.pointer("/fieldConfig/defaults/custom/thresholdsStyle/mode").and_then(Value::as_str),
+                None | Some("off")
+            ),
+            "stat" | "gauge" | "bargauge" => {
+                p.pointer("/fieldConfig/defaults/color/mode").and_then(Value::as_str) == Some("thresholds")
+            }
+            _ => true,
+        };
+        if !shown {
+            self.report(
+                "alert-threshold",
+                at,
+                format!("the thresholds of {alert} must show: colour by thresholds, or draw them in a time series"),
+            );
+        }
+    }
+
+    fn check_platform_names(&mut self, at: &str, text: &str) {
+        let lower = text.to_ascii_lowercase();
+        for name in PLATFORM_NAMES {
+            if lower.contains(name) {
+                self.report("platform-name", at, format!("{name:?} written into a query: take it from the data"));
             }
         }
     }
@@ -255,7 +638,50 @@ impl Checker {
 
     fn check_expr(&mut self, at: &str, panel_type: &str, expr: &str, defined: &BTreeSet<String>) {
         self.check_variable_use(at, expr, defined);
+        self.check_platform_names(at, expr);
         let scanned = scan_promql(expr);
+        // Every selector scoped to the exporter's job and instance.
+        let selectors: Vec<(String, &str)> = scanned
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.matchers.as_str()))
+            .chain(scanned.nameless.iter().map(|s| (String::new(), s.as_str())))
+            .collect();
+        for (name, matchers) in selectors {
+            for label in ["job", "instance"] {
+                if !has_matcher(matchers, label) {
+                    self.report("job-scope", at, format!("{name}{matchers} lacks {label}=~\"${label}\""));
+                }
+            }
+        }
+        // An age is never negative.
+        if scanned.functions.iter().any(|f| f == "time") {
+            let e = expr.trim();
+            let wrapped = e.starts_with("clamp_min(") && e.ends_with(", 0)") && {
+                // the clamp_min call spans the whole expression
+                let b = e.as_bytes();
+                let open = e.find('(').unwrap();
+                let mut depth = 0;
+                let mut close = b.len();
+                for (i, c) in b.iter().enumerate().skip(open) {
+                    match c {
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                close = i;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                close == b.len() - 1
+            };
+            if !wrapped {
+                self.report("age-clamp", at, "an age computed from time() must be wrapped in clamp_min(..., 0)");
+            }
+        }
         for r in &scanned.ranges {
             let r = r.trim();
             if r != "$__rate_interval" && r != "$__range" {
@@ -308,13 +734,13 @@ fn is_templated_datasource(ds: Option<&Value>) -> bool {
 }
 
 fn lint_dashboard(file: &str, d: &Value) -> Vec<Violation> {
-    let mut c = Checker::new(contract_metrics());
+    let mut c = Checker::new();
     c.check_dashboard(file, d);
     c.out
 }
 
 fn lint_all_dashboard_files() -> Vec<Violation> {
-    let mut c = Checker::new(contract_metrics());
+    let mut c = Checker::new();
     let mut uids: BTreeMap<String, String> = BTreeMap::new();
     for path in dashboard_files() {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
@@ -414,6 +840,101 @@ fn chats_dashboard_mirrors_the_screen() {
             assert!(vars.contains("__range"), "period figure {title:?} must use [$__range]");
         }
     }
+
+    // The link variable reads the platform's screen from the exporter's own series.
+    let screen = variables(&d).into_iter().find(|v| var_name(v) == SCREEN_VARIABLE).unwrap();
+    let (selector, label) = parse_label_values(&var_query(screen).unwrap_or_default()).expect("label_values(...)");
+    assert_eq!(label, SCREEN_VARIABLE);
+    assert!(selector.unwrap_or_default().starts_with("chat_exporter_build_info{"), "{screen}");
+
+    // Both sets of agent status have a name and a colour, in the table and the stat.
+    let panel = |title: &str| {
+        all_panels(&d).into_iter().find(|p| panel_title(p) == title).unwrap_or_else(|| panic!("no panel {title}"))
+    };
+    let table = panel("Agents");
+    let mappings: Vec<&Value> = table
+        .pointer("/fieldConfig/overrides")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|o| o.pointer("/matcher/options").and_then(Value::as_str) == Some("Status"))
+        .flat_map(|o| o.get("properties").and_then(Value::as_array).into_iter().flatten())
+        .filter(|p| p.get("id").and_then(Value::as_str) == Some("mappings"))
+        .flat_map(|p| p.get("value").and_then(Value::as_array).into_iter().flatten())
+        .collect();
+    let stat = panel("Agents by status");
+    let stat_colors: BTreeMap<&str, &str> = stat
+        .pointer("/fieldConfig/overrides")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let name = o.pointer("/matcher/options").and_then(Value::as_str)?;
+            let color = o
+                .get("properties")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|p| p.get("id").and_then(Value::as_str) == Some("color"))?
+                .pointer("/value/fixedColor")
+                .and_then(Value::as_str)?;
+            Some((name, color))
+        })
+        .collect();
+    for set in [PRESENCE_STATUSES, MOVIDESK_STATUSES] {
+        let mut colors = BTreeSet::new();
+        for status in set {
+            let m = mappings.iter().find_map(|m| m.pointer(&format!("/options/{status}")));
+            let color = m.and_then(|m| m.get("color")).and_then(Value::as_str).unwrap_or("");
+            let text = m.and_then(|m| m.get("text")).and_then(Value::as_str).unwrap_or("");
+            assert!(!color.is_empty() && !text.is_empty(), "Agents table: status {status} needs a text and a colour");
+            assert_eq!(stat_colors.get(status), Some(&color), "Agents by status: {status} coloured as in the table");
+            colors.insert(color);
+        }
+        assert_eq!(colors.len(), set.len(), "each status of {set:?} has its own colour");
+    }
+    // Available (presence) and attending (Movidesk) are the agents who can take a chat,
+    // as for ChatWaitingNoAgent: same colour, green.
+    assert_eq!(stat_colors.get("available"), Some(&"green"));
+    assert_eq!(stat_colors.get("attending"), Some(&"green"));
+}
+
+/// The panels that show what an alert watches link to its runbook section, and so
+/// (rule `alert-threshold`) turn red exactly where it fires.
+#[test]
+fn panels_show_their_alerts() {
+    let alerts = alert_thresholds();
+    let mut missing = Vec::new();
+    for (file, title, alert) in ALERT_PANELS {
+        assert!(alerts.contains_key(*alert), "{alert} is not an alert of alerts/alerting_rules.yml");
+        let d = load_json(&repo_root().join("grafana/dashboards").join(file)).unwrap();
+        let p = all_panels(&d).into_iter().find(|p| panel_title(p) == *title);
+        let linked =
+            p.is_some_and(|p| panel_links(p).iter().any(|l| linked_alert(link_url(l), &alerts) == Some(alert)));
+        if !linked {
+            missing.push(format!("{file} panel {title:?} must link to the runbook of {alert}"));
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
+#[test]
+fn thresholds_agree_only_when_red_starts_at_the_alert() {
+    let steps = |s: &[(f64, &str)]| -> Vec<(f64, String)> { s.iter().map(|(v, c)| (*v, c.to_string())).collect() };
+    let above = Threshold { op: ">".into(), value: 600.0 };
+    let below = Threshold { op: "<".into(), value: 0.7 };
+    let down = Threshold { op: "==".into(), value: 0.0 };
+    let inf = f64::NEG_INFINITY;
+    assert!(agrees_with(&steps(&[(inf, "green"), (300.0, "orange"), (600.0, "red")]), &above).is_ok());
+    assert!(agrees_with(&steps(&[(inf, "green"), (120.0, "orange"), (300.0, "red")]), &above).is_err());
+    assert!(agrees_with(&steps(&[(inf, "green"), (900.0, "dark-red")]), &above).is_err());
+    assert!(agrees_with(&steps(&[(inf, "red"), (0.7, "green")]), &below).is_ok());
+    assert!(agrees_with(&steps(&[(inf, "red"), (0.6, "orange"), (0.8, "green")]), &below).is_err());
+    assert!(agrees_with(&steps(&[(inf, "red"), (1.0, "green")]), &down).is_ok());
+    assert!(agrees_with(&steps(&[(inf, "green"), (1.0, "red")]), &down).is_err());
+    // The numbers come from the rule file.
+    let alerts = alert_thresholds();
+    assert_eq!(alerts["ChatFirstContactResolutionLow"].op, "<");
+    assert_eq!(alerts["ChatExporterSourceDown"].op, "==");
 }
 
 // ------------------------------------------------------------ negative tests
@@ -422,14 +943,22 @@ fn chats_dashboard_mirrors_the_screen() {
 #[test]
 fn checker_reports_each_violation_of_a_broken_dashboard() {
     let good_ds = json!({"type": "prometheus", "uid": "${datasource}"});
+    let j = "job=~\"$job\", instance=~\"$instance\"";
+    let runbook = |alert: &str| json!({"title": "Runbook", "url": format!("{RUNBOOK_URL}#{alert}")});
     let broken = json!({
         "uid": "Not A Stable ${uid}",
         "title": "",
+        "links": [{"type": "link", "title": "screen", "url": "https://YOURACCOUNT.movidesk.com/Chat"}],
+        "annotations": {"list": [{"builtIn": 1, "enable": true, "name": "Annotations & Alerts"}]},
         "templating": {"list": [
             {"type": "datasource", "name": "datasource", "query": "prometheus"},
             {"type": "datasource", "name": "datasource2", "query": "loki"},
             {"type": "query", "name": "app", "datasource": {"type": "prometheus", "uid": "abc123"},
-             "query": "label_values(chat_agents, app)", "multi": false, "includeAll": true, "allValue": ""}
+             "query": "label_values(chat_agents, app)", "multi": false, "includeAll": true, "allValue": ""},
+            {"type": "query", "name": "job", "datasource": good_ds, "query": "label_values(up, job)",
+             "multi": true, "includeAll": true, "allValue": ".*"},
+            {"type": "query", "name": "instance", "datasource": good_ds,
+             "query": "label_values(chat_exporter_build_info, instance)", "multi": true, "includeAll": true}
         ]},
         "panels": [
             {"type": "row", "id": 1, "title": "row", "panels": []},
@@ -449,7 +978,24 @@ fn checker_reports_each_violation_of_a_broken_dashboard() {
                  {"refId": "F", "expr": ""}
              ]},
             {"type": "table", "title": "No id, no targets", "description": "d",
-             "datasource": good_ds, "fieldConfig": {"defaults": {"unit": "short"}}}
+             "datasource": good_ds, "fieldConfig": {"defaults": {"unit": "short"}}},
+            // Grafana's default colours, an age that can go negative, a platform written
+            // into the query, the queue without the platform's screen.
+            {"type": "stat", "id": 4, "title": "Default colours", "description": "d", "datasource": good_ds,
+             "fieldConfig": {"defaults": {"unit": "s"}},
+             "targets": [{"refId": "A", "expr": format!("time() - max(chat_exporter_source_last_success_timestamp_seconds{{{j}, source=\"movidesk\"}})")},
+                         {"refId": "B", "expr": format!("sum(chat_conversations_waiting{{{j}}})")}]},
+            {"type": "stat", "id": 6, "title": "Fixed red", "description": "d", "datasource": good_ds,
+             "fieldConfig": {"defaults": {"unit": "short", "color": {"mode": "fixed", "fixedColor": "red"},
+                 "thresholds": {"mode": "absolute", "steps": [{"color": "red", "value": null}]}}},
+             "targets": [{"refId": "A", "expr": format!("sum(chat_conversations_active{{{j}}})")}]},
+            // Thresholds that disagree with the alert they link to (ChatWaitTooLong: > 600).
+            {"type": "stat", "id": 5, "title": "Oldest wait", "description": "d", "datasource": good_ds,
+             "fieldConfig": {"defaults": {"unit": "s", "color": {"mode": "thresholds"},
+                 "thresholds": {"mode": "absolute", "steps": [
+                     {"color": "green", "value": null}, {"color": "orange", "value": 120}, {"color": "red", "value": 300}]}}},
+             "links": [runbook("chatwaittoolong"), runbook("nosuchsection"), {"title": "x", "url": "https://acme.example.net/x"}],
+             "targets": [{"refId": "A", "expr": format!("max(chat_conversations_waiting{{{j}}})")}]}
         ]
     });
     let violations = lint_dashboard("broken.json", &broken);
@@ -477,6 +1023,15 @@ fn checker_reports_each_violation_of_a_broken_dashboard() {
         "counter-raw",
         "rate-on-gauge",
         "unknown-metric",
+        "job-scope",
+        "panel-colors",
+        "alert-threshold",
+        "age-clamp",
+        "alert-annotations",
+        "link-url",
+        "placeholder",
+        "queue-link",
+        "platform-name",
     ];
     let missing: Vec<&str> = expected.iter().copied().filter(|r| !reported.contains(r)).collect();
     let all: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
@@ -493,6 +1048,19 @@ fn checker_reports_each_violation_of_a_broken_dashboard() {
     assert!(has("unknown-metric", "chat_made_up_metric"), "{all:#?}");
     assert!(has("panel-id", "duplicate panel id 2"), "{all:#?}");
     assert!(has("panel-id", "no numeric id"), "{all:#?}");
+    assert!(has("job-variable", "label_values(chat_exporter_"), "{all:#?}");
+    assert!(has("instance-variable", "{job=~"), "{all:#?}");
+    assert!(has("variable-all", "never `.*`"), "{all:#?}");
+    assert!(has("job-scope", "chat_conversations_answered_total{app="), "{all:#?}");
+    assert!(has("job-scope", "variable app"), "{all:#?}");
+    assert!(has("alert-threshold", "ChatWaitTooLong: red must start at 600"), "{all:#?}");
+    assert!(has("link-url", "nosuchsection"), "{all:#?}");
+    assert!(has("link-url", "acme.example.net"), "{all:#?}");
+    assert!(has("link-url", "dashboard link"), "{all:#?}");
+    assert!(has("queue-link", "Default colours"), "{all:#?}");
+    assert!(has("platform-name", "movidesk"), "{all:#?}");
+    assert!(has("panel-colors", "Default colours"), "{all:#?}");
+    assert!(has("panel-colors", "red is kept"), "{all:#?}");
     // A row needs no datasource, unit or description.
     assert!(!violations.iter().any(|v| v.at.contains("panel \"row\"")), "rows are exempt: {all:#?}");
 }
@@ -501,26 +1069,47 @@ fn checker_reports_each_violation_of_a_broken_dashboard() {
 fn checker_accepts_a_minimal_correct_dashboard() {
     let ds = json!({"type": "prometheus", "uid": "${datasource}"});
     let var = |name: &str, q: &str| {
-        json!({"type": "query", "name": name, "datasource": ds, "query": q,
-               "multi": true, "includeAll": true, "allValue": ".*"})
+        let mut v = json!({"type": "query", "name": name, "datasource": ds, "query": q,
+               "multi": true, "includeAll": true});
+        if name != "job" && name != "instance" {
+            v["allValue"] = json!(".*");
+        }
+        v
     };
+    let j = "job=~\"$job\", instance=~\"$instance\"";
     let d = json!({
         "uid": "ok-dashboard", "title": "OK",
+        "links": [{"type": "link", "title": "screen", "url": SCREEN_URL},
+                  {"type": "link", "title": "runbook", "url": RUNBOOK_URL},
+                  {"type": "dashboards", "title": "others", "tags": ["chat-exporter"]}],
+        "annotations": {"list": [{"name": "Firing alerts", "datasource": ds, "enable": true,
+                                  "expr": "ALERTS{alertstate=\"firing\", alertname=~\"Chat.+\"}"}]},
         "templating": {"list": [
             {"type": "datasource", "name": "datasource", "query": "prometheus"},
             var("job", "label_values(chat_exporter_build_info, job)"),
-            var("instance", "label_values(chat_exporter_build_info{job=~\"$job\"}, instance)")
+            var("instance", "label_values(chat_exporter_build_info{job=~\"$job\"}, instance)"),
+            var("group", &format!("label_values({{__name__=~\"chat_agents|chat_agent_status\", {j}}}, group)")),
+            {"type": "query", "name": "chat_screen_url", "datasource": ds, "multi": false, "includeAll": false,
+             "query": format!("label_values(chat_exporter_build_info{{{j}}}, chat_screen_url)")}
         ]},
         "panels": [
             {"type": "row", "id": 1, "title": "r"},
             {"type": "timeseries", "id": 2, "title": "t", "description": "d", "datasource": ds,
              "fieldConfig": {"defaults": {"unit": "reqps"}},
              "targets": [{"refId": "A", "datasource": ds,
-                          "expr": "sum by (code) (rate(chat_exporter_api_requests_total{job=~\"$job\", instance=~\"$instance\"}[$__rate_interval]))"}]},
+                          "expr": format!("sum by (code) (rate(chat_exporter_api_requests_total{{{j}}}[$__rate_interval]))")}]},
             {"type": "stat", "id": 3, "title": "s", "description": "d", "datasource": ds,
-             "fieldConfig": {"defaults": {"unit": "s"}},
+             "fieldConfig": {"defaults": {"unit": "s", "color": {"mode": "fixed", "fixedColor": "blue"},
+                 "thresholds": {"mode": "absolute", "steps": [{"color": "blue", "value": null}]}}},
              "targets": [{"refId": "A",
-                          "expr": "histogram_quantile(0.5, sum by (le) (increase(chat_conversation_wait_seconds_bucket{job=~\"$job\"}[$__range]))) + time() - max(process_start_time_seconds)"}]}
+                          "expr": format!("clamp_min(histogram_quantile(0.5, sum by (le) (increase(chat_conversation_wait_seconds_bucket{{{j}}}[$__range]))) + time() - max(process_start_time_seconds{{{j}}}), 0)")}]},
+            {"type": "bargauge", "id": 4, "title": "Oldest wait", "description": "d", "datasource": ds,
+             "fieldConfig": {"defaults": {"unit": "s", "color": {"mode": "thresholds"},
+                 "thresholds": {"mode": "absolute", "steps": [
+                     {"color": "green", "value": null}, {"color": "orange", "value": 300}, {"color": "red", "value": 600}]}}},
+             "links": [{"title": "Runbook", "url": format!("{RUNBOOK_URL}#chatwaittoolong")},
+                       {"title": "Redistribute", "url": SCREEN_URL}],
+             "targets": [{"refId": "A", "expr": format!("clamp_min(time() - min by (group) (chat_conversations_waiting_oldest_timestamp_seconds{{{j}}}), 0)")}]}
         ]
     });
     let v = lint_dashboard("ok.json", &d);

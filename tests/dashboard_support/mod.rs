@@ -192,6 +192,8 @@ pub struct MetricUse {
 #[derive(Debug, Default)]
 pub struct ScannedExpr {
     pub metrics: Vec<MetricUse>,
+    /// Selectors without a metric name (`{__name__=~"..."}`), braces included.
+    pub nameless: Vec<String>,
     /// Every `[...]` range or subquery, contents only.
     pub ranges: Vec<String>,
     pub functions: Vec<String>,
@@ -300,6 +302,7 @@ pub fn scan_promql(expr: &str) -> ScannedExpr {
         } else if c == b'{' {
             // A selector without a metric name: {__name__=~"..."}.
             let end = matching(b, i, b'}');
+            out.nameless.push(expr[i..end].to_string());
             i = end;
         } else if c.is_ascii_digit() || (c == b'.' && i + 1 < b.len() && b[i + 1].is_ascii_digit()) {
             // Number or duration literal.
