@@ -69,6 +69,11 @@ async fn chatwoot_kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
     kill_9_at_random_points_of_a_day("chatwoot").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rocketchat_kill_9_at_random_points_of_a_day_loses_and_doubles_nothing() {
+    kill_9_at_random_points_of_a_day("rocketchat").await;
+}
+
 async fn kill_9_at_random_points_of_a_day(platform: &str) {
     // The platform goes on while the exporter is down, up to an hour.
     let options = SimOptions { features: Some(without_blind_spots(platform)), ..manual_sim_of(platform, 31) };

@@ -40,8 +40,9 @@ pub trait Platform: Sync + Send {
     /// the facade's own label tables (never the source's).
     fn truth(&self, world: &World) -> Vec<Sample>;
     /// The section that points this platform's source at a simulator (`base` is
-    /// `http://HOST:PORT`) with `token`.
-    fn demo_section(&self, base: &str, token: &str) -> serde_json::Value;
+    /// `http://HOST:PORT`) with `token`, whose API allows `per_minute` requests a minute
+    /// (per token, or per route where the platform limits routes).
+    fn demo_section(&self, base: &str, token: &str, per_minute: u32) -> serde_json::Value;
 }
 
 /// A platform's loaded section, ready to build its source.

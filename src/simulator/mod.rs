@@ -85,6 +85,8 @@ pub struct SimOptions {
     pub rate_limit: Option<u32>,
     /// How long a key is blocked once over the limit.
     pub lockout: Duration,
+    /// The rate limit's window (a minute, as every platform counts; shorter in tests).
+    pub rate_window: Duration,
     /// `Some(speed)`: simulated time runs `speed` times faster than real time.
     /// `None`: time moves only through `advance` (tests).
     pub speed: Option<f64>,
@@ -104,6 +106,7 @@ impl Default for SimOptions {
             token: "demo-token".to_string(),
             rate_limit: Some(10),
             lockout: Duration::from_secs(60),
+            rate_window: Duration::from_secs(60),
             speed: None,
             load: 1.0,
             features: None,
@@ -127,8 +130,8 @@ pub struct RequestRecord {
 pub struct LimitStatus {
     pub limit: u32,
     pub remaining: u32,
-    /// Real time (Unix milliseconds) at which the oldest counted request leaves the window.
-    pub reset_at_ms: i64,
+    /// Until the oldest counted request leaves the window.
+    pub reset_in: Duration,
     /// Seconds before a refused request may be retried.
     pub retry_after: u64,
 }
@@ -171,15 +174,13 @@ impl Inner {
     fn rate_limit(&mut self, key: &str) -> Option<Result<LimitStatus, LimitStatus>> {
         let limit = self.options.rate_limit?;
         let lockout = self.options.lockout;
+        let minute = self.options.rate_window;
         let window = self.windows.entry(key.to_string()).or_default();
         let now = Instant::now();
-        let minute = Duration::from_secs(60);
-        let wall_ms =
-            |at: Instant| Utc::now().timestamp_millis() + at.saturating_duration_since(now).as_millis() as i64;
         if let Some(until) = window.blocked_until {
             if now < until {
                 let retry_after = (until - now).as_secs_f64().ceil().max(1.0) as u64;
-                return Some(Err(LimitStatus { limit, remaining: 0, reset_at_ms: wall_ms(until), retry_after }));
+                return Some(Err(LimitStatus { limit, remaining: 0, reset_in: until - now, retry_after }));
             }
             // The block over, the key starts a fresh minute.
             window.blocked_until = None;
@@ -192,12 +193,12 @@ impl Inner {
             let until = if lockout.is_zero() { window.accepted[0] + minute } else { now + lockout };
             window.blocked_until = (!lockout.is_zero()).then_some(until);
             let retry_after = (until - now).as_secs_f64().ceil().max(1.0) as u64;
-            return Some(Err(LimitStatus { limit, remaining: 0, reset_at_ms: wall_ms(until), retry_after }));
+            return Some(Err(LimitStatus { limit, remaining: 0, reset_in: until - now, retry_after }));
         }
         window.accepted.push_back(now);
         let reset = window.accepted[0] + minute;
         let remaining = limit.saturating_sub(window.accepted.len() as u32);
-        Some(Ok(LimitStatus { limit, remaining, reset_at_ms: wall_ms(reset), retry_after: 0 }))
+        Some(Ok(LimitStatus { limit, remaining, reset_in: reset.saturating_duration_since(now), retry_after: 0 }))
     }
 }
 
@@ -325,10 +326,16 @@ impl SimState {
         Admission::Serve { fault, limit }
     }
 
-    /// The platform's clock for a `Date` header: simulated now, plus any injected skew.
-    pub fn date_header(&self) -> HeaderValue {
+    /// The platform's clock, as its `Date` header shows it: simulated now, plus any
+    /// injected skew.
+    pub fn platform_now(&self) -> DateTime<Utc> {
         let inner = self.lock();
-        let now = inner.world.now + chrono::Duration::seconds(inner.rendering.date_header_skew_seconds);
+        inner.world.now + chrono::Duration::seconds(inner.rendering.date_header_skew_seconds)
+    }
+
+    /// The platform's clock for a `Date` header.
+    pub fn date_header(&self) -> HeaderValue {
+        let now = self.platform_now();
         HeaderValue::from_str(&now.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).expect("ASCII date")
     }
 }
@@ -447,10 +454,14 @@ impl RunningSimulator {
         format!("{}{}", self.url(), self.state.platform.api_path())
     }
 
-    /// The platform section that points an exporter at this simulator.
+    /// The platform section that points an exporter at this simulator, within its rate
+    /// limit (unlimited: as many as the exporter allows).
     pub fn section(&self) -> Value {
-        let token = self.state.lock().options.token.clone();
-        self.state.platform.demo_section(&self.url(), &token)
+        let (token, limit) = {
+            let inner = self.state.lock();
+            (inner.options.token.clone(), inner.options.rate_limit)
+        };
+        self.state.platform.demo_section(&self.url(), &token, limit.unwrap_or(1_000_000))
     }
 
     /// Runs simulated time `speed` times faster than real time, from where it stands.

@@ -799,7 +799,9 @@ impl World {
             let Some((_, agent)) = candidate else { continue };
             let now = self.now;
             let talk = (60.0 + self.exp_sample(420.0)) as i64;
-            let transfer = self.features.transfer && talk > 2 * MIN_GAP_MINUTES * 60 && self.rng.random::<f64>() < 0.3;
+            // A transferred conversation goes on long enough for each agent to be seen.
+            let transfer = self.features.transfer && self.rng.random::<f64>() < 0.12;
+            let talk = if transfer { talk + 2 * MIN_GAP_MINUTES * 60 } else { talk };
             let hold = self.features.hold && self.rng.random::<f64>() < 0.15;
             let hold_minutes = 5 + self.rng.random_range(0..10);
             let c = self.conv(id);

@@ -128,7 +128,7 @@ impl super::Platform for Chatwoot {
         truth::truth(world)
     }
 
-    fn demo_section(&self, base: &str, token: &str) -> serde_json::Value {
+    fn demo_section(&self, base: &str, token: &str, _per_minute: u32) -> serde_json::Value {
         serde_json::json!({ "base_url": base, "account_id": facade::ACCOUNT_ID, "token": token })
     }
 }

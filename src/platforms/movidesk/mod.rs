@@ -142,7 +142,7 @@ impl super::Platform for Movidesk {
         truth::truth(world)
     }
 
-    fn demo_section(&self, base: &str, token: &str) -> serde_json::Value {
+    fn demo_section(&self, base: &str, token: &str, _per_minute: u32) -> serde_json::Value {
         serde_json::json!({ "base_url": format!("{base}{}", facade::API_PATH), "token": token })
     }
 }

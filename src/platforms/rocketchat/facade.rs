@@ -61,6 +61,36 @@ fn department_id(world: &World, name: &str) -> Option<String> {
     departments_list(world).iter().position(|d| d == name).map(|i| format!("dep{:05}", i + 1))
 }
 
+/// A room's field that `sort` may name.
+fn sort_key(c: &Conversation, field: &str) -> DateTime<Utc> {
+    match field {
+        "_updatedAt" | "lm" => c.last_update,
+        "closedAt" => c.ended_at.unwrap_or(DateTime::<Utc>::MIN_UTC),
+        _ => c.created,
+    }
+}
+
+/// Sorts conversations by `sort` (ties by id, oldest first), then takes the page.
+fn sorted_conversations<'a>(
+    mut items: Vec<&'a Conversation>,
+    sort: &[(String, i64)],
+    params: &[(String, String)],
+) -> (Vec<&'a Conversation>, usize) {
+    items.sort_by(|a, b| {
+        for (field, dir) in sort {
+            let o = sort_key(a, field).cmp(&sort_key(b, field));
+            let o = if *dir < 0 { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        a.id.cmp(&b.id)
+    });
+    let total = items.len();
+    let (offset, count) = paging(params);
+    (items.into_iter().skip(offset).take(count).collect(), total)
+}
+
 /// When the agent serving it now took it: its first answer, or its last transfer.
 fn served_since(c: &Conversation) -> Option<DateTime<Utc>> {
     c.transfers.last().map(|t| t.at).or(c.answered_at)
@@ -148,13 +178,15 @@ fn failure(status: StatusCode, error: &str, error_type: Option<&str>) -> Respons
     (status, Json(body)).into_response()
 }
 
-fn with_limit(mut response: Response, limit: Option<LimitStatus>) -> Response {
+/// The rate-limit headers of a route, its reset on the server's clock (that of `Date`).
+fn with_limit(state: &SimState, mut response: Response, limit: Option<LimitStatus>) -> Response {
     if let Some(l) = limit {
+        let reset = state.platform_now() + chrono::Duration::from_std(l.reset_in).unwrap_or_default();
         let h = response.headers_mut();
         for (name, value) in [
             ("x-ratelimit-limit", l.limit.to_string()),
             ("x-ratelimit-remaining", l.remaining.to_string()),
-            ("x-ratelimit-reset", l.reset_at_ms.to_string()),
+            ("x-ratelimit-reset", reset.timestamp_millis().to_string()),
         ] {
             h.insert(name, HeaderValue::from_str(&value).expect("digits"));
         }
@@ -191,7 +223,7 @@ fn admit(
                 "Error, too many requests. Please slow down. You must wait {} seconds before trying this endpoint again. [error-too-many-requests]",
                 limit.retry_after
             );
-            Err(dated(with_limit(failure(StatusCode::TOO_MANY_REQUESTS, &error, None), Some(limit))))
+            Err(dated(with_limit(state, failure(StatusCode::TOO_MANY_REQUESTS, &error, None), Some(limit))))
         }
         Admission::Serve { fault, limit } => {
             if let Some(allowed) = allowed {
@@ -202,7 +234,7 @@ fn admit(
                         "must NOT have additional properties [invalid-params]",
                         Some("invalid-params"),
                     );
-                    return Err(dated(with_limit(r, limit)));
+                    return Err(dated(with_limit(state, r, limit)));
                 }
             }
             Ok((fault, limit))
@@ -244,22 +276,6 @@ fn sort_spec(params: &[(String, String)], default: (&str, i64)) -> Result<Vec<(S
         .collect()
 }
 
-fn sorted_page(mut items: Vec<Value>, sort: &[(String, i64)], params: &[(String, String)]) -> (Vec<Value>, usize) {
-    items.sort_by(|a, b| {
-        for (field, dir) in sort {
-            let o = a[field.as_str()].as_str().unwrap_or("").cmp(b[field.as_str()].as_str().unwrap_or(""));
-            let o = if *dir < 0 { o.reverse() } else { o };
-            if o != Ordering::Equal {
-                return o;
-            }
-        }
-        Ordering::Equal
-    });
-    let total = items.len();
-    let (offset, count) = paging(params);
-    (items.into_iter().skip(offset).take(count).collect(), total)
-}
-
 fn list_body(key: &str, items: Vec<Value>, total: usize, params: &[(String, String)]) -> Value {
     json!({ key: items.clone(), "count": items.len(), "offset": paging(params).0, "total": total, "success": true })
 }
@@ -270,7 +286,7 @@ fn garbage() -> Value {
 
 async fn finish(state: &SimState, body: Value, key: &str, fault: Option<Fault>, limit: Option<LimitStatus>) -> Response {
     let date = state.date_header();
-    let mut response = with_limit(respond(body, fault, &[key], garbage()).await, limit);
+    let mut response = with_limit(state, respond(body, fault, &[key], garbage()).await, limit);
     response.headers_mut().insert(axum::http::header::DATE, date);
     response
 }
@@ -292,9 +308,11 @@ async fn inquiries(State(state): State<SimState>, headers: HeaderMap, Query(para
         let inner = state.lock();
         let world = &inner.world;
         // Queued inquiries only; a pre-queued (`ready`) one is not listed.
-        let items: Vec<Value> = world
-            .open_conversations()
-            .filter(|c| visible(c) && c.state == ConvState::Waiting)
+        let waiting: Vec<&Conversation> =
+            world.open_conversations().filter(|c| visible(c) && c.state == ConvState::Waiting).collect();
+        let (page, total) = sorted_conversations(waiting, &sort, &params);
+        let items: Vec<Value> = page
+            .into_iter()
             .map(|c| {
                 let mut i = json!({"_id": format!("{:024x}", c.id), "rid": room_id(c.id), "name": format!("Visitante {}", c.id),
                     "ts": iso(c.created), "status": "queued"});
@@ -304,8 +322,7 @@ async fn inquiries(State(state): State<SimState>, headers: HeaderMap, Query(para
                 i
             })
             .collect();
-        let (page, total) = sorted_page(items, &sort, &params);
-        list_body("inquiries", page, total, &params)
+        list_body("inquiries", items, total, &params)
     };
     finish(&state, body, "inquiries", fault, limit).await
 }
@@ -333,7 +350,7 @@ async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params):
     let body = {
         let inner = state.lock();
         let world = &inner.world;
-        let items: Vec<Value> = world
+        let items: Vec<&Conversation> = world
             .conversations
             .iter()
             .filter(|c| visible(c))
@@ -354,10 +371,9 @@ async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params):
                     None => true,
                 }
             })
-            .map(|c| room_json(world, c))
             .collect();
-        let (page, total) = sorted_page(items, &sort, &params);
-        list_body("rooms", page, total, &params)
+        let (page, total) = sorted_conversations(items, &sort, &params);
+        list_body("rooms", page.into_iter().map(|c| room_json(world, c)).collect(), total, &params)
     };
     finish(&state, body, "rooms", fault, limit).await
 }
@@ -378,7 +394,7 @@ async fn transfer_history(
         let world = &inner.world;
         let id = rid.strip_prefix('R').and_then(|n| n.parse::<u64>().ok());
         let Some(c) = id.and_then(|id| world.conversation(id)).filter(|c| visible(c)) else {
-            return with_limit(failure(StatusCode::BAD_REQUEST, "invalid-room", None), limit);
+            return with_limit(&state, failure(StatusCode::BAD_REQUEST, "invalid-room", None), limit);
         };
         let items: Vec<Value> = c
             .transfers
@@ -420,7 +436,7 @@ async fn users(
         Err(r) => return *r,
     };
     if kind != "agent" {
-        return with_limit(failure(StatusCode::BAD_REQUEST, "Invalid type", None), limit);
+        return with_limit(&state, failure(StatusCode::BAD_REQUEST, "Invalid type", None), limit);
     }
     let body = {
         let inner = state.lock();

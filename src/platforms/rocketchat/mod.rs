@@ -138,8 +138,13 @@ impl super::Platform for RocketChat {
         truth::truth(world)
     }
 
-    fn demo_section(&self, base: &str, token: &str) -> serde_json::Value {
-        serde_json::json!({ "base_url": base, "user_id": facade::EXPORTER_USER_ID, "token": token })
+    fn demo_section(&self, base: &str, token: &str, per_minute: u32) -> serde_json::Value {
+        serde_json::json!({
+            "base_url": base,
+            "user_id": facade::EXPORTER_USER_ID,
+            "token": token,
+            "requests_per_minute_per_route": per_minute,
+        })
     }
 }
 

@@ -150,13 +150,22 @@ impl RocketChatSource {
         Err(self.client.fail(SourceError::Decode { endpoint, detail: format!("more than {MAX_PAGES} pages") }))
     }
 
-    async fn read_departments(&mut self) -> Result<(), SourceError> {
+    /// The departments' names by id; returns why each unreadable one was skipped.
+    async fn read_departments(&mut self) -> Result<Vec<String>, SourceError> {
         let items = self.all("department", "livechat/department", "departments", &[]).await?;
+        let mut invalid = Vec::new();
         self.departments = items
             .iter()
-            .filter_map(|d| Some((d.get("_id")?.as_str()?.to_string(), d.get("name")?.as_str()?.trim().to_string())))
+            .filter_map(|d| {
+                let read = || Some((d.get("_id")?.as_str()?.to_string(), d.get("name")?.as_str()?.trim().to_string()));
+                let entry = read();
+                if entry.is_none() {
+                    invalid.push(format!("department without an _id or a name: {}", crate::source::client::truncate(&d.to_string(), 120)));
+                }
+                entry
+            })
             .collect();
-        Ok(())
+        Ok(invalid)
     }
 
     async fn roster(&self) -> Result<(Vec<RosterAgent>, Vec<String>), SourceError> {
@@ -182,7 +191,7 @@ impl RocketChatSource {
     }
 
     /// The rooms changed since the cursor (less the overlap), newest first; on the first
-    /// poll, the first page only. Also the newest change seen, and the server's `Date`.
+    /// poll, the first page only. Also the server's `Date`.
     async fn changed_rooms(&self) -> Result<(Vec<Value>, Option<DateTime<Utc>>), SourceError> {
         let sort = vec![("sort", r#"{"_updatedAt":-1}"#.to_string())];
         let since = self.cursor.map(|c| c - chrono::Duration::from_std(self.config.overlap).unwrap_or_default());
@@ -192,9 +201,10 @@ impl RocketChatSource {
             let (page, total, d) = self.page("rooms", "livechat/rooms", "rooms", &sort, rooms.len()).await?;
             date = date.or(d);
             let n = page.len();
-            let reached = |r: &Value| since.is_none_or(|s| super::records::date(r.get("_updatedAt")).is_some_and(|u| u < s));
-            let done = page.last().is_none_or(reached);
-            rooms.extend(page);
+            let before = |r: &Value| since.is_some_and(|s| super::records::date(r.get("_updatedAt")).is_some_and(|u| u < s));
+            let done = since.is_none() || page.last().is_none_or(before);
+            // Rooms changed before the window were read by an earlier poll.
+            rooms.extend(page.into_iter().filter(|r| !before(r)));
             if done || n < PAGE || total.is_some_and(|t| rooms.len() as u64 >= t) {
                 return Ok((rooms, date));
             }
@@ -221,7 +231,7 @@ impl RocketChatSource {
         let mut obs = Observations::default();
         let mut invalid = Vec::new();
         if self.departments_read_at.is_none_or(|t| t.elapsed() >= self.polling.roster_interval) {
-            self.read_departments().await?;
+            invalid.extend(self.read_departments().await?);
             self.departments_read_at = Some(Instant::now());
         }
         let (roster, invalid_agents) = self.roster().await?;

@@ -1,0 +1,136 @@
+//! Specification: the exporter, polling the simulated Rocket.Chat Omnichannel API over
+//! real HTTP, reports exactly what happened in the simulated contact centre, by
+//! Rocket.Chat's contract.
+
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_day_matches_ground_truth_every_hour() {
+    spec::a_whole_day_matches_ground_truth_every_hour("rocketchat", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_match_after_every_poll() {
+    spec::gauges_match_after_every_poll("rocketchat", 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_starts_when_the_exporter_starts() {
+    spec::counting_starts_when_the_exporter_starts("rocketchat", 13).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_between_polls_count_once() {
+    spec::changes_between_polls_count_once("rocketchat", 17).await;
+}
+
+/// The simulated day holds every case the contract names, and the exporter agrees with
+/// the truth through all of them: rooms transferred between agents and departments
+/// (some before the exporter started), rooms on hold, pre-queued (`ready`) inquiries and
+/// e-mail rooms, which never count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_holds_prequeue_and_email_rooms_are_followed() {
+    use chat_exporter::simulator::world::State;
+    let sim = start_simulator(manual_sim_of("rocketchat", 19)).await;
+    sim.state.advance(10 * 3600);
+    // Start while a room transferred before the start is still open.
+    while !sim.state.with_world(|w| w.open_conversations().any(|c| !c.transfers.is_empty())) {
+        sim.state.advance(60);
+    }
+    sim.state.reset_counts();
+    let start = sim.state.now();
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
+    let (mut ready, mut held) = (0, 0);
+    for minute in 1..=240 {
+        exp.follow(&sim.state, 1, 60).await;
+        let (r, h) = sim.state.with_world(|w| {
+            let open: Vec<_> = w.open_conversations().collect();
+            (
+                open.iter().filter(|c| c.state == State::Bot).count(),
+                open.iter().filter(|c| c.state == State::Held).count(),
+            )
+        });
+        ready += r;
+        held += h;
+        if minute % 30 == 0 {
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth_samples(&sim.state.truth()),
+                &format!("minute {minute}"),
+            );
+        }
+    }
+    let (moved, reassigned, emails, closed_after_transfer_before_start) = sim.state.with_world(|w| {
+        let c = &w.conversations;
+        (
+            c.iter().filter(|c| c.transfers.iter().any(|t| t.from_group != t.to_group)).count(),
+            c.iter().filter(|c| c.transfers.iter().any(|t| t.from_group == t.to_group)).count(),
+            c.iter().filter(|c| !c.is_chat()).count(),
+            c.iter()
+                .filter(|c| c.transfers.first().is_some_and(|t| t.at <= start) && c.ended_at.is_some_and(|e| e > start))
+                .count(),
+        )
+    });
+    assert!(ready > 0 && held > 0, "pre-queued and on-hold rooms were seen: {ready} {held}");
+    assert!(moved > 0 && reassigned > 0 && emails > 0, "{moved} {reassigned} {emails}");
+    assert!(closed_after_transfer_before_start > 0, "a room transferred before the start closed after it");
+}
+
+/// Two hours of outage at the peak: more rooms changed than one page holds, and the
+/// exporter pages back through all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_longer_than_a_page_is_read_whole() {
+    use chat_exporter::simulator::{Fault, Scenario, SimOptions};
+    let options = SimOptions {
+        scenario: Scenario::Peak,
+        features: Some(without_blind_spots("rocketchat")),
+        ..manual_sim_of("rocketchat", 29)
+    };
+    let sim = start_simulator(options).await;
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
+    exp.follow(&sim.state, 20, 60).await;
+    sim.state.set_outage(Some(Fault::Status { code: 503 }));
+    sim.state.advance(2 * 3600);
+    assert!(exp.poller.poll_once().await.is_err());
+    sim.state.set_outage(None);
+    exp.follow(&sim.state, 2, 60).await;
+    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after the outage");
+    assert!(
+        sim.state
+            .requests()
+            .iter()
+            .any(|r| r.endpoint == "rooms" && r.query.contains("offset=100") && r.query.contains("_updatedAt")),
+        "the changed rooms took more than a page"
+    );
+}
+
+/// Each route has its own limit, and the exporter reads where it stands from the
+/// `X-RateLimit-*` headers of every answer: a route with no call left waits for its reset
+/// instead of earning a 429, and the other routes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_routes_limit_is_read_from_its_headers_and_never_exceeded() {
+    use chat_exporter::simulator::SimOptions;
+    use std::time::Duration;
+    let options = SimOptions {
+        rate_limit: Some(3),
+        lockout: Duration::ZERO,
+        rate_window: Duration::from_secs(2),
+        ..manual_sim_of("rocketchat", 31)
+    };
+    let sim = start_simulator(options).await;
+    let mut setup = fast_setup(&sim);
+    // The exporter's own count would allow far more: only the headers hold it back.
+    setup.set("requests_per_minute_per_route", 1_000_000);
+    let mut exp = TestExporter::start(setup).await;
+    let started = std::time::Instant::now();
+    exp.poller.poll_once().await.unwrap();
+    exp.follow(&sim.state, 8, 60).await;
+    let log = sim.state.requests();
+    assert!(log.iter().all(|r| r.status != 429), "a 429 was earned: {log:?}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "nine polls of one call per route need three windows");
+    assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "within the limits");
+}
