@@ -10,7 +10,7 @@
 //! from the change to the publication of a poll that saw it; the worst case is a change
 //! just after a poll opened its window.
 //!
-//! Run: cargo run --release --example freshness [-- PLATFORM [REQUESTS_PER_MINUTE]]
+//! Run: cargo run --release --example freshness [-- PLATFORM [REQUESTS_PER_MINUTE [PER_ROUTE]]]
 
 use std::time::Duration;
 
@@ -30,14 +30,15 @@ fn roster_endpoints(platform: &str) -> &'static [&'static str] {
     }
 }
 
-/// Requests per poll, and the chats that arrived in the hours measured.
+/// The routes each poll calls, in order, and the chats that arrived in the hours measured.
 async fn requests_per_poll(
     platform: &str,
     polling: &Polling,
+    per_route: Option<u32>,
     scenario: Scenario,
     skip_hours: i64,
     hours: i64,
-) -> (Vec<usize>, usize) {
+) -> (Vec<Vec<String>>, usize) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let options = SimOptions { platform: platform.to_string(), rate_limit: None, scenario, ..SimOptions::default() };
     let sim = simulator::serve(listener, options).await.unwrap();
@@ -46,7 +47,11 @@ async fn requests_per_poll(
     // Unlimited, and the roster on every poll: what each poll costs is recorded, and the
     // roster's cost is put back on its own schedule below.
     let recorded = Polling { requests_per_minute: 1_000_000, roster_interval: Duration::ZERO, ..polling.clone() };
-    let source = p.load(sim.section()).unwrap().build(&recorded, SelfMetrics::new());
+    let mut section = sim.section();
+    if let Some(n) = per_route {
+        section["requests_per_minute_per_route"] = n.into();
+    }
+    let source = p.load(section).unwrap().build(&recorded, SelfMetrics::new());
     let mut poller = Poller::new(source, SelfMetrics::new(), recorded.poll_interval);
     poller.poll_once().await.unwrap();
     let chats_before = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.is_chat()).count());
@@ -58,39 +63,53 @@ async fn requests_per_poll(
         let before = sim.state.requests().len();
         poller.poll_once().await.unwrap();
         let log = sim.state.requests();
-        let roster = log[before..].iter().filter(|r| roster_endpoints(platform).contains(&r.endpoint.as_str())).count();
-        let n = log.len() - before;
-        counts.push(if (i + 1) % roster_every == 0 { n } else { n - roster });
+        let roster_due = (i + 1) % roster_every == 0;
+        counts.push(
+            log[before..]
+                .iter()
+                .filter(|r| roster_due || !roster_endpoints(platform).contains(&r.endpoint.as_str()))
+                .map(|r| r.endpoint.clone())
+                .collect(),
+        );
     }
     let chats_after = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.is_chat()).count());
     (counts, chats_after - chats_before)
 }
 
-/// Replays the budget over the request counts: (worst staleness, mean staleness, requests/min).
-fn replay(counts: &[usize], poll: f64, per_minute: u32) -> (f64, f64, f64) {
+/// Replays the budget over the routes each poll calls: (worst staleness, mean staleness,
+/// requests/min). Every call waits for one spacing after the previous one, for the
+/// budget's window (61 s) to have room, and, where the platform limits each route, for
+/// the route's own window.
+fn replay(polls: &[Vec<String>], poll: f64, per_minute: u32, per_route: Option<u32>) -> (f64, f64, f64) {
     let spacing = 60.0 / per_minute as f64;
     let limit = per_minute as usize;
     let mut sent: Vec<f64> = Vec::new();
+    let mut by_route: std::collections::HashMap<&str, Vec<f64>> = Default::default();
     let mut starts = Vec::new();
     let mut published = Vec::new();
     let mut free_at = 0.0f64;
-    for (k, n) in counts.iter().enumerate() {
+    for (k, routes) in polls.iter().enumerate() {
         let start = (k as f64 * poll).max(free_at);
         let mut t = start;
-        for _ in 0..*n {
+        for route in routes {
             if let Some(last) = sent.last() {
                 t = t.max(last + spacing);
             }
             if sent.len() >= limit {
                 t = t.max(sent[sent.len() - limit] + 61.0);
             }
+            let route_sent = by_route.entry(route.as_str()).or_default();
+            if let Some(n) = per_route.map(|n| n as usize).filter(|n| route_sent.len() >= *n) {
+                t = t.max(route_sent[route_sent.len() - n] + 61.0);
+            }
+            route_sent.push(t);
             sent.push(t);
         }
         starts.push(start);
         published.push(t);
         free_at = t;
     }
-    let stale: Vec<f64> = (0..counts.len() - 1).map(|k| published[k + 1] - starts[k]).collect();
+    let stale: Vec<f64> = (0..polls.len() - 1).map(|k| published[k + 1] - starts[k]).collect();
     let worst = stale.iter().cloned().fold(0.0, f64::max);
     let mean = stale.iter().sum::<f64>() / stale.len() as f64;
     let minutes = (sent.last().unwrap() - sent[0]) / 60.0;
@@ -105,16 +124,20 @@ async fn main() {
         None => platforms::ALL.iter().map(|p| p.name()).collect(),
     };
     let budget: Option<u32> = args.get(1).map(|n| n.parse().expect("REQUESTS_PER_MINUTE is a number"));
+    let route_budget: Option<u32> = args.get(2).map(|n| n.parse().expect("PER_ROUTE is a number"));
     for name in chosen {
         let platform = platforms::find(name).unwrap();
         let mut polling = platform.polling_defaults();
         if let Some(n) = budget {
             polling.requests_per_minute = n;
         }
+        // Rocket.Chat limits each route on its own (10 a minute by default).
+        let per_route = (name == "rocketchat").then(|| route_budget.unwrap_or(10));
         println!(
-            "\n{} at {} requests/minute, a poll every {}, the roster every {}:\n",
+            "\n{} at {} requests/minute{}, a poll every {}, the roster every {}:\n",
             platform.title(),
             polling.requests_per_minute,
+            per_route.map(|n| format!(" ({n} per route)")).unwrap_or_default(),
             humantime::format_duration(polling.poll_interval),
             humantime::format_duration(polling.roster_interval)
         );
@@ -128,13 +151,13 @@ async fn main() {
             ("peak scenario, its first two hours (4x arrivals for an hour, half the agents away)", Scenario::Peak, 0),
         ] {
             let hours = if scenario == Scenario::Peak { 2 } else { 1 };
-            let (counts, chats) = requests_per_poll(name, &polling, scenario, skip, hours).await;
+            let (polls, chats) = requests_per_poll(name, &polling, per_route, scenario, skip, hours).await;
             let (worst, mean, per_min) =
-                replay(&counts, polling.poll_interval.as_secs_f64(), polling.requests_per_minute);
+                replay(&polls, polling.poll_interval.as_secs_f64(), polling.requests_per_minute, per_route);
             println!(
                 "| {label} | {}/h | {} | {worst:.0} s | {mean:.0} s | {per_min:.1} |",
                 chats as i64 / hours,
-                counts.iter().max().unwrap()
+                polls.iter().map(Vec::len).max().unwrap()
             );
         }
     }

@@ -38,13 +38,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     if let Some(store) = &state {
         store.prepare().map_err(|e| format!("state.path: {}: {e}", store.path().display()))?;
     }
-    if let Some(limit) = cfg.source.documented_limit().filter(|l| cfg.polling.requests_per_minute > *l && !cli.demo) {
-        tracing::warn!(
-            "{}.requests_per_minute is {}, above the {limit} a minute {} documents: expect 429s unless the account's limit was raised",
-            cfg.platform.name(),
-            cfg.polling.requests_per_minute,
-            cfg.platform.title()
-        );
+    if !cli.demo {
+        for warning in cfg.source.warnings(&cfg.polling) {
+            tracing::warn!("{warning}");
+        }
     }
     let listener = bind(&addrs).await?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;

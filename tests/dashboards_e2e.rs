@@ -75,6 +75,13 @@ const CASES: &[Case] = &[
         statuses: &["available", "busy", "away", "offline"],
         histograms: false,
     },
+    Case {
+        platform: "rocketchat",
+        seed: 3,
+        screen_url: "https://chat.acme.test/omnichannel/current",
+        statuses: &["available", "busy", "away", "offline"],
+        histograms: false,
+    },
 ];
 
 // ------------------------------------------------------------------ processes

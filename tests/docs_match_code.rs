@@ -75,7 +75,7 @@ fn toml_value(default: &str) -> String {
 fn required(platform: &str) -> &'static [(&'static str, &'static str)] {
     match platform {
         "chatwoot" => &[("token", "\"t\""), ("account_id", "3")],
-        "rocketchat" => &[("token", "\"t\""), ("user_id", "\"u\"")],
+        "rocketchat" => &[("token", "\"t\""), ("user_id", "\"u\""), ("base_url", "\"https://chat.example.com\"")],
         _ => &[("token", "\"t\"")],
     }
 }

@@ -52,10 +52,9 @@ pub trait SourceConfig: Debug + Send + Sync {
     fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source>;
     /// What the landing page says it polls (no secret).
     fn describe(&self) -> String;
-    /// The platform's documented request limit per minute, for a warning when the budget
-    /// is set above it.
-    fn documented_limit(&self) -> Option<u32> {
-        None
+    /// Settings above what the platform documents, one line each, for a warning at start.
+    fn warnings(&self, _polling: &Polling) -> Vec<String> {
+        Vec::new()
     }
 }
 

@@ -160,7 +160,16 @@ impl super::SourceConfig for MovideskConfig {
         format!("Movidesk at {}", self.base_url)
     }
 
-    fn documented_limit(&self) -> Option<u32> {
-        Some(DOCUMENTED_LIMIT)
+    fn warnings(&self, polling: &Polling) -> Vec<String> {
+        (polling.requests_per_minute > DOCUMENTED_LIMIT)
+            .then(|| {
+                format!(
+                    "movidesk.requests_per_minute is {}, above the {DOCUMENTED_LIMIT} a minute Movidesk allows a token: \
+                     expect 429s unless the account's limit was raised",
+                    polling.requests_per_minute
+                )
+            })
+            .into_iter()
+            .collect()
     }
 }

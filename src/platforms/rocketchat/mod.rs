@@ -160,4 +160,18 @@ impl super::SourceConfig for RocketChatConfig {
     fn describe(&self) -> String {
         format!("Rocket.Chat at {} (user {})", self.base_url, self.user_id)
     }
+
+    fn warnings(&self, _polling: &Polling) -> Vec<String> {
+        (self.requests_per_minute_per_route > DEFAULT_ROUTE_LIMIT)
+            .then(|| {
+                format!(
+                    "rocketchat.requests_per_minute_per_route is {}, above the {DEFAULT_ROUTE_LIMIT} a minute Rocket.Chat \
+                     allows each route by default: give the exporter's user the api-bypass-rate-limit permission, or raise \
+                     the server's API_Enable_Rate_Limiter_Limit_Calls_Default",
+                    self.requests_per_minute_per_route
+                )
+            })
+            .into_iter()
+            .collect()
+    }
 }
