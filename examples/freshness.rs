@@ -48,8 +48,9 @@ async fn requests_per_poll(
     // roster's cost is put back on its own schedule below.
     let recorded = Polling { requests_per_minute: 1_000_000, roster_interval: Duration::ZERO, ..polling.clone() };
     let mut section = sim.section();
-    if let Some(n) = per_route {
-        section["requests_per_minute_per_route"] = n.into();
+    if per_route.is_some() {
+        // Unlimited per route too: the route budget is replayed below.
+        section["requests_per_minute_per_route"] = 1_000_000.into();
     }
     let source = p.load(section).unwrap().build(&recorded, SelfMetrics::new());
     let mut poller = Poller::new(source, SelfMetrics::new(), recorded.poll_interval);

@@ -444,13 +444,6 @@ fn empty_by_design(case: &Case, expr: &str, vars: &BTreeMap<String, String>) -> 
             format!("chat_conversations_waiting{} > 0", m.matchers),
         ));
     }
-    // Failures by reason: the counter exists only once a failure happened.
-    if let Some(m) = uses("chat_exporter_api_request_failures_total") {
-        return Some((
-            "no request to the platform has failed yet".into(),
-            format!("chat_exporter_api_request_failures_total{}", m.matchers),
-        ));
-    }
     // Agent metrics carry app="" (an agent is not tied to an application): with one
     // application picked, area 02 shows no agent.
     let agent_only = !scanned.metrics.is_empty()
