@@ -27,11 +27,12 @@ use dashboard_support::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-use support::process::ExporterProcess;
+use support::free_port;
+use support::process::{ExporterProcess, ToolProcess};
 
 /// Simulated time runs this many times faster than real time, so that in a
 /// couple of minutes chats have waited, been answered, finished (resolved and
@@ -86,38 +87,6 @@ const CASES: &[Case] = &[
 
 // ------------------------------------------------------------------ processes
 
-/// Kills the child when dropped, so a failing test leaves nothing running.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(40);
-        format!("--- last lines of {} log ({}):\n{}", self.name, self.log.display(), lines[start..].join("\n"))
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
-}
-
 /// Starts `chat_exporter --demo` for the case's platform on a port of its choosing.
 fn start_exporter(case: &Case) -> ExporterProcess {
     ExporterProcess::start(
@@ -155,7 +124,7 @@ fn shipped_metric_relabel_configs() -> String {
     serde_json::to_string(&serde_json::to_value(relabel).unwrap()).unwrap()
 }
 
-fn start_prometheus(dir: &Path, exporter_address: &str, screen_url: &str) -> (Proc, u16) {
+fn start_prometheus(dir: &Path, exporter_address: &str, screen_url: &str) -> (ToolProcess, u16) {
     let prometheus = support::tools::require_tool(&["prometheus"], "prometheus");
     let config = dir.join("prometheus.yml");
     // The port is picked by binding :0 and releasing it; another process can
@@ -175,19 +144,13 @@ fn start_prometheus(dir: &Path, exporter_address: &str, screen_url: &str) -> (Pr
         )
         .unwrap();
         let data = dir.join(format!("tsdb-{attempt}"));
-        let log = dir.join(format!("prometheus-{attempt}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&prometheus)
+        let mut command = Command::new(&prometheus);
+        command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", prometheus.display()));
-        let mut proc = Proc { name: "prometheus", child, log };
+            .arg("--log.level=warn");
+        let mut proc = ToolProcess::spawn(&format!("prometheus-{attempt}"), command, dir);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = proc.exited() {

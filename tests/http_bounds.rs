@@ -10,14 +10,16 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod support;
 use axum::routing;
 use axum::Router;
 use chat_exporter::http::web::serve::MAX_CONNECTIONS;
 use chat_exporter::http::web::{serve_with_limits, Limits, WebConfig};
+use support::process::ExporterProcess;
 
 /// Generous bound for anything that should be quick.
 const PROMPTLY: Duration = Duration::from_secs(5);
@@ -26,64 +28,16 @@ const PROMPTLY: Duration = Duration::from_secs(5);
 // The binary
 // ---------------------------------------------------------------------------------------------
 
-/// The exporter in demo mode, started with `ulimit -n 1024`; killed on drop.
-struct Exporter {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Exporter {
-    fn start(extra: &[&str]) -> Exporter {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
-            .arg(env!("CARGO_BIN_EXE_chat_exporter"))
-            .args(["--demo", "--web.listen-address", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chat_exporter");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = err.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.split("chat_exporter listening on ").nth(1) {
-                    let _ = tx.send(url.split("://").nth(1).unwrap().split('/').next().unwrap().to_string());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("chat_exporter did not say where it listens: {}", stderr.lock().unwrap())
-        });
-        Exporter { child, addr, stderr }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- chat_exporter stderr ----\n{}---- end ----", self.stderr.lock().unwrap());
-        }
-    }
+/// The exporter in demo mode, started with `ulimit -n 1024` (the connection cap must hold
+/// below the process' own file limit); killed on drop.
+fn start_exporter(extra: &[&str]) -> ExporterProcess {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 1024 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_chat_exporter"))
+        .args(["--demo", "--web.listen-address", "127.0.0.1:0"])
+        .args(extra);
+    ExporterProcess::spawn(cmd)
 }
 
 /// `n` connections to `addr`, each having sent `prefix` and nothing more.
@@ -121,17 +75,17 @@ const SLOW_HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: chat-exporter\r\nX-Slo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_header_connections_do_not_delay_a_scrape() {
-    let exporter = Exporter::start(&[]);
+    let exporter = start_exporter(&[]);
     // More than the open-file limit of the exporter (1024): an unbounded server stops
     // accepting and scrapes time out.
-    let stalled = open_stalled(&exporter.addr, 1100, SLOW_HEAD);
+    let stalled = open_stalled(&exporter.address(), 1100, SLOW_HEAD);
     let client = reqwest::Client::builder().timeout(PROMPTLY).build().unwrap();
     let started = Instant::now();
-    let scrape = client.get(format!("http://{}/metrics", exporter.addr)).send().await;
+    let scrape = client.get(format!("http://{}/metrics", exporter.address())).send().await;
     let scrape = scrape.unwrap_or_else(|e| panic!("a scrape among 1,100 slow connections failed: {e}"));
     assert_eq!(scrape.status(), 200);
     assert!(scrape.text().await.unwrap().contains("chat_exporter_build_info"));
-    let ready = client.get(format!("http://{}/-/ready", exporter.addr)).send().await.expect("/-/ready answers");
+    let ready = client.get(format!("http://{}/-/ready", exporter.address())).send().await.expect("/-/ready answers");
     assert!(ready.status() == 200 || ready.status() == 503, "{}", ready.status());
     eprintln!("scrape and /-/ready among 1,100 slow connections: {:?}", started.elapsed());
     // The cap: the server holds at most MAX_CONNECTIONS, closing those waiting longest.
@@ -141,8 +95,8 @@ async fn slow_header_connections_do_not_delay_a_scrape() {
 
 #[test]
 fn an_oversized_request_head_gets_431_and_the_connection_is_closed() {
-    let exporter = Exporter::start(&[]);
-    let mut s = TcpStream::connect(&exporter.addr).unwrap();
+    let exporter = start_exporter(&[]);
+    let mut s = TcpStream::connect(&exporter.address()).unwrap();
     s.set_read_timeout(Some(PROMPTLY)).unwrap();
     // A head past the limit, not finished: the server has read all of it when it answers,
     // so it closes with a FIN (no unread data, no reset that could overtake the answer).
@@ -310,9 +264,9 @@ fn tls_client(ca: &str) -> reqwest::Client {
 async fn tls_connections_that_never_say_hello_do_not_lock_out_a_client_or_flood_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (web, cert) = tls_web_config(dir.path(), "");
-    let exporter = Exporter::start(&["--web.config.file", web.to_str().unwrap()]);
-    let silent = open_stalled(&exporter.addr, 600, b"");
-    let url = format!("https://localhost:{}/metrics", exporter.addr.rsplit(':').next().unwrap());
+    let exporter = start_exporter(&["--web.config.file", web.to_str().unwrap()]);
+    let silent = open_stalled(&exporter.address(), 600, b"");
+    let url = format!("https://localhost:{}/metrics", exporter.address().rsplit(':').next().unwrap());
     let answer = tls_client(&cert).get(&url).send().await;
     let answer = answer.unwrap_or_else(|e| panic!("a TLS client among 600 silent connections failed: {e}"));
     assert_eq!(answer.status(), 200);

@@ -1,6 +1,9 @@
-//! The real `chat_exporter` binary as a child process, with its output captured.
+//! Child processes killed when the test ends, whichever way it ends: the real
+//! `chat_exporter` binary with its output captured, and the tools beside it (Prometheus,
+//! Alertmanager) with their output in a log file.
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,16 +17,24 @@ pub struct ExporterProcess {
 }
 
 impl ExporterProcess {
-    /// Starts the binary and waits for its "listening on" line.
+    /// Starts the binary with only `env` (and `PATH`) in its environment, and waits for its
+    /// "listening on" line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> ExporterProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat_exporter"));
-        cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(args).env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::spawn(cmd)
+    }
+
+    /// Starts `cmd`, which runs the binary (possibly through a wrapper such as `sh -c
+    /// 'ulimit ...; exec ...'`), and waits for its "listening on" line.
+    pub fn spawn(mut cmd: Command) -> ExporterProcess {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start chat_exporter");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
@@ -106,6 +117,44 @@ impl Drop for ExporterProcess {
         if std::thread::panicking() {
             eprintln!("---- chat_exporter output ----\n{}---- end ----", self.all_output());
         }
+    }
+}
+
+/// A tool beside the exporter (Prometheus, Alertmanager), its stdout and stderr in
+/// `DIR/NAME.log`.
+pub struct ToolProcess {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl ToolProcess {
+    pub fn spawn(name: &str, mut command: Command, dir: &Path) -> ToolProcess {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        command.stdout(Stdio::from(out.try_clone().expect("log file"))).stderr(Stdio::from(out)).stdin(Stdio::null());
+        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        ToolProcess { name: name.to_string(), child, log }
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last 40 lines of its log, to explain a failure.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        format!("--- last lines of {} log ({}):\n{}", self.name, self.log.display(), lines[start..].join("\n"))
+    }
+}
+
+impl Drop for ToolProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
