@@ -30,32 +30,12 @@ async fn changes_between_polls_count_once() {
 /// reopened ones; and the exporter agrees with the truth through all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_snoozes_transfers_and_reopenings_are_followed() {
-    use chat_exporter::simulator::world::State;
     let sim = start_simulator(manual_sim_of("chatwoot", 19)).await;
     sim.state.advance(8 * 3600);
     sim.state.reset_counts();
     let mut exp = TestExporter::start(fast_setup(&sim)).await;
     exp.poller.poll_once().await.unwrap();
-    let (mut bots, mut held) = (0, 0);
-    for minute in 1..=240 {
-        exp.follow(&sim.state, 1, 60).await;
-        let (b, h) = sim.state.with_world(|w| {
-            let open: Vec<_> = w.open_conversations().collect();
-            (
-                open.iter().filter(|c| c.state == State::Bot).count(),
-                open.iter().filter(|c| c.state == State::Held).count(),
-            )
-        });
-        bots += b;
-        held += h;
-        if minute % 30 == 0 {
-            assert_samples_eq(
-                &chat_samples(&exp.scrape().await),
-                &truth_samples(&sim.state.truth()),
-                &format!("minute {minute}"),
-            );
-        }
-    }
+    let (bots, held) = spec::follow_checking_truth(&mut exp, &sim, 240).await;
     let (handed, reopened, moved, reassigned) = sim.state.with_world(|w| {
         let c = &w.conversations;
         (

@@ -32,7 +32,6 @@ async fn changes_between_polls_count_once() {
 /// e-mail rooms, which never count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfers_holds_prequeue_and_email_rooms_are_followed() {
-    use chat_exporter::simulator::world::State;
     let sim = start_simulator(manual_sim_of("rocketchat", 19)).await;
     sim.state.advance(10 * 3600);
     // Start while a room transferred before the start is still open.
@@ -43,26 +42,7 @@ async fn transfers_holds_prequeue_and_email_rooms_are_followed() {
     let start = sim.state.now();
     let mut exp = TestExporter::start(fast_setup(&sim)).await;
     exp.poller.poll_once().await.unwrap();
-    let (mut ready, mut held) = (0, 0);
-    for minute in 1..=240 {
-        exp.follow(&sim.state, 1, 60).await;
-        let (r, h) = sim.state.with_world(|w| {
-            let open: Vec<_> = w.open_conversations().collect();
-            (
-                open.iter().filter(|c| c.state == State::Bot).count(),
-                open.iter().filter(|c| c.state == State::Held).count(),
-            )
-        });
-        ready += r;
-        held += h;
-        if minute % 30 == 0 {
-            assert_samples_eq(
-                &chat_samples(&exp.scrape().await),
-                &truth_samples(&sim.state.truth()),
-                &format!("minute {minute}"),
-            );
-        }
-    }
+    let (ready, held) = spec::follow_checking_truth(&mut exp, &sim, 240).await;
     let (moved, reassigned, emails, closed_after_transfer_before_start) = sim.state.with_world(|w| {
         let c = &w.conversations;
         (

@@ -87,3 +87,29 @@ pub async fn changes_between_polls_count_once(platform: &str, seed: u64) {
         );
     }
 }
+
+/// Follows the simulator for `minutes` simulated minutes, one poll a minute, checking every
+/// chat metric against the truth every half hour. Returns the open conversations in the
+/// bot (or pre-queue) state and on hold, summed over the minutes, so that a test can show
+/// the states it is about did happen.
+pub async fn follow_checking_truth(exp: &mut TestExporter, sim: &RunningSimulator, minutes: u32) -> (usize, usize) {
+    use chat_exporter::simulator::world::State;
+    let (mut bot, mut held) = (0, 0);
+    for minute in 1..=minutes {
+        exp.follow(&sim.state, 1, 60).await;
+        sim.state.with_world(|w| {
+            for c in w.open_conversations() {
+                bot += usize::from(c.state == State::Bot);
+                held += usize::from(c.state == State::Held);
+            }
+        });
+        if minute % 30 == 0 {
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth_samples(&sim.state.truth()),
+                &format!("minute {minute}"),
+            );
+        }
+    }
+    (bot, held)
+}
