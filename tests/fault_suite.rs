@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use chat_exporter::simulator::{self, DateStyle, Fault, Rendering, SimOptions};
+use chat_exporter::simulator::{self, DateStyle, Fault, Rendering, SimOptions, Undecodable};
 use support::*;
 
 /// Starts a simulator and an exporter and runs two busy hours in lockstep.
@@ -265,6 +265,136 @@ async fn a_date_header_from_another_clock() {
                 &chat_samples(&exp.scrape().await),
                 &truth_samples(&sim.state.truth()),
                 &format!("Date skewed {skew} s"),
+            );
+        }
+    }
+}
+
+/// A gzip answer of 1 MiB that expands to 1 GiB: read up to `max_response_size` and
+/// refused as `too_large`, the last good values kept; memory under the bomb is measured
+/// by `examples/http_bounds.rs`, not here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_is_too_large() {
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(32, manual_sim_of(platform, 0)).await;
+        sim.state.push_faults([Fault::GzipBomb]);
+        fails_honestly(&sim, &mut exp, 1, "too_large").await;
+        recovers_exactly(&sim, &mut exp, "a gzip bomb").await;
+    }
+}
+
+/// A record no strict JSON reader decodes (a lone surrogate, a Latin-1 byte, `1e400`)
+/// is skipped and counted; the rest of its page is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_never_fail_their_page() {
+    for platform in support::PLATFORMS.iter().copied() {
+        let (sim, mut exp) = busy_morning(33, manual_sim_of(platform, 0)).await;
+        for how in Undecodable::ALL {
+            let before = failures(&exp.scrape().await, "invalid_record");
+            // Every list of one poll starts with an undecodable copy of its first record.
+            sim.state.set_outage(Some(Fault::UndecodableRecord { how }));
+            sim.state.advance(60);
+            exp.poller.poll_once().await.unwrap_or_else(|e| panic!("{how:?}: the poll fails: {e}"));
+            sim.state.set_outage(None);
+            recovers_exactly(&sim, &mut exp, &format!("{how:?}")).await;
+            assert!(failures(&exp.scrape().await, "invalid_record") > before, "{how:?}: counted under invalid_record");
+        }
+    }
+}
+
+/// Records stamped in 2099 (beyond the platform's `Date` plus the tolerance) are
+/// skipped and counted, at the first start (where one would set the start) and later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_the_future_are_ignored() {
+    for platform in support::PLATFORMS.iter().copied() {
+        let sim = start_simulator(manual_sim_of(platform, 34)).await;
+        sim.state.advance(9 * 3600);
+        sim.state.reset_counts();
+        let mut exp = TestExporter::start(fast_setup(&sim)).await;
+        sim.state.set_outage(Some(Fault::FutureRecord));
+        exp.poller.poll_once().await.expect("a first poll with records from the future");
+        sim.state.set_outage(None);
+        assert!(failures(&exp.scrape().await, "invalid_record") > 0.0, "counted under invalid_record");
+        exp.follow(&sim.state, 60, 60).await;
+        assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "2099 at the start");
+        sim.state.set_outage(Some(Fault::FutureRecord));
+        exp.follow(&sim.state, 1, 60).await;
+        sim.state.set_outage(None);
+        exp.follow(&sim.state, 60, 60).await;
+        assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "2099 later on");
+    }
+}
+
+/// A server that ignores the offset (and pages by 5) cannot keep a poll paging: a page
+/// with nothing new ends it as `no_progress`, the source goes down and says so, and
+/// once the server pages again every value is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_paging() {
+    for platform in support::PLATFORMS.iter().copied() {
+        // What a blind spell hides (see `without_blind_spots`) is not the paging's doing.
+        let options = SimOptions { features: Some(without_blind_spots(platform)), ..manual_sim_of(platform, 35) };
+        let sim = start_simulator(options).await;
+        sim.state.advance(9 * 3600);
+        sim.state.reset_counts();
+        let mut cfg = fast_setup(&sim);
+        if platform == "movidesk" {
+            // Pages of five, as the server caps them: a full page asks for the next.
+            cfg.set("page_size", 5);
+        }
+        let mut exp = TestExporter::start(cfg).await;
+        exp.poller.poll_once().await.unwrap();
+        exp.follow(&sim.state, 30, 60).await;
+        let good = exp.scrape().await;
+        sim.state.set_ignore_paging(Some(5));
+        let mut failed = 0;
+        for i in 0..12 {
+            sim.state.advance(60);
+            let requests = sim.state.requests().len();
+            let result = exp.poller.poll_once().await;
+            let asked = sim.state.requests().len() - requests;
+            assert!(asked <= 40, "poll {i}: {asked} requests: paging must stop");
+            if let Err(e) = result {
+                failed += 1;
+                assert_eq!(e.reason(), "no_progress", "poll {i}: {e}");
+                let now = exp.scrape().await;
+                assert_eq!(value(&now, "chat_exporter_source_up", &[("source", platform)]), Some(0.0));
+                let ready = reqwest::get(exp.url("/-/ready")).await.unwrap();
+                assert_eq!(ready.status(), 503);
+            }
+        }
+        let now = exp.scrape().await;
+        if platform != "chatwoot" {
+            // Chatwoot's source reads no list by pages.
+            assert!(failed > 0, "{platform}: the hostile paging must bite");
+            assert!(failures(&now, "no_progress") > failures(&good, "no_progress"));
+        }
+        sim.state.set_ignore_paging(None);
+        recovers_exactly(&sim, &mut exp, "a server that ignores paging").await;
+    }
+}
+
+/// The platform's `Date` lagging the clock that stamps records by an hour or a day, on a
+/// first start: no history is counted, and what follows is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_date_on_a_first_start_counts_no_history() {
+    for platform in support::PLATFORMS.iter().copied() {
+        for lag in [3600, 86_400] {
+            let sim = start_simulator(manual_sim_of(platform, 36)).await;
+            sim.state.advance(10 * 3600);
+            sim.state.reset_counts();
+            sim.state.set_rendering(Rendering { date_header_skew_seconds: -lag, ..Rendering::default() });
+            let mut exp = TestExporter::start(fast_setup(&sim)).await;
+            exp.poller.poll_once().await.unwrap();
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth_samples(&sim.state.truth()),
+                &format!("{platform}: Date {lag} s behind, at the start"),
+            );
+            exp.follow(&sim.state, 60, 60).await;
+            assert_samples_eq(
+                &chat_samples(&exp.scrape().await),
+                &truth_samples(&sim.state.truth()),
+                &format!("{platform}: Date {lag} s behind, an hour on"),
             );
         }
     }

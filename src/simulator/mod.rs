@@ -44,6 +44,77 @@ pub enum Fault {
     Delay { millis: u64 },
     /// A normal page whose body trickles in, one chunk every `millis`.
     SlowBody { millis: u64 },
+    /// A gzip answer of about 1 MiB that expands to 1 GiB.
+    GzipBomb,
+    /// A normal page plus, first in its list, a copy of its first record that no strict
+    /// JSON reader can decode.
+    UndecodableRecord { how: Undecodable },
+    /// A normal page plus a new record stamped in 2099, where the list holds chats.
+    FutureRecord,
+}
+
+/// How a record is made undecodable, as the issue found them in the wild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Undecodable {
+    /// A lone surrogate escape, `"\ud83d"`, in a string.
+    LoneSurrogate,
+    /// A Latin-1 byte (not UTF-8) in a name.
+    Latin1,
+    /// `1e400`: a number no float holds.
+    HugeNumber,
+}
+
+impl Undecodable {
+    pub const ALL: [Undecodable; 3] = [Undecodable::LoneSurrogate, Undecodable::Latin1, Undecodable::HugeNumber];
+
+    /// The first bytes of the record, after its opening brace.
+    fn field(self) -> &'static [u8] {
+        match self {
+            Undecodable::LoneSurrogate => br#""hostile":"\ud83d","#,
+            Undecodable::Latin1 => b"\"hostile\":\"Jos\xe9\",",
+            Undecodable::HugeNumber => br#""hostile":1e400,"#,
+        }
+    }
+}
+
+/// What a facade gives for its hostile answers.
+pub struct HostileRecords {
+    /// A record the platform's client cannot read, for [`Fault::GarbageRecord`].
+    pub garbage: Value,
+    /// The record of the same kind as `record`, new and stamped in 2099, for
+    /// [`Fault::FutureRecord`]; `None` where the list holds no chats.
+    pub from_the_future: fn(&Value) -> Option<Value>,
+}
+
+/// A gzip body of zeros that expands to `expanded` bytes (rounded to whole MiB): one MiB
+/// compressed once, on its own (a full flush leaves no reference back), then repeated.
+pub fn gzip_bomb(expanded: u64) -> Vec<u8> {
+    use flate2::{Compress, Compression, Crc, FlushCompress};
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut deflate = Compress::new(Compression::best(), false);
+    let mut block = Vec::with_capacity(CHUNK);
+    deflate.compress_vec(&zeros, &mut block, FlushCompress::Full).expect("deflate in memory");
+    let mut end = Vec::with_capacity(64);
+    deflate.compress_vec(&[], &mut end, FlushCompress::Finish).expect("deflate in memory");
+    let chunks = expanded.div_ceil(CHUNK as u64).max(1);
+    let mut crc = Crc::new();
+    let mut body = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    for _ in 0..chunks {
+        body.extend_from_slice(&block);
+        crc.update(&zeros);
+    }
+    body.extend_from_slice(&end);
+    body.extend_from_slice(&crc.sum().to_le_bytes());
+    body.extend_from_slice(&((chunks * CHUNK as u64) as u32).to_le_bytes());
+    body
+}
+
+/// The bomb every [`Fault::GzipBomb`] answers with, built once.
+fn the_gzip_bomb() -> bytes::Bytes {
+    static BOMB: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    BOMB.get_or_init(|| gzip_bomb(1 << 30).into()).clone()
 }
 
 /// How the API writes dates, where a platform has several ways: the usual one, or the
@@ -159,6 +230,9 @@ pub struct Inner {
     /// A fault every request gets until it is lifted: an outage.
     pub outage: Option<Fault>,
     pub rendering: Rendering,
+    /// A server that ignores paging: `Some(n)` answers every list from its start, at
+    /// most `n` records a page, whatever offset, skip, page or id bound is asked.
+    pub ignore_paging: Option<usize>,
     pub requests: Vec<RequestRecord>,
     started: Instant,
     windows: HashMap<String, Window>,
@@ -224,6 +298,7 @@ impl SimState {
                 faults: VecDeque::new(),
                 outage: None,
                 rendering: Rendering::default(),
+                ignore_paging: None,
                 requests: Vec::new(),
                 started: Instant::now(),
                 windows: HashMap::new(),
@@ -273,6 +348,11 @@ impl SimState {
     /// Every request fails with `fault` until `set_outage(None)`.
     pub fn set_outage(&self, fault: Option<Fault>) {
         self.lock().outage = fault;
+    }
+
+    /// Turns on (`Some(page)`) or off a server that ignores paging.
+    pub fn set_ignore_paging(&self, page: Option<usize>) {
+        self.lock().ignore_paging = page;
     }
 
     pub fn set_rendering(&self, rendering: Rendering) {
@@ -348,10 +428,17 @@ pub fn logged_query(params: &[(String, String)], secret: &[&str]) -> String {
     pairs.join("&")
 }
 
-/// A normal answer with `body`, or what `fault` makes of it. `garbage` is a record the
-/// platform's client cannot read, for [`Fault::GarbageRecord`]; `items` points at the list
-/// inside `body` it goes into.
-pub async fn respond(body: Value, fault: Option<Fault>, items: &[&str], garbage: Value) -> Response {
+/// A normal answer with `body`, or what `fault` makes of it. `hostile` has the records
+/// the platform's client cannot or must not take; `items` points at the list inside
+/// `body` they go into.
+pub async fn respond(body: Value, fault: Option<Fault>, items: &[&str], hostile: HostileRecords) -> Response {
+    fn list_of<'a>(body: &'a mut Value, items: &[&str]) -> Option<&'a mut Vec<Value>> {
+        let mut list = body;
+        for key in items {
+            list = &mut list[*key];
+        }
+        list.as_array_mut()
+    }
     match fault {
         None => Json(body).into_response(),
         Some(Fault::Status { code }) => (
@@ -369,14 +456,48 @@ pub async fn respond(body: Value, fault: Option<Fault>, items: &[&str], garbage:
         }
         Some(Fault::GarbageRecord) => {
             let mut body = body;
-            let mut list = &mut body;
-            for key in items {
-                list = &mut list[*key];
-            }
-            if let Value::Array(items) = list {
-                items.push(garbage);
+            if let Some(list) = list_of(&mut body, items) {
+                list.push(hostile.garbage);
             }
             Json(body).into_response()
+        }
+        Some(Fault::FutureRecord) => {
+            let mut body = body;
+            if let Some(list) = list_of(&mut body, items) {
+                if let Some(future) = list.first().and_then(hostile.from_the_future) {
+                    list.push(future);
+                }
+            }
+            Json(body).into_response()
+        }
+        Some(Fault::UndecodableRecord { how }) => {
+            // A marker string stands for the record in the JSON, then is replaced by its bytes.
+            const MARKER: &str = "__undecodable_record__";
+            let mut body = body;
+            let mut record = None;
+            if let Some(list) = list_of(&mut body, items) {
+                record = list.first().map(|r| serde_json::to_vec(r).expect("JSON encodes"));
+                if record.is_some() {
+                    list.insert(0, Value::String(MARKER.to_string()));
+                }
+            }
+            let mut bytes = serde_json::to_vec(&body).expect("JSON encodes");
+            if let Some(record) = record {
+                let mut tampered = b"{".to_vec();
+                tampered.extend_from_slice(how.field());
+                tampered.extend_from_slice(&record[1..]);
+                let marker = format!("\"{MARKER}\"");
+                let at = bytes
+                    .windows(marker.len())
+                    .position(|w| w == marker.as_bytes())
+                    .expect("the marker is in the body");
+                bytes.splice(at..at + marker.len(), tampered);
+            }
+            (StatusCode::OK, [("content-type", "application/json")], bytes).into_response()
+        }
+        Some(Fault::GzipBomb) => {
+            (StatusCode::OK, [("content-type", "application/json"), ("content-encoding", "gzip")], the_gzip_bomb())
+                .into_response()
         }
         Some(Fault::Delay { millis }) => {
             tokio::time::sleep(Duration::from_millis(millis)).await;
@@ -432,7 +553,43 @@ pub fn router(state: SimState) -> Router {
         .route("/_sim/advance", post(advance))
         .route("/_sim/faults", post(faults_handler))
         .route("/_sim/requests", get(requests_handler))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ignore_paging))
         .with_state(state)
+}
+
+/// A server that ignores paging (see [`Inner::ignore_paging`]): the query loses its
+/// offset (`offset`, `$skip`, `page`, an `id gt` bound) and its page size is capped.
+async fn ignore_paging(
+    State(state): State<SimState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let cap = state.lock().ignore_paging;
+    if let (Some(cap), Some(query)) = (cap, request.uri().query()) {
+        let mut url = reqwest::Url::parse(&format!("http://sim/?{query}")).expect("a query string parses");
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .into_owned()
+            .filter(|(k, _)| !matches!(k.as_str(), "offset" | "$skip" | "page"))
+            .map(|(k, v)| match k.as_str() {
+                "count" | "$top" => {
+                    let v = v.parse::<usize>().map_or(cap, |n| if n == 0 { cap } else { n.min(cap) }).to_string();
+                    (k, v)
+                }
+                "$filter" => {
+                    let v = v.rfind(" and id gt ").map_or(v.clone(), |at| v[..at].to_string());
+                    (k, v)
+                }
+                _ => (k, v),
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        let uri = format!("{}?{}", request.uri().path(), url.query().unwrap_or_default());
+        if let Ok(uri) = uri.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    next.run(request).await
 }
 
 /// A simulator serving on a bound listener.

@@ -4,6 +4,8 @@
 //! with its query (a token may travel in it): errors name the endpoint, and at most the
 //! URL's path.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use reqwest::header::HeaderMap;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::SourceError;
 use crate::budget::{Outcome, RequestBudget};
@@ -20,6 +24,41 @@ use crate::self_metrics::SelfMetrics;
 /// The longest wait a platform can impose with `Retry-After` (or a reset header): a
 /// larger value is taken as this one, so a hostile answer cannot stop polling for good.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Pages of one list read in one poll at most: beyond them the paging is a failure.
+pub const MAX_PAGES: usize = 1000;
+
+/// Watches the pages of one list read in one poll: paging must bring a record not seen
+/// on an earlier page each time it asks for more (a server that ignores the offset gives
+/// the same page forever), within [`MAX_PAGES`]; otherwise it ends as a `no_progress`
+/// failure instead of looping.
+#[derive(Debug, Default)]
+pub struct PageGuard {
+    seen: HashSet<String>,
+    pages: usize,
+}
+
+impl PageGuard {
+    /// Takes the ids of the records of a page after which the list goes on.
+    pub fn more_after(
+        &mut self,
+        client: &ApiClient,
+        endpoint: &'static str,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<(), SourceError> {
+        self.pages += 1;
+        let before = self.seen.len();
+        self.seen.extend(ids);
+        let detail = if self.seen.len() == before {
+            format!("page {} brought no record not seen on an earlier page (the server ignores paging)", self.pages)
+        } else if self.pages >= MAX_PAGES {
+            format!("more than {MAX_PAGES} pages in one poll")
+        } else {
+            return Ok(());
+        };
+        Err(client.fail(SourceError::NoProgress { endpoint, detail }))
+    }
+}
 
 /// What a platform's answers mean, for errors that say what to fix.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +100,22 @@ pub struct ApiClient {
     route_limit: Option<fn(&HeaderMap, Option<DateTime<Utc>>) -> Option<RouteLimit>>,
     /// Whether an unreadable record was logged since the last clean poll.
     rejection_logged: AtomicBool,
+    /// Whether a list answer held an undecodable record since records were last reported.
+    undecodable_seen: AtomicBool,
+}
+
+/// The records of a list answer, each decoded on its own: one that cannot be decoded (a
+/// lone surrogate, bytes that are not UTF-8, a number no float holds) is left out and
+/// counted, and the rest are used.
+#[derive(Debug, Default)]
+pub struct List {
+    /// The records that decoded, in the answer's order.
+    pub items: Vec<Value>,
+    /// How many records the list held, decodable or not: what paging by offset counts.
+    pub len: usize,
+    /// The other fields beside the list, at the top of the answer (a total, a cursor);
+    /// one that cannot be decoded is left out.
+    pub envelope: serde_json::Map<String, Value>,
 }
 
 impl ApiClient {
@@ -84,6 +139,7 @@ impl ApiClient {
             hints,
             route_limit: None,
             rejection_logged: AtomicBool::new(false),
+            undecodable_seen: AtomicBool::new(false),
         }
     }
 
@@ -169,12 +225,7 @@ impl ApiClient {
         }
         let body = match read_limited(response, self.max_body).await {
             Ok(b) => b,
-            Err(BodyError::TooLarge) => {
-                return Err(self.fail(SourceError::Decode {
-                    endpoint,
-                    detail: format!("answer larger than max_response_size ({} bytes)", self.max_body),
-                }))
-            }
+            Err(BodyError::TooLarge) => return Err(self.fail(SourceError::TooLarge { endpoint, limit: self.max_body })),
             Err(BodyError::Transport(e)) => return Err(self.fail(transport_error(endpoint, &e))),
         };
         self.budget.record(Outcome::Success);
@@ -197,6 +248,46 @@ impl ApiClient {
         serde_json::from_slice(body).map_err(|e| self.fail(SourceError::Decode { endpoint, detail: e.to_string() }))
     }
 
+    /// Decodes a list answer record by record: the list at `path` (object keys from the
+    /// top; empty for a bare array). An answer that is not JSON, or has no list there,
+    /// fails the request; a record that cannot be decoded is skipped and counted under
+    /// `invalid_record`, and never fails its page.
+    pub fn decode_list(&self, endpoint: &'static str, body: &[u8], path: &[&str]) -> Result<List, SourceError> {
+        let text = escape_invalid_utf8(body);
+        let malformed = |detail: String| self.fail(SourceError::Decode { endpoint, detail });
+        let where_ = || if path.is_empty() { "the top".to_string() } else { path.join(".") };
+        let mut raw: &RawValue = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+        let mut list = List::default();
+        for (depth, key) in path.iter().enumerate() {
+            let Ok(mut fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()) else {
+                return Err(malformed(format!("expected a list at {}", where_())));
+            };
+            raw = fields.remove(*key).ok_or_else(|| malformed(format!("expected a list at {}", where_())))?;
+            if depth == 0 {
+                list.envelope =
+                    fields.into_iter().filter_map(|(k, v)| Some((k, serde_json::from_str(v.get()).ok()?))).collect();
+            }
+        }
+        let records: Vec<&RawValue> =
+            serde_json::from_str(raw.get()).map_err(|_| malformed(format!("expected a list at {}", where_())))?;
+        list.len = records.len();
+        let mut undecodable = Vec::new();
+        for record in records {
+            match serde_json::from_str::<Value>(record.get()) {
+                Ok(v) => list.items.push(v),
+                Err(e) => undecodable.push(format!(
+                    "{endpoint}: a record that cannot be decoded ({e}): {}",
+                    truncate(record.get(), 120)
+                )),
+            }
+        }
+        if !undecodable.is_empty() {
+            self.undecodable_seen.store(true, Ordering::Relaxed);
+            self.count_rejected(&undecodable);
+        }
+        Ok(list)
+    }
+
     /// Counts a failure under its reason and tells the budget.
     pub fn fail(&self, err: SourceError) -> SourceError {
         self.metrics.api_failures.with_label_values(&[self.source, err.reason()]).inc();
@@ -210,10 +301,17 @@ impl ApiClient {
     /// Counts records of a good answer that could not be read, each skipped on its own.
     /// The first is logged, the rest only counted until a poll comes back clean.
     pub fn reject_records(&self, details: &[String]) {
+        let undecodable = self.undecodable_seen.swap(false, Ordering::Relaxed);
         if details.is_empty() {
-            self.rejection_logged.store(false, Ordering::Relaxed);
+            if !undecodable {
+                self.rejection_logged.store(false, Ordering::Relaxed);
+            }
             return;
         }
+        self.count_rejected(details);
+    }
+
+    fn count_rejected(&self, details: &[String]) {
         let reason = super::Reason::InvalidRecord.label();
         self.metrics.api_failures.with_label_values(&[self.source, reason]).inc_by(details.len() as u64);
         if !self.rejection_logged.swap(true, Ordering::Relaxed) {
@@ -275,6 +373,23 @@ fn error_chain(e: &reqwest::Error) -> String {
     } else {
         parts.join(": ")
     }
+}
+
+/// The body as text, each byte that is not UTF-8 written as the escape of a lone low
+/// surrogate (`\udcXX`, as Python's `surrogateescape`): inside a string it makes only
+/// that record undecodable; elsewhere the answer is malformed anyway.
+fn escape_invalid_utf8(body: &[u8]) -> Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(body) {
+        return Cow::Borrowed(text);
+    }
+    let mut text = String::with_capacity(body.len() + 16);
+    for chunk in body.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\udc{byte:02x}"));
+        }
+    }
+    Cow::Owned(text)
 }
 
 /// `Retry-After` is either seconds or an HTTP date, taken against the answer's own

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::budget::RequestBudget;
 use crate::model::Observations;
 
@@ -26,6 +28,32 @@ pub trait Source: Send {
     fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String>;
     /// The request budget every call to the platform goes through.
     fn budget(&self) -> Arc<RequestBudget>;
+}
+
+/// How far past the platform's own clock (the `Date` of its answer) a record may be
+/// stamped and still be believed. It covers a `Date` written by a proxy or a front server
+/// whose clock lags the one stamping records, by up to a day; a record stamped later is
+/// from the future (a ticket with `lastUpdate` in 2099): it is skipped and counted under
+/// `invalid_record`, and no cursor or start moves past this bound.
+pub const FUTURE_TOLERANCE: chrono::TimeDelta = chrono::TimeDelta::hours(36);
+
+/// The latest time a record may claim, by the platform's clock at `platform_now`; `None`
+/// when the platform sent no `Date` (then nothing is from the future).
+pub fn latest_believable(platform_now: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    platform_now.map(|now| now + FUTURE_TOLERANCE)
+}
+
+/// Why a record stamped `at` is skipped, when it claims a time the platform has not
+/// reached (see [`FUTURE_TOLERANCE`]).
+pub fn from_the_future(what: &str, at: DateTime<Utc>, platform_now: Option<DateTime<Utc>>) -> Option<String> {
+    let latest = latest_believable(platform_now)?;
+    (at > latest).then(|| {
+        format!(
+            "{what}: stamped {at}, past the platform's clock ({}) plus {} h",
+            platform_now.unwrap_or(latest),
+            FUTURE_TOLERANCE.num_hours()
+        )
+    })
 }
 
 /// A short digest of a credential, for telling accounts apart in the state file; it
@@ -52,6 +80,10 @@ pub enum SourceError {
     Client { endpoint: &'static str, status: u16, hint: String },
     #[error("{endpoint}: malformed answer: {detail}")]
     Decode { endpoint: &'static str, detail: String },
+    #[error("{endpoint}: answer larger than max_response_size ({limit} bytes, after decompression)")]
+    TooLarge { endpoint: &'static str, limit: u64 },
+    #[error("{endpoint}: paging made no progress: {detail}")]
+    NoProgress { endpoint: &'static str, detail: String },
 }
 
 /// The bounded values of the `reason` label, in the order they are listed.
@@ -64,12 +96,16 @@ pub enum Reason {
     ServerError,
     ClientError,
     Decode,
+    /// An answer over `max_response_size`, compressed or not.
+    TooLarge,
+    /// Paging that brings nothing new (a server ignoring the offset) or too many pages.
+    NoProgress,
     /// A record inside a good answer that could not be read (not a poll failure).
     InvalidRecord,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::Timeout,
         Reason::Connection,
         Reason::RateLimited,
@@ -77,6 +113,8 @@ impl Reason {
         Reason::ServerError,
         Reason::ClientError,
         Reason::Decode,
+        Reason::TooLarge,
+        Reason::NoProgress,
         Reason::InvalidRecord,
     ];
 
@@ -89,6 +127,8 @@ impl Reason {
             Reason::ServerError => "server_error",
             Reason::ClientError => "client_error",
             Reason::Decode => "decode",
+            Reason::TooLarge => "too_large",
+            Reason::NoProgress => "no_progress",
             Reason::InvalidRecord => "invalid_record",
         }
     }
@@ -104,6 +144,8 @@ impl SourceError {
             SourceError::Server { .. } => Reason::ServerError,
             SourceError::Client { .. } => Reason::ClientError,
             SourceError::Decode { .. } => Reason::Decode,
+            SourceError::TooLarge { .. } => Reason::TooLarge,
+            SourceError::NoProgress { .. } => Reason::NoProgress,
         }
     }
 

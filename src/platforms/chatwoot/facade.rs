@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::simulator::world::{Presence, State as ConvState};
-use crate::simulator::{logged_query, respond, Admission, Channel, Conversation, Fault, SimState, World};
+use crate::simulator::{logged_query, respond, Admission, HostileRecords, Channel, Conversation, Fault, SimState, World};
 
 pub const ACCOUNT_ID: u64 = 7;
 pub const API_PATH: &str = "/api/v1/accounts/7";
@@ -206,8 +206,17 @@ fn with_date(mut response: Response, date: axum::http::HeaderValue) -> Response 
     response
 }
 
-fn garbage() -> Value {
-    json!({"id": "x", "status": 3, "inbox_id": null, "updated_at": "yesterday"})
+/// The records a hostile Chatwoot answers with: one unreadable, and a conversation
+/// updated in 2099.
+fn hostile() -> HostileRecords {
+    fn from_the_future(conversation: &Value) -> Option<Value> {
+        let mut future = conversation.clone();
+        future.get("updated_at")?;
+        future["updated_at"] = json!(4_070_908_800u64);
+        future["id"] = json!(10_000_000 + conversation.get("id").and_then(Value::as_u64).unwrap_or(0));
+        Some(future)
+    }
+    HostileRecords { garbage: json!({"id": "x", "status": 3, "inbox_id": null, "updated_at": "yesterday"}), from_the_future }
 }
 
 async fn conversations(
@@ -260,7 +269,7 @@ async fn conversations(
         json!({"data": {"meta": {"mine_count": 0, "assigned_count": all_count - unassigned,
             "unassigned_count": unassigned, "all_count": all_count}, "payload": items}})
     };
-    with_date(respond(body, fault, &["data", "payload"], garbage()).await, date)
+    with_date(respond(body, fault, &["data", "payload"], hostile()).await, date)
 }
 
 async fn meta(
@@ -282,7 +291,7 @@ async fn meta(
         json!({"meta": {"mine_count": 0, "assigned_count": open.len() - unassigned, "unassigned_count": unassigned,
             "all_count": open.len()}})
     };
-    with_date(respond(body, fault, &[], garbage()).await, date)
+    with_date(respond(body, fault, &[], hostile()).await, date)
 }
 
 async fn agents(
@@ -307,7 +316,7 @@ async fn agents(
         list.sort_by(|a, b| a.0.cmp(&b.0));
         Value::Array(list.into_iter().map(|(_, v)| v).collect())
     };
-    with_date(respond(body, fault, &[], garbage()).await, date)
+    with_date(respond(body, fault, &[], hostile()).await, date)
 }
 
 async fn inboxes(
@@ -338,7 +347,7 @@ async fn inboxes(
             .collect();
         json!({ "payload": items })
     };
-    with_date(respond(body, fault, &["payload"], garbage()).await, date)
+    with_date(respond(body, fault, &["payload"], hostile()).await, date)
 }
 
 async fn teams(
@@ -364,7 +373,7 @@ async fn teams(
             .collect();
         Value::Array(items)
     };
-    with_date(respond(body, fault, &[], garbage()).await, date)
+    with_date(respond(body, fault, &[], hostile()).await, date)
 }
 
 async fn team_members(
@@ -391,5 +400,5 @@ async fn team_members(
             .collect();
         Value::Array(members.into_values().collect())
     };
-    with_date(respond(body, fault, &[], garbage()).await, date)
+    with_date(respond(body, fault, &[], hostile()).await, date)
 }

@@ -23,7 +23,7 @@ use crate::config::Polling;
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Answer, Hints};
-use crate::source::{Source, SourceError};
+use crate::source::{from_the_future, latest_believable, Source, SourceError};
 
 /// `updated_within` for "every conversation": ten years.
 const EVERYTHING: u64 = 10 * 365 * 86_400;
@@ -107,17 +107,7 @@ impl ChatwootSource {
 
     /// A JSON list: bare (`[…]`) or inside an envelope (`{"payload": […]}`).
     fn list(&self, endpoint: &'static str, answer: &Answer, path: &[&str]) -> Result<Vec<Value>, SourceError> {
-        let mut value: Value = self.client.decode(endpoint, &answer.body)?;
-        for key in path {
-            value = value.get_mut(*key).map(Value::take).unwrap_or(Value::Null);
-        }
-        match value {
-            Value::Array(items) => Ok(items),
-            _ => Err(self.client.fail(SourceError::Decode {
-                endpoint,
-                detail: format!("expected a list at {}", if path.is_empty() { "the top".into() } else { path.join(".") }),
-            })),
-        }
+        Ok(self.client.decode_list(endpoint, &answer.body, path)?.items)
     }
 
     /// Conversations of `status` changed within the last `seconds`, in one answer.
@@ -194,10 +184,14 @@ impl ChatwootSource {
     async fn read(
         &mut self,
         items: &[Value],
+        platform_now: Option<DateTime<Utc>>,
         obs: &mut Observations,
         newest: &mut Option<DateTime<Utc>>,
     ) -> Result<Vec<String>, SourceError> {
         let mut invalid = Vec::new();
+        // A conversation stamped past the platform's clock is skipped: it would move the
+        // start past every change to come.
+        let latest = latest_believable(platform_now).unwrap_or(DateTime::<Utc>::MAX_UTC);
         let mut reread = false;
         for item in items {
             let mut parsed = parse_conversation(item, |id| self.inboxes.get(&id).cloned());
@@ -207,6 +201,9 @@ impl ChatwootSource {
                 parsed = parse_conversation(item, |id| self.inboxes.get(&id).cloned());
             }
             match parsed {
+                Ok(Some(chat)) if chat.last_update > latest => {
+                    invalid.extend(from_the_future(&format!("conversation {}", chat.id.0), chat.last_update, platform_now));
+                }
                 Ok(Some(chat)) => {
                     *newest = (*newest).max(Some(chat.last_update));
                     obs.observe(chat);
@@ -242,8 +239,8 @@ impl ChatwootSource {
         let reconcile = !self.started || self.polls.is_multiple_of(u64::from(self.polling.reconcile_every));
         if reconcile {
             for status in LIVE_STATUSES {
-                let (items, _) = self.conversations(status, EVERYTHING).await?;
-                invalid.extend(self.read(&items, &mut obs, &mut newest).await?);
+                let (items, date) = self.conversations(status, EVERYTHING).await?;
+                invalid.extend(self.read(&items, date.or(now), &mut obs, &mut newest).await?);
             }
             // Listed before the window is read: anything live the tracker holds and the
             // lists lack had ended by then.
@@ -274,7 +271,7 @@ impl ChatwootSource {
         for attempt in 1.. {
             let (items, date) = self.conversations("all", within).await?;
             window_date = date;
-            invalid.extend(self.read(&items, &mut obs, &mut newest).await?);
+            invalid.extend(self.read(&items, date.or(now), &mut obs, &mut newest).await?);
             // `updated_within` counts back from the platform's now when it answered. If
             // its clock moved on more than ours did since `Date` was read (a slow answer,
             // a clock that jumped), the window began after the previous one: ask again,

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::odata::{order_values, parse_filter, parse_orderby};
 use crate::simulator::world::{Outcome, Stage, State as ConvState};
-use crate::simulator::{logged_query, respond, Admission, Channel, Conversation, DateStyle, Rendering, SimState, World};
+use crate::simulator::{logged_query, respond, Admission, HostileRecords, Channel, Conversation, DateStyle, Rendering, SimState, World};
 
 pub const API_PATH: &str = "/public/v1";
 pub const MAX_PAGE: usize = 100;
@@ -247,8 +247,20 @@ fn with_date(mut response: Response, date: HeaderValue) -> Response {
     response
 }
 
-fn garbage() -> Value {
-    json!({"id": null, "profileType": "agent", "origin": "x", "lastUpdate": "yesterday"})
+/// The records a hostile Movidesk answers with: one unreadable, and a ticket stamped in
+/// 2099.
+fn hostile() -> HostileRecords {
+    fn from_the_future(ticket: &Value) -> Option<Value> {
+        let mut future = ticket.clone();
+        future.get("lastUpdate")?;
+        future["lastUpdate"] = json!("2099-01-01T00:00:00");
+        future["id"] = json!(10_000_000 + ticket.get("id").and_then(Value::as_u64).unwrap_or(0));
+        Some(future)
+    }
+    HostileRecords {
+        garbage: json!({"id": null, "profileType": "agent", "origin": "x", "lastUpdate": "yesterday"}),
+        from_the_future,
+    }
 }
 
 async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
@@ -275,7 +287,7 @@ async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<Str
         query_list(items, &params, keep)
     };
     let response = match page {
-        Ok(items) => respond(Value::Array(items), fault, &[], garbage()).await,
+        Ok(items) => respond(Value::Array(items), fault, &[], hostile()).await,
         Err(e) => error(StatusCode::BAD_REQUEST, &e),
     };
     with_date(response, date)
@@ -289,7 +301,7 @@ async fn persons(State(state): State<SimState>, Query(params): Query<HashMap<Str
     };
     let page = query_list(persons_json(&state.lock().world), &params, &[]);
     let response = match page {
-        Ok(items) => respond(Value::Array(items), fault, &[], garbage()).await,
+        Ok(items) => respond(Value::Array(items), fault, &[], hostile()).await,
         Err(e) => error(StatusCode::BAD_REQUEST, &e),
     };
     with_date(response, date)

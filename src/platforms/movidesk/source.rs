@@ -12,14 +12,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::tickets::{json_kind, parse_datetime, parse_id, parse_person, parse_ticket};
+use super::tickets::{id_string, parse_datetime, parse_id, parse_person, parse_ticket};
 use super::{MovideskConfig, NAME};
 use crate::budget::RequestBudget;
 use crate::config::Polling;
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
-use crate::source::client::{ApiClient, Hints};
-use crate::source::{Source, SourceError};
+use crate::source::client::{ApiClient, Hints, List, PageGuard};
+use crate::source::{from_the_future, latest_believable, Source, SourceError};
 
 const TICKET_FIELDS: &str = "id,origin,baseStatus,isDeleted,chatGroup,chatWidget,resolvedInFirstCall,\
 chatWaitingTime,chatTalkTime,createdDate,lastUpdate";
@@ -79,20 +79,14 @@ impl MovideskSource {
 
     /// One GET of a list. The token travels in the query string: the client never
     /// formats the URL with its query.
-    async fn get(&mut self, endpoint: &'static str, query: &[(&str, String)]) -> Result<Vec<Value>, SourceError> {
+    async fn get(&mut self, endpoint: &'static str, query: &[(&str, String)]) -> Result<List, SourceError> {
         let url = format!("{}/{endpoint}", self.config.base_url);
         let mut params: Vec<(&str, &str)> = vec![("token", self.config.token.expose())];
         params.extend(query.iter().map(|(k, v)| (*k, v.as_str())));
         let request = self.client.http().get(&url).query(&params);
         let answer = self.client.fetch(endpoint, request).await?;
         self.server_time = answer.date;
-        match self.client.decode::<Value>(endpoint, &answer.body)? {
-            Value::Array(items) => Ok(items),
-            other => Err(self.client.fail(SourceError::Decode {
-                endpoint,
-                detail: format!("expected a JSON array, got {}", json_kind(&other)),
-            })),
-        }
+        self.client.decode_list(endpoint, &answer.body, &[])
     }
 
     /// Every ticket matching `filter`, and the platform's time when the first page was read.
@@ -107,6 +101,7 @@ impl MovideskSource {
     /// while we page is neither skipped nor repeated because of shifting offsets. On
     /// failure the window keeps what it got.
     async fn page_through(&mut self, window: &mut PendingWindow) -> Result<(), SourceError> {
+        let mut guard = PageGuard::default();
         loop {
             let page_filter = match window.after_id {
                 Some(id) => format!("{} and id gt {id}", window.filter),
@@ -127,44 +122,56 @@ impl MovideskSource {
             if window.started_at.is_none() {
                 window.started_at = self.server_time;
             }
-            let full = page.len() >= self.config.page_size as usize;
-            let max_id = page.iter().filter_map(|t| t.get("id").and_then(parse_id)).max();
-            window.tickets.extend(page);
-            match (full, max_id) {
-                (true, Some(id)) if window.after_id.is_none_or(|prev| id > prev) => window.after_id = Some(id),
-                _ => return Ok(()),
+            let full = page.len >= self.config.page_size as usize;
+            let ids: Vec<u64> = page.items.iter().filter_map(|t| t.get("id").and_then(parse_id)).collect();
+            window.tickets.extend(page.items);
+            if !full {
+                return Ok(());
             }
+            guard.more_after(&self.client, "tickets", ids.iter().map(u64::to_string))?;
+            let max_id = ids.into_iter().max();
+            window.after_id = window.after_id.max(max_id);
         }
     }
 
-    /// The platform's newest `lastUpdate`: where counting starts on the first poll.
+    /// The platform's newest `lastUpdate`: where counting starts on the first poll. A
+    /// ticket stamped past the platform's clock is not believed: the newest one before
+    /// that bound is asked for instead.
     async fn newest_update(&mut self) -> Result<Option<DateTime<Utc>>, SourceError> {
-        let page = self
-            .get(
-                "tickets",
-                &[
-                    ("$select", "id,lastUpdate".to_string()),
-                    ("$orderby", "lastUpdate desc".to_string()),
-                    ("$top", "1".to_string()),
-                ],
-            )
-            .await?;
-        match page.first() {
-            None => Ok(None),
-            Some(t) => match t.get("lastUpdate").and_then(Value::as_str).and_then(parse_datetime) {
-                Some(newest) => Ok(Some(newest)),
+        let mut filter = None;
+        for _ in 0..2 {
+            let mut query = vec![
+                ("$select", "id,lastUpdate".to_string()),
+                ("$orderby", "lastUpdate desc".to_string()),
+                ("$top", "1".to_string()),
+            ];
+            query.extend(filter.clone().map(|f| ("$filter", f)));
+            let page = self.get("tickets", &query).await?;
+            let stamps: Vec<DateTime<Utc>> =
+                page.items.iter().filter_map(|t| t.get("lastUpdate").and_then(Value::as_str).and_then(parse_datetime)).collect();
+            let latest = latest_believable(self.server_time).unwrap_or(DateTime::<Utc>::MAX_UTC);
+            match stamps.iter().filter(|t| **t <= latest).max() {
+                Some(newest) => return Ok(Some(*newest)),
+                None if page.len == 0 => return Ok(None),
                 // Starting from the epoch would count 90 days of history as new.
-                None => Err(self.client.fail(SourceError::Decode {
-                    endpoint: "tickets",
-                    detail: "the newest ticket has no readable lastUpdate".to_string(),
-                })),
-            },
+                None if stamps.is_empty() => break,
+                None => {
+                    self.client.reject_records(&[format!("the newest ticket is stamped {}, past the platform's clock", stamps[0])]);
+                    filter = Some(format!("lastUpdate le {}", latest.format("%Y-%m-%dT%H:%M:%SZ")));
+                }
+            }
         }
+        Err(self.client.fail(SourceError::Decode {
+            endpoint: "tickets",
+            detail: "the newest ticket has no readable lastUpdate before the platform's clock".to_string(),
+        }))
     }
 
     async fn roster(&mut self) -> Result<(Vec<RosterAgent>, Vec<String>), SourceError> {
         let mut people = Vec::new();
         let page_size = self.config.page_size as usize;
+        let mut skip = 0;
+        let mut guard = PageGuard::default();
         loop {
             let page = self
                 .get(
@@ -174,15 +181,17 @@ impl MovideskSource {
                         ("$filter", "isActive eq true and (profileType eq 1 or profileType eq 3)".to_string()),
                         ("$orderby", "id asc".to_string()),
                         ("$top", page_size.to_string()),
-                        ("$skip", people.len().to_string()),
+                        ("$skip", skip.to_string()),
                     ],
                 )
                 .await?;
-            let n = page.len();
-            people.extend(page);
-            if n < page_size {
+            skip += page.len;
+            let ids: Vec<String> = page.items.iter().filter_map(|p| p.get("id").and_then(id_string)).collect();
+            people.extend(page.items);
+            if page.len < page_size {
                 break;
             }
+            guard.more_after(&self.client, "persons", ids)?;
         }
         let mut roster = Vec::new();
         let mut invalid = Vec::new();
@@ -202,6 +211,10 @@ impl MovideskSource {
         for ticket in tickets {
             match parse_ticket(ticket, &self.config.chat_origins) {
                 Ok(Some(chat)) => {
+                    if let Some(why) = from_the_future(&format!("ticket {}", chat.id.0), chat.last_update, self.server_time) {
+                        invalid.push(why);
+                        continue;
+                    }
                     if self.cursor.is_none_or(|c| chat.last_update > c) {
                         self.cursor = Some(chat.last_update);
                     }
@@ -247,7 +260,11 @@ impl MovideskSource {
             }
         };
         if let Err(e) = self.page_through(&mut window).await {
-            self.pending = Some(window);
+            // A window whose paging made no progress starts over: carrying its pages on
+            // would grow them at every poll.
+            if !matches!(e, SourceError::NoProgress { .. }) {
+                self.pending = Some(window);
+            }
             return Err(e);
         }
         let window_started = window.started_at;

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::simulator::world::{Outcome, Presence, State as ConvState};
-use crate::simulator::{logged_query, respond, Admission, Channel, Conversation, Fault, LimitStatus, SimState, World};
+use crate::simulator::{logged_query, respond, Admission, HostileRecords, Channel, Conversation, Fault, LimitStatus, SimState, World};
 
 pub const API_PATH: &str = "/api/v1";
 /// The id of the user the exporter's token belongs to.
@@ -280,13 +280,22 @@ fn list_body(key: &str, items: Vec<Value>, total: usize, params: &[(String, Stri
     json!({ key: items.clone(), "count": items.len(), "offset": paging(params).0, "total": total, "success": true })
 }
 
-fn garbage() -> Value {
-    json!({"_id": 7, "t": "l", "_updatedAt": "yesterday", "status": null})
+/// The records a hostile Rocket.Chat answers with: one unreadable, and a room updated in
+/// 2099.
+fn hostile() -> HostileRecords {
+    fn from_the_future(room: &Value) -> Option<Value> {
+        let mut future = room.clone();
+        future.get("_updatedAt")?;
+        future["_updatedAt"] = json!("2099-01-01T00:00:00.000Z");
+        future["_id"] = json!(format!("future-{}", room.get("_id").and_then(Value::as_str).unwrap_or_default()));
+        Some(future)
+    }
+    HostileRecords { garbage: json!({"_id": 7, "t": "l", "_updatedAt": "yesterday", "status": null}), from_the_future }
 }
 
 async fn finish(state: &SimState, body: Value, key: &str, fault: Option<Fault>, limit: Option<LimitStatus>) -> Response {
     let date = state.date_header();
-    let mut response = with_limit(state, respond(body, fault, &[key], garbage()).await, limit);
+    let mut response = with_limit(state, respond(body, fault, &[key], hostile()).await, limit);
     response.headers_mut().insert(axum::http::header::DATE, date);
     response
 }

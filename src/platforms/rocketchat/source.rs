@@ -25,14 +25,11 @@ use crate::budget::RequestBudget;
 use crate::config::Polling;
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
-use crate::source::client::{ApiClient, Answer, Hints, RouteLimit};
-use crate::source::{Source, SourceError};
+use crate::source::client::{ApiClient, Answer, Hints, List, PageGuard, RouteLimit};
+use crate::source::{from_the_future, latest_believable, Source, SourceError};
 
 /// Items per page: Rocket.Chat caps `count` at 100.
 const PAGE: usize = 100;
-/// Pages of one list read in one poll at most: a server that ignores `offset` cannot
-/// keep a poll going.
-const MAX_PAGES: usize = 1000;
 
 pub struct RocketChatSource {
     client: ApiClient,
@@ -52,6 +49,11 @@ pub struct RocketChatSource {
     unserved: HashMap<String, Room>,
     /// Closed served rooms whose transfer history was read, by their `_updatedAt`.
     histories: HashMap<String, (DateTime<Utc>, History)>,
+}
+
+/// A record's `_id`, for telling pages apart.
+fn record_id(v: &Value) -> Option<String> {
+    v.get("_id")?.as_str().map(str::to_string)
 }
 
 /// Rocket.Chat's rate-limit headers: calls left on the route, and its reset in epoch
@@ -115,7 +117,8 @@ impl RocketChatSource {
         self.client.fetch(endpoint, request).await
     }
 
-    /// One page of a list: its items (under `key`), and the total.
+    /// One page of a list: its records (under `key`), how many it held (decodable or
+    /// not), and the total.
     async fn page(
         &self,
         endpoint: &'static str,
@@ -123,31 +126,38 @@ impl RocketChatSource {
         key: &str,
         query: &[(&str, String)],
         offset: usize,
-    ) -> Result<(Vec<Value>, Option<u64>, Option<DateTime<Utc>>), SourceError> {
+    ) -> Result<(List, Option<u64>, Option<DateTime<Utc>>), SourceError> {
         let mut query = query.to_vec();
         query.push(("count", PAGE.to_string()));
         query.push(("offset", offset.to_string()));
         let answer = self.get(endpoint, path, &query).await?;
-        let mut body: Value = self.client.decode(endpoint, &answer.body)?;
-        let total = body.get("total").and_then(Value::as_u64);
-        match body.get_mut(key).map(Value::take) {
-            Some(Value::Array(items)) => Ok((items, total, answer.date)),
-            _ => Err(self.client.fail(SourceError::Decode { endpoint, detail: format!("no list at {key}") })),
-        }
+        let list = self.client.decode_list(endpoint, &answer.body, &[key])?;
+        let total = list.envelope.get("total").and_then(Value::as_u64);
+        Ok((list, total, answer.date))
+    }
+
+    /// Whether a list goes on after `read` records, the last page holding `n`: by the
+    /// total where the server gives one (its `API_Upper_Count_Limit` may cap a page below
+    /// the count asked for), else by a full page.
+    fn more(read: usize, n: usize, total: Option<u64>) -> bool {
+        n > 0 && total.map_or(n >= PAGE, |t| (read as u64) < t)
     }
 
     /// Every item of a list, page by page by offset.
     async fn all(&self, endpoint: &'static str, path: &str, key: &str, query: &[(&str, String)]) -> Result<Vec<Value>, SourceError> {
         let mut items = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let (page, total, _) = self.page(endpoint, path, key, query, items.len()).await?;
-            let n = page.len();
-            items.extend(page);
-            if n < PAGE || total.is_some_and(|t| items.len() as u64 >= t) {
+        let mut offset = 0;
+        let mut guard = PageGuard::default();
+        loop {
+            let (page, total, _) = self.page(endpoint, path, key, query, offset).await?;
+            offset += page.len;
+            let ids: Vec<String> = page.items.iter().filter_map(record_id).collect();
+            items.extend(page.items);
+            if !Self::more(offset, page.len, total) {
                 return Ok(items);
             }
+            guard.more_after(&self.client, endpoint, ids)?;
         }
-        Err(self.client.fail(SourceError::Decode { endpoint, detail: format!("more than {MAX_PAGES} pages") }))
     }
 
     /// The departments' names by id; returns why each unreadable one was skipped.
@@ -197,19 +207,23 @@ impl RocketChatSource {
         let since = self.cursor.map(|c| c - chrono::Duration::from_std(self.config.overlap).unwrap_or_default());
         let mut rooms = Vec::new();
         let mut date = None;
-        for _ in 0..MAX_PAGES {
-            let (page, total, d) = self.page("rooms", "livechat/rooms", "rooms", &sort, rooms.len()).await?;
+        let mut offset = 0;
+        let mut guard = PageGuard::default();
+        loop {
+            let (page, total, d) = self.page("rooms", "livechat/rooms", "rooms", &sort, offset).await?;
             date = date.or(d);
-            let n = page.len();
+            offset += page.len;
+            let n = page.len;
             let before = |r: &Value| since.is_some_and(|s| super::records::date(r.get("_updatedAt")).is_some_and(|u| u < s));
-            let done = since.is_none() || page.last().is_none_or(before);
+            let done = since.is_none() || page.items.last().is_none_or(before);
+            let ids: Vec<String> = page.items.iter().filter_map(record_id).collect();
             // Rooms changed before the window were read by an earlier poll.
-            rooms.extend(page.into_iter().filter(|r| !before(r)));
-            if done || n < PAGE || total.is_some_and(|t| rooms.len() as u64 >= t) {
+            rooms.extend(page.items.into_iter().filter(|r| !before(r)));
+            if done || !Self::more(offset, n, total) {
                 return Ok((rooms, date));
             }
+            guard.more_after(&self.client, "rooms", ids)?;
         }
-        Err(self.client.fail(SourceError::Decode { endpoint: "rooms", detail: format!("more than {MAX_PAGES} pages") }))
     }
 
     /// Every live room: served (not on hold), on hold, and unserved.
@@ -250,7 +264,8 @@ impl RocketChatSource {
         if !self.started {
             // The start is the server's newest change, in the clock that stamps rooms:
             // the first room of the newest-first list.
-            let newest = changed.iter().filter_map(|r| super::records::date(r.get("_updatedAt"))).max();
+            let latest = latest_believable(date).unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let newest = changed.iter().filter_map(|r| super::records::date(r.get("_updatedAt"))).filter(|u| *u <= latest).max();
             self.start = newest.or(date);
             obs.history_until = self.start;
         }
@@ -272,6 +287,10 @@ impl RocketChatSource {
                     continue;
                 }
             };
+            if let Some(why) = from_the_future(&format!("room {}", room.id), room.updated, date) {
+                invalid.push(why);
+                continue;
+            }
             if i >= listed {
                 newest = newest.max(Some(room.updated));
             }
