@@ -16,6 +16,11 @@ pub struct ExporterProcess {
 impl ExporterProcess {
     /// Starts the binary and waits for its "listening on" line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> ExporterProcess {
+        Self::spawn(Self::command(args, env))
+    }
+
+    /// The command `start` runs, for a caller to adjust (e.g. the user it runs as).
+    pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat_exporter"));
         cmd.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         if let Some(path) = std::env::var_os("PATH") {
@@ -24,6 +29,11 @@ impl ExporterProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Starts `cmd` (see [`ExporterProcess::command`]) and waits for its "listening on" line.
+    pub fn spawn(mut cmd: Command) -> ExporterProcess {
         let mut child = cmd.spawn().expect("start chat_exporter");
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
