@@ -62,8 +62,14 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         telemetry_path: cli.telemetry_path.clone(),
         source_description: cfg.source.describe(),
     };
-    let refresher = tokio::spawn(poller.refresher(Duration::from_secs(15)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (refreshing, stopped) = (poller.refresher(Duration::from_secs(15)), wait_for(stop_rx.clone()));
+    let refresher = tokio::spawn(async move {
+        tokio::select! {
+            _ = refreshing => {}
+            _ = stopped => {}
+        }
+    });
     let polling = tokio::spawn(poller.run(wait_for(stop_rx.clone())));
 
     let scheme = web.as_ref().map_or("http", |w| w.scheme());
@@ -71,17 +77,67 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     let shown = if bound.ip().is_unspecified() { format!("localhost:{}", bound.port()) } else { bound.to_string() };
     println!("chat_exporter listening on {scheme}://{shown}{}", cli.telemetry_path);
     tracing::info!(address = %bound, path = %cli.telemetry_path, platform = cfg.platform.name(), "listening");
-    let server = web_config::serve(listener, router(app), web, wait_for(stop_rx));
+    let server = web_config::serve(listener, router(app), web, wait_for(stop_rx.clone()));
     let signals = tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    server.await.map_err(|e| e.to_string())?;
-    let _ = polling.await;
-    refresher.abort();
+    let outcome = serve_while_running(server, vec![("poller", polling), ("refresher", refresher)], stop_rx).await;
     signals.abort();
-    Ok(())
+    outcome
+}
+
+/// Serves until `server` ends (after a stop signal), then waits for the background tasks,
+/// which end on the same signal (the poller finishes saving its poll). They run for the
+/// process' whole life: one that ends before the stop (a panic, or a return nobody asked
+/// for) would leave the values frozen while the process looks healthy. So its end is an
+/// error at once, and the process exits non-zero for systemd or Kubernetes to restart it.
+pub async fn serve_while_running<S>(
+    server: S,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String>
+where
+    S: std::future::Future<Output = std::io::Result<()>>,
+{
+    let (names, handles): (Vec<&str>, Vec<_>) = tasks.into_iter().unzip();
+    let mut ended = futures_util::future::select_all(handles);
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => {
+            futures_util::future::join_all(ended.into_inner()).await;
+            served.map_err(|e| e.to_string())
+        }
+        (ended, index, others) = &mut ended => {
+            if *stopping.borrow() {
+                let served = server.await.map_err(|e| e.to_string());
+                futures_util::future::join_all(others).await;
+                served
+            } else {
+                let how = match ended {
+                    Ok(()) => "returned".to_string(),
+                    Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e.into_panic().as_ref())),
+                    Err(e) => e.to_string(),
+                };
+                let message = format!(
+                    "the {} task ended unexpectedly ({how}); exiting so that the service manager restarts the exporter",
+                    names[index]
+                );
+                tracing::error!("{message}");
+                Err(message)
+            }
+        }
+    }
+}
+
+/// A panic's message, when it is text.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// The first address that can be bound, or the last error.
@@ -196,5 +252,55 @@ pub async fn healthcheck(url: &str) -> Result<(), String> {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
         Err(e) => Err(format!("{url}: {}", e.without_url())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::poller::tests::ScriptedSource;
+
+    fn poller_that_panics_on_its_second_poll(metrics: &SelfMetrics) -> Poller {
+        let source = ScriptedSource::new([Some(Default::default()), None], metrics);
+        Poller::new(Box::new(source), metrics.clone(), Duration::from_millis(10))
+    }
+
+    /// A poller that dies (here: its source panics) ends the exporter with an error, so
+    /// that the process exits non-zero and its service manager restarts it, instead of
+    /// serving frozen values from a process that looks healthy.
+    #[tokio::test]
+    async fn a_poller_that_panics_ends_the_exporter_with_an_error() {
+        let metrics = SelfMetrics::new();
+        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let polling = tokio::spawn(poller_that_panics_on_its_second_poll(&metrics).run(wait_for(stop_rx.clone())));
+        let idle = tokio::spawn(std::future::pending::<()>());
+        let server = std::future::pending::<std::io::Result<()>>();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(30),
+            serve_while_running(server, vec![("refresher", idle), ("poller", polling)], stop_rx),
+        )
+        .await
+        .expect("the dead poller is noticed");
+        let message = outcome.expect_err("a dead poller is an error");
+        assert!(message.contains("poller task ended unexpectedly"), "{message}");
+        assert!(message.contains("panicked: the scripted source panics"), "{message}");
+    }
+
+    /// A stop asked for is not a death: the poller ends first, then the server, and all is well.
+    #[tokio::test]
+    async fn a_poller_stopped_on_purpose_is_no_error() {
+        let metrics = SelfMetrics::new();
+        let source = ScriptedSource::new([], &metrics);
+        let poller = Poller::new(Box::new(source), metrics, Duration::from_millis(10));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let polling = tokio::spawn(poller.run(wait_for(stop_rx.clone())));
+        let server_stop = wait_for(stop_rx.clone());
+        let server = async move {
+            server_stop.await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        };
+        stop_tx.send(true).unwrap();
+        serve_while_running(server, vec![("poller", polling)], stop_rx).await.unwrap();
     }
 }

@@ -16,6 +16,19 @@ fn init_logging(level: &str, format: &str) {
     } else {
         builder.init();
     }
+    // A panic is logged like everything else (one JSON object with --log.format json), not
+    // as the default hook's free text, which a log pipeline parsing JSON would drop.
+    std::panic::set_hook(Box::new(|info| {
+        let message = app::panic_message(info.payload());
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(panic = message, location, thread, backtrace = %backtrace, "panic");
+        } else {
+            tracing::error!(panic = message, location, thread, "panic");
+        }
+    }));
 }
 
 fn main() -> ExitCode {

@@ -110,6 +110,25 @@ pub struct ChatObservation {
     pub last_update: DateTime<Utc>,
 }
 
+/// The longest wait or conversation the exporter counts: 30 days. A longer one, a
+/// negative one, or one that is not a finite number is not a duration but a broken record;
+/// let in, two waits of `1e308` would make a histogram's `_sum` `+Inf` for good.
+pub const MAX_COUNTED_SECONDS: f64 = 30.0 * 86_400.0;
+
+impl ChatObservation {
+    /// Why this record cannot be counted, when it cannot: a wait or duration outside
+    /// `0..=MAX_COUNTED_SECONDS`.
+    pub fn refusal(&self) -> Option<String> {
+        [("wait", self.wait_seconds), ("duration", self.talk_seconds)].into_iter().find_map(|(what, seconds)| {
+            let seconds = seconds?;
+            let countable = (0.0..=MAX_COUNTED_SECONDS).contains(&seconds);
+            (!countable).then(|| {
+                format!("conversation {}: {what} of {seconds} s is not between 0 and {MAX_COUNTED_SECONDS} s", self.id)
+            })
+        })
+    }
+}
+
 /// An agent's presence, in one platform-neutral set of words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -184,6 +203,20 @@ impl Observations {
                 self.chats.push(chat);
             }
         }
+    }
+
+    /// Takes out the conversations whose values cannot be counted (see
+    /// [`ChatObservation::refusal`]), and says why for each: the rest of the poll counts.
+    pub fn refuse_uncountable(&mut self) -> Vec<String> {
+        let refusals: Vec<String> = self.chats.iter().filter_map(ChatObservation::refusal).collect();
+        if !refusals.is_empty() {
+            let chats = std::mem::take(&mut self.chats);
+            self.index.clear();
+            for chat in chats.into_iter().filter(|c| c.refusal().is_none()) {
+                self.observe(chat);
+            }
+        }
+        refusals
     }
 
     pub fn from_chats(chats: impl IntoIterator<Item = ChatObservation>) -> Self {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::exposition::{self, Exposition, SharedExposition};
 use crate::self_metrics::SelfMetrics;
-use crate::source::{Source, SourceError};
+use crate::source::{Reason, Source, SourceError};
 use crate::state::{StateError, StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
@@ -25,7 +25,22 @@ pub struct HealthState {
     pub source: String,
     pub last_success: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Why the last save of the state file failed, while it fails: the chat values
+    /// served are frozen at the last save.
+    pub state_error: Option<String>,
     pub polls: u64,
+}
+
+impl HealthState {
+    /// Why the chat values served are not current, if they are not.
+    pub fn not_ready_because(&self) -> Option<String> {
+        match (&self.last_error, &self.state_error, self.last_success) {
+            (Some(e), _, _) => Some(format!("{}: {e}", self.source)),
+            (None, Some(e), _) => Some(e.clone()),
+            (None, None, None) => Some(format!("{}: no successful poll yet", self.source)),
+            (None, None, Some(_)) => None,
+        }
+    }
 }
 
 impl Health {
@@ -35,14 +50,16 @@ impl Health {
             state: Mutex::new(HealthState { source: source.to_string(), ..Default::default() }),
         }
     }
-    /// Ready once the last poll succeeded.
+    /// Ready while the chat values served are current: the last poll succeeded and its
+    /// values were saved (when there is a state file).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
     pub fn state(&self) -> HealthState {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    fn record(&self, result: &Result<(), SourceError>) {
+    /// Records a poll and, when it succeeded, whether its values were saved.
+    fn record(&self, result: &Result<(), SourceError>, saved: Option<Result<(), String>>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.polls += 1;
         match result {
@@ -52,7 +69,11 @@ impl Health {
             }
             Err(e) => s.last_error = Some(e.to_string()),
         }
-        self.ready.store(result.is_ok(), Ordering::Relaxed);
+        // A failed poll saves nothing: the state file's last word stands.
+        if let Some(saved) = saved {
+            s.state_error = saved.err();
+        }
+        self.ready.store(s.not_ready_because().is_none(), Ordering::Relaxed);
     }
 }
 
@@ -65,7 +86,12 @@ pub struct Poller {
     poll_interval: Duration,
     /// The failure reason last logged at warn level; repeats are logged at debug.
     failing_with: Option<&'static str>,
+    /// Records refused at the door have been logged since the last poll without one.
+    refusal_logged: bool,
     store: Option<StateStore>,
+    /// When the state file was last written, for the reason `/-/ready` gives while it
+    /// cannot be.
+    last_saved_at: Option<DateTime<Utc>>,
     save_failing: bool,
     /// The chat metrics as last published. When the state file cannot be written, the
     /// new values are not published: a restart would take them back, and Prometheus
@@ -86,7 +112,9 @@ impl Poller {
             health,
             poll_interval,
             failing_with: None,
+            refusal_logged: false,
             store: None,
+            last_saved_at: None,
             save_failing: false,
             chats: Arc::new(String::new()),
             published_chats: Arc::new(Mutex::new(Arc::new(String::new()))),
@@ -110,6 +138,7 @@ impl Poller {
                 match restored {
                     Ok(tracker) => {
                         self.tracker = tracker;
+                        self.last_saved_at = Some(saved.saved_at);
                         tracing::info!(path = %store.path().display(), saved_at = %saved.saved_at, "resumed from the state file");
                     }
                     Err(detail) => {
@@ -133,21 +162,27 @@ impl Poller {
         Ok((self, warning))
     }
 
-    /// Saves the state; `false` when it could not be written.
-    fn save_state(&mut self) -> bool {
-        let Some(store) = &self.store else { return true };
+    /// Saves the state; when it cannot be written, why, as `/-/ready` tells it.
+    fn save_state(&mut self) -> Result<(), String> {
+        let Some(store) = &self.store else { return Ok(()) };
+        let saved_at = Utc::now();
         let state = StateFile {
             version: STATE_VERSION,
             source: self.source.name().to_string(),
             account: self.source.account(),
-            saved_at: Utc::now(),
+            saved_at,
             source_state: self.source.save_state(),
             tracker: self.tracker.to_state(),
         };
         match store.save(&state) {
             Ok(()) => {
+                if self.save_failing {
+                    tracing::info!(path = %store.path().display(), "the state file is written again; serving current chat values");
+                }
                 self.save_failing = false;
-                true
+                self.last_saved_at = Some(saved_at);
+                self.metrics.state_last_save.set(saved_at.timestamp_millis() as f64 / 1000.0);
+                Ok(())
             }
             Err(e) => {
                 self.metrics.state_save_failures.inc();
@@ -155,8 +190,27 @@ impl Poller {
                     tracing::error!(path = %store.path().display(), error = %e, "cannot write the state file; serving the last saved chat values until it can");
                     self.save_failing = true;
                 }
-                false
+                let since =
+                    self.last_saved_at.map_or("none saved yet".to_string(), |t| format!("saved at {}", t.to_rfc3339()));
+                Err(format!(
+                    "state file {} cannot be written ({e}): chat values frozen at the last save ({since})",
+                    store.path().display()
+                ))
             }
+        }
+    }
+
+    /// Counts the records refused at the door under `invalid_record`; the first is logged,
+    /// the rest only counted until a poll without one.
+    fn count_refusals(&mut self, refusals: &[String]) {
+        if refusals.is_empty() {
+            self.refusal_logged = false;
+            return;
+        }
+        let (source, reason) = (self.source.name(), Reason::InvalidRecord.label());
+        self.metrics.api_failures.with_label_values(&[source, reason]).inc_by(refusals.len() as u64);
+        if !std::mem::replace(&mut self.refusal_logged, true) {
+            tracing::warn!(source, reason, detail = %refusals[0], "skipping a record whose values cannot be counted; further ones are counted, not logged, until a clean poll");
         }
     }
 
@@ -176,7 +230,15 @@ impl Poller {
     pub async fn poll_once(&mut self) -> Result<(), SourceError> {
         let name = self.source.name();
         let started = Instant::now();
-        let result = self.source.poll().await.map(|obs| self.tracker.apply(&obs));
+        let result = match self.source.poll().await {
+            Ok(mut obs) => {
+                // Refused at the door: values no histogram or state file can hold.
+                self.count_refusals(&obs.refuse_uncountable());
+                self.tracker.apply(&obs);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         self.metrics.poll_duration.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
         match &result {
             Ok(()) => {
@@ -198,10 +260,11 @@ impl Poller {
         }
         // Saved before it is served: no counter value reaches Prometheus that a restart
         // would take back.
-        if result.is_ok() && self.save_state() {
+        let saved = result.is_ok().then(|| self.save_state());
+        if saved == Some(Ok(())) {
             self.refresh_chats();
         }
-        self.health.record(&result);
+        self.health.record(&result, saved);
         self.publish();
         result
     }
@@ -252,5 +315,134 @@ impl Poller {
             }
         }
         tracing::info!("poller stopped");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::budget::RequestBudget;
+    use crate::model::{AgentRef, ChatId, ChatLabels, ChatObservation, Observations, Phase, MAX_COUNTED_SECONDS};
+
+    /// A source that answers each poll from a script: observations, or a panic (`None`).
+    pub(crate) struct ScriptedSource {
+        pub polls: VecDeque<Option<Observations>>,
+        pub budget: Arc<RequestBudget>,
+    }
+
+    impl ScriptedSource {
+        pub fn new(polls: impl IntoIterator<Item = Option<Observations>>, metrics: &SelfMetrics) -> Self {
+            metrics.register_source("scripted", 60);
+            let budget = Arc::new(RequestBudget::new("scripted", 60, metrics.clone()));
+            ScriptedSource { polls: polls.into_iter().collect(), budget }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Source for ScriptedSource {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn account(&self) -> String {
+            "script".into()
+        }
+        async fn poll(&mut self) -> Result<Observations, SourceError> {
+            match self.polls.pop_front() {
+                Some(Some(obs)) => Ok(obs),
+                Some(None) => panic!("the scripted source panics"),
+                None => Ok(Observations::default()),
+            }
+        }
+        fn save_state(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn restore_state(&mut self, _: serde_json::Value) -> Result<(), String> {
+            Ok(())
+        }
+        fn budget(&self) -> Arc<RequestBudget> {
+            self.budget.clone()
+        }
+    }
+
+    fn answered(id: &str, wait: f64, talk: f64) -> ChatObservation {
+        ChatObservation {
+            id: ChatId(id.into()),
+            labels: ChatLabels { app: "A".into(), group: "G".into(), origin: "chat".into() },
+            agent: Some(AgentRef { id: "1".into(), name: "Ana".into() }),
+            phase: Phase::Finished { first_contact: None },
+            answered: true,
+            answered_as: None,
+            waiting_since: None,
+            wait_seconds: Some(wait),
+            talk_seconds: Some(talk),
+            last_update: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+        }
+    }
+
+    /// Negative, NaN, infinite and absurd waits or durations never reach a histogram: each
+    /// such record is counted under `invalid_record` and ignored, the others count, and
+    /// the state file saved after the poll is read back as it was written.
+    #[tokio::test]
+    async fn waits_and_durations_out_of_bounds_are_refused_at_the_door() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = || StateStore::new(dir.path().join("state.json"));
+        let bad = [1e308, 1e308, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, MAX_COUNTED_SECONDS + 1.0];
+        let mut chats: Vec<ChatObservation> =
+            bad.iter().enumerate().map(|(i, w)| answered(&format!("wait{i}"), *w, 60.0)).collect();
+        chats.extend(bad.iter().enumerate().map(|(i, t)| answered(&format!("talk{i}"), 30.0, *t)));
+        chats.push(answered("good", 45.0, MAX_COUNTED_SECONDS));
+        let metrics = SelfMetrics::new();
+        let source = ScriptedSource::new([Some(Observations::from_chats(chats))], &metrics);
+        let (mut poller, warning) =
+            Poller::new(Box::new(source), metrics.clone(), Duration::from_secs(1)).with_state(store()).unwrap();
+        assert!(warning.is_none());
+        poller.poll_once().await.unwrap();
+
+        let invalid = metrics.api_failures.with_label_values(&["scripted", "invalid_record"]).get();
+        assert_eq!(invalid, 2 * bad.len() as u64, "each refused record counted once");
+        let counters = poller.tracker.counters();
+        let wait: Vec<(u64, f64)> = counters.wait.values().map(|h| (h.count, h.sum)).collect();
+        let duration: Vec<(u64, f64)> = counters.duration.values().map(|h| (h.count, h.sum)).collect();
+        assert_eq!((wait, duration), (vec![(1, 45.0)], vec![(1, MAX_COUNTED_SECONDS)]), "only the good record");
+        assert_eq!(counters.answered.values().sum::<u64>(), 1);
+        assert!(poller.health().is_ready());
+        // The next start resumes from the file instead of setting it aside.
+        let saved = store().load("scripted", "script").unwrap().expect("saved");
+        assert_eq!(saved.tracker, poller.tracker.to_state());
+    }
+
+    /// While the state file cannot be written, `/-/ready` says so (and why), the chat
+    /// values stay those last saved, and a failure metric moves; all recover once it can.
+    #[tokio::test]
+    async fn a_state_file_that_cannot_be_written_shows_in_readiness() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let polls = (0..3).map(|i| Some(Observations::from_chats([answered(&i.to_string(), 10.0, 20.0)])));
+        let metrics = SelfMetrics::new();
+        let source = ScriptedSource::new(polls, &metrics);
+        let (mut poller, _) = Poller::new(Box::new(source), metrics.clone(), Duration::from_secs(1))
+            .with_state(StateStore::new(&path))
+            .unwrap();
+        poller.poll_once().await.unwrap();
+        assert!(poller.health().is_ready());
+        let saved_at = metrics.state_last_save.get();
+        assert!(saved_at > 0.0);
+        // A directory where the file should be: the rename over it fails.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        poller.poll_once().await.unwrap();
+        let health = poller.health();
+        assert!(!health.is_ready());
+        let why = health.state().not_ready_because().unwrap();
+        assert!(why.contains("cannot be written") && why.contains("state.json"), "{why}");
+        assert_eq!(metrics.state_save_failures.get(), 1);
+        assert_eq!(metrics.state_last_save.get(), saved_at, "no save since");
+        std::fs::remove_dir(&path).unwrap();
+        poller.poll_once().await.unwrap();
+        assert!(poller.health().is_ready());
+        assert_eq!(poller.health().state().not_ready_because(), None);
+        assert!(metrics.state_last_save.get() >= saved_at);
     }
 }

@@ -17,6 +17,7 @@ pub struct SelfMetrics {
     pub budget_wait: prometheus::CounterVec,
     pub open_chats_tracked: Gauge,
     pub state_save_failures: prometheus::IntCounter,
+    pub state_last_save: Gauge,
 }
 
 impl SelfMetrics {
@@ -115,6 +116,11 @@ impl SelfMetrics {
             "Failed writes of the state file; the exporter goes on and tries again after the next poll.",
         )
         .expect("valid metric");
+        let state_last_save = Gauge::new(
+            "chat_exporter_state_last_save_timestamp_seconds",
+            "Unix time of the last successful write of the state file (0 before the first); the chat metrics served are the values saved then.",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(source_up.clone()),
@@ -128,6 +134,7 @@ impl SelfMetrics {
             Box::new(budget_wait.clone()),
             Box::new(open_chats_tracked.clone()),
             Box::new(state_save_failures.clone()),
+            Box::new(state_last_save.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -151,6 +158,7 @@ impl SelfMetrics {
             budget_wait,
             open_chats_tracked,
             state_save_failures,
+            state_last_save,
         }
     }
 

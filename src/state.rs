@@ -82,18 +82,22 @@ impl StateStore {
         let state: StateFile = match serde_json::from_slice(&bytes) {
             Ok(s) => s,
             Err(e) => {
-                // A file from another version may not parse at all: say which it is.
+                // A file from another version may not parse at all: say which it is, and
+                // name the file set aside for it.
                 let version = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
                     .and_then(|v| v.get("version").and_then(|x| x.as_u64()));
-                let set_aside = self.set_aside("corrupt")?;
                 return Err(match version {
                     Some(v) if v != u64::from(STATE_VERSION) => StateError::Incompatible {
                         path: self.path.clone(),
                         detail: format!("has version {v}, this exporter reads version {STATE_VERSION}"),
-                        set_aside,
+                        set_aside: self.set_aside("incompatible")?,
                     },
-                    _ => StateError::Corrupt { path: self.path.clone(), detail: e.to_string(), set_aside },
+                    _ => StateError::Corrupt {
+                        path: self.path.clone(),
+                        detail: e.to_string(),
+                        set_aside: self.set_aside("corrupt")?,
+                    },
                 });
             }
         };

@@ -398,7 +398,9 @@ impl Tracker {
         for (what, bounds, hs) in [("wait", WAIT_BUCKETS, &state.wait), ("duration", DURATION_BUCKETS, &state.duration)]
         {
             for (labels, h) in hs {
-                let consistent = h.counts.len() == bounds.len() + 1 && h.counts.iter().sum::<u64>() == h.count;
+                // Checked: counts that add up past u64 are a broken file, not a panic.
+                let total = h.counts.iter().try_fold(0u64, |acc, c| acc.checked_add(*c));
+                let consistent = h.counts.len() == bounds.len() + 1 && total == Some(h.count) && h.sum.is_finite();
                 if !consistent {
                     return Err(format!("{what} histogram {labels:?} does not match the bucket layout"));
                 }

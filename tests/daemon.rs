@@ -241,3 +241,35 @@ async fn demo_serves_metrics_and_stops_on_sigterm() {
     let status = proc.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+/// A panic is logged in the format asked for: with `--log.format json`, one JSON object
+/// with the message and where it happened, not the default hook's free text. The panic
+/// provoked: writing the "listening on" line to a standard output whose reader has gone
+/// (`println!` panics on a broken pipe), the one panic the binary can be driven into from
+/// outside without a hook for tests in its code.
+#[test]
+fn panics_are_logged_in_the_log_format() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat_exporter"))
+        .args(["--log.format", "json", "simulate", "--listen-address", "127.0.0.1:0"])
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .output()
+        .expect("run chat_exporter");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a panic on the main thread ends the process: {stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{stderr}")))
+        .collect();
+    let panic = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "panic")
+        .unwrap_or_else(|| panic!("no panic event in: {stderr}"));
+    assert_eq!(panic["level"], "ERROR");
+    let message = panic["fields"]["panic"].as_str().unwrap_or_default();
+    assert!(message.contains("failed printing to stdout"), "{panic}");
+    assert!(panic["fields"]["location"].as_str().is_some_and(|l| !l.is_empty()), "{panic}");
+}

@@ -1131,7 +1131,9 @@ fn kubernetes_manifests_are_consistent() {
         listen.rsplit(':').next().map(str::to_string),
         "containerPort = --web.listen-address port"
     );
-    for (probe, path) in [("livenessProbe", "/-/healthy"), ("readinessProbe", "/-/ready")] {
+    // Readiness is "serving", not "the platform answers": an outage upstream must not take
+    // the exporter that reports it out of its Service (docs/deployment.md, "Health").
+    for (probe, path) in [("livenessProbe", "/-/healthy"), ("readinessProbe", "/-/healthy")] {
         assert_eq!(s(at(c, &format!("{probe}.httpGet.path")), probe), path);
         assert_eq!(s(at(c, &format!("{probe}.httpGet.port")), probe), "http-metrics");
     }
@@ -1212,9 +1214,9 @@ fn kubernetes_manifests_are_consistent() {
         .expect("Service port http-metrics");
     assert_eq!(s(at(svc_port, "targetPort"), "targetPort"), "http-metrics");
     assert_eq!(
-        at(service, "spec.publishNotReadyAddresses").as_bool(),
-        Some(true),
-        "scrape the pod while its source is down"
+        service.get("spec").and_then(|s| s.get("publishNotReadyAddresses")),
+        None,
+        "readiness is /-/healthy: no need to publish pods that are not ready"
     );
     assert!(
         labels_subset(at(monitor, "spec.selector.matchLabels"), at(service, "metadata.labels")),

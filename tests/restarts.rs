@@ -121,12 +121,13 @@ async fn kill_9_at_random_points_of_a_day(platform: &str) {
 async fn unusable_state_files_are_set_aside() {
     let sim = start_simulator(manual_sim(32)).await;
     sim.state.advance(10 * 3600);
+    // (content, what the log line says, what the file set aside is named)
     let cases = [
-        ("{\"version\": 1, \"source\": \"movid", "unreadable"),
-        ("{\"version\": 999, \"something\": \"else\"}", "version 999"),
-        ("not json at all", "unreadable"),
+        ("{\"version\": 1, \"source\": \"movid", "unreadable", "corrupt"),
+        ("{\"version\": 999, \"something\": \"else\"}", "version 999", "incompatible"),
+        ("not json at all", "unreadable", "corrupt"),
     ];
-    for (content, says) in cases {
+    for (content, says, named) in cases {
         let dir = tempfile::tempdir().unwrap();
         let state_path = dir.path().join("state.json");
         std::fs::write(&state_path, content).unwrap();
@@ -147,6 +148,8 @@ async fn unusable_state_files_are_set_aside() {
             .filter(|n| n.starts_with("state.json.") && !n.ends_with(".tmp"))
             .collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(aside[0].starts_with(&format!("state.json.{named}-")), "{says}: set aside as {aside:?}");
+        assert!(line.contains(&aside[0]), "the log names the file set aside: {line}");
         assert_eq!(std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(), content, "set aside untouched");
         let fresh: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
         assert_eq!(fresh["version"], 1);
@@ -219,4 +222,74 @@ async fn unsaved_values_are_not_served() {
     sim.state.advance(60);
     exp.poller.poll_once().await.unwrap();
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after saving again");
+}
+
+/// The state file's directory made read-only while the exporter runs: the chat values
+/// freeze at the last save (saved before served), and that shows: `/-/ready` answers 503
+/// with the reason, `chat_exporter_state_save_failures_total` rises and
+/// `chat_exporter_state_last_save_timestamp_seconds` stands still. Once the directory is
+/// writable again the values catch up, exactly. Run as an unprivileged user when the
+/// tests run as root, whom a read-only directory does not stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_state_directory_shows_and_values_resume_exactly() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let sim = start_simulator(manual_sim(36)).await;
+    sim.state.advance(8 * 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let state_path = state_dir.join("state.json");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(&sim, &state_path)).unwrap();
+    let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
+    let mut command = ExporterProcess::command(&args, &[]);
+    let as_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap();
+    if as_root {
+        for path in [dir.path(), &state_dir, &config_path] {
+            std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    let proc = ExporterProcess::spawn(command);
+    ready(&proc).await;
+    sim.state.reset_counts();
+    sim.state.advance(3600);
+    converges(&proc, &sim, "before").await;
+    let saved = chat_samples(&scrape(&proc).await.unwrap());
+
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+    sim.state.advance(3600);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let why = loop {
+        let r = reqwest::get(proc.base_url() + "/-/ready").await.unwrap();
+        if r.status() == 503 {
+            break r.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "/-/ready never said the state file cannot be written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(why.contains("cannot be written") && why.contains("state.json"), "{why}");
+    let frozen = scrape(&proc).await.unwrap();
+    assert_samples_eq(&chat_samples(&frozen), &saved, "the values last saved, while the directory is read-only");
+    assert_ne!(chat_samples(&frozen), truth_samples(&sim.state.truth()), "the hour brought new chats");
+    assert!(value(&frozen, "chat_exporter_state_save_failures_total", &[]).unwrap() >= 1.0);
+    let last_save = value(&frozen, "chat_exporter_state_last_save_timestamp_seconds", &[]).unwrap();
+    assert!(last_save > 0.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = scrape(&proc).await.unwrap();
+    assert_eq!(value(&later, "chat_exporter_state_last_save_timestamp_seconds", &[]), Some(last_save));
+    assert!(
+        value(&later, "chat_exporter_state_save_failures_total", &[])
+            > value(&frozen, "chat_exporter_state_save_failures_total", &[]),
+        "every poll's failed save counts"
+    );
+    assert_eq!(value(&later, "chat_exporter_source_up", &[("source", "movidesk")]), Some(1.0), "the source is fine");
+
+    std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    converges(&proc, &sim, "once the directory is writable again").await;
+    ready(&proc).await;
+    let stderr = proc.stderr.lock().unwrap().clone();
+    assert_eq!(stderr.matches("cannot write the state file").count(), 1, "logged once, not every poll: {stderr}");
 }

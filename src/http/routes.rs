@@ -92,13 +92,17 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     response
 }
 
+/// 200 while the chat values served are current (the last poll succeeded and was saved),
+/// 503 with the reason otherwise. Metrics are served either way: this tells whether they
+/// move, for people and scripts; Kubernetes' readiness watches `/-/healthy` (an upstream
+/// outage must not take the exporter that reports it out of its Service).
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.health.is_ready() {
-        (StatusCode::OK, "Ready\n").into_response()
-    } else {
-        let s = state.health.state();
-        let why = s.last_error.unwrap_or_else(|| "no successful poll yet".to_string());
-        (StatusCode::SERVICE_UNAVAILABLE, format!("Not ready: {}: {why}\n", s.source)).into_response()
+    match state.health.state().not_ready_because() {
+        None if state.health.is_ready() => (StatusCode::OK, "Ready\n").into_response(),
+        why => {
+            let why = why.unwrap_or_else(|| "no successful poll yet".to_string());
+            (StatusCode::SERVICE_UNAVAILABLE, format!("Not ready: {why}\n")).into_response()
+        }
     }
 }
 
@@ -111,6 +115,10 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     let status = if state.health.is_ready() { "up" } else { "down" };
     let last_success = s.last_success.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".to_string());
     let last_error = s.last_error.as_deref().map(escape_html).unwrap_or_else(|| "none".to_string());
+    let state_file = s
+        .state_error
+        .as_deref()
+        .map_or(String::new(), |e| format!("<tr><th align=\"left\">state file</th><td>{}</td></tr>\n", escape_html(e)));
     let path = escape_html(&state.telemetry_path);
     Html(format!(
         r#"<!DOCTYPE html>
@@ -132,6 +140,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 <tr><th align="left">polls</th><td>{polls}</td></tr>
 <tr><th align="left">last success</th><td>{last_success}</td></tr>
 <tr><th align="left">last error</th><td>{last_error}</td></tr>
+{state_file}
 </table>
 </body>
 </html>

@@ -20,6 +20,11 @@ impl ExporterProcess {
     /// Starts the binary with only `env` (and `PATH`) in its environment, and waits for its
     /// "listening on" line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> ExporterProcess {
+        Self::spawn(Self::command(args, env))
+    }
+
+    /// The command `start` runs, for a caller to adjust (e.g. the user it runs as).
+    pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chat_exporter"));
         cmd.args(args).env_clear();
         if let Some(path) = std::env::var_os("PATH") {
@@ -28,11 +33,11 @@ impl ExporterProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Self::spawn(cmd)
+        cmd
     }
 
-    /// Starts `cmd`, which runs the binary (possibly through a wrapper such as `sh -c
-    /// 'ulimit ...; exec ...'`), and waits for its "listening on" line.
+    /// Starts `cmd` (see [`ExporterProcess::command`]; or a wrapper such as `sh -c 'ulimit
+    /// ...; exec ...'`) and waits for its "listening on" line.
     pub fn spawn(mut cmd: Command) -> ExporterProcess {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start chat_exporter");

@@ -62,10 +62,12 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
         .map(|n| n.and_utc())
 }
 
+/// A number of seconds as written; whether it can be counted is decided at the door
+/// (`ChatObservation::refusal`), where a negative or absurd one is refused and counted.
 fn opt_seconds(v: Option<&Value>) -> Option<f64> {
     match v? {
-        Value::Number(n) => n.as_f64().filter(|x| x.is_finite() && *x >= 0.0),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0),
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     }
 }
