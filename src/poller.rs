@@ -139,6 +139,7 @@ impl Poller {
                     Ok(tracker) => {
                         self.tracker = tracker;
                         self.last_saved_at = Some(saved.saved_at);
+                        self.metrics.state_last_save.set(saved.saved_at.timestamp_millis() as f64 / 1000.0);
                         tracing::info!(path = %store.path().display(), saved_at = %saved.saved_at, "resumed from the state file");
                     }
                     Err(detail) => {

@@ -118,7 +118,7 @@ impl SelfMetrics {
         .expect("valid metric");
         let state_last_save = Gauge::new(
             "chat_exporter_state_last_save_timestamp_seconds",
-            "Unix time of the last successful write of the state file (0 before the first); the chat metrics served are the values saved then.",
+            "Unix time of the last successful write of the state file (at start, of the file resumed from; 0 before any); the chat metrics served are the values saved then.",
         )
         .expect("valid metric");
         for collector in [
