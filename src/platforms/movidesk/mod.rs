@@ -14,7 +14,7 @@ use crate::simulator::{Features, Sample, SimState, World};
 use crate::source::Source;
 
 pub mod facade;
-mod odata;
+pub mod odata;
 pub mod source;
 pub mod tickets;
 mod truth;

@@ -58,7 +58,7 @@ fn record_id(v: &Value) -> Option<String> {
 
 /// Rocket.Chat's rate-limit headers: calls left on the route, and its reset in epoch
 /// milliseconds on the server's clock (read against its `Date`).
-fn route_limit(headers: &HeaderMap, date: Option<DateTime<Utc>>) -> Option<RouteLimit> {
+pub fn route_limit(headers: &HeaderMap, date: Option<DateTime<Utc>>) -> Option<RouteLimit> {
     let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
     let remaining = u32::try_from(number("x-ratelimit-remaining")?.max(0)).unwrap_or(u32::MAX);
     let reset = DateTime::from_timestamp_millis(number("x-ratelimit-reset")?)?;
