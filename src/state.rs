@@ -274,10 +274,11 @@ mod tests {
         assert_eq!(first, fs::metadata(&path).unwrap().len(), "the first save is a snapshot");
         let nothing = store.save_changes(TrackerChanges::default(), serde_json::json!({ "cursor": 1 }), || snapshot(1));
         assert_eq!(nothing.unwrap(), 0, "nothing changed, nothing written");
-        let cursor = store.save_changes(TrackerChanges::default(), serde_json::json!({ "cursor": 2 }), || snapshot(2));
-        assert!(cursor.unwrap() > 0, "the cursor moved");
+        let cursor =
+            store.save_changes(TrackerChanges::default(), serde_json::json!({ "cursor": 2 }), || snapshot(2)).unwrap();
+        assert!(cursor > 0, "the cursor moved");
         let line = store.save_changes(opened("2"), serde_json::json!({ "cursor": 2 }), || snapshot(2)).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().len(), first + cursor.unwrap() + line);
+        assert_eq!(fs::metadata(&path).unwrap().len(), first + cursor + line);
 
         let loaded = StateStore::new(&path).load("test", "account").unwrap().unwrap();
         assert_eq!(loaded.changes.len(), 2);
