@@ -180,6 +180,10 @@ pub struct Observations {
     /// tracker still holds open, last changed at or before this instant, has closed
     /// without being seen (deleted, moved out of scope) and leaves the gauges.
     pub open_set_complete_at: Option<DateTime<Utc>>,
+    /// With `open_set_complete_at`, for a listing of the live conversations paged over
+    /// several polls: those it listed live in earlier polls (their pages were observed
+    /// then), which are live as much as the live ones in `chats`.
+    pub listed_live: Vec<ChatId>,
     /// When set, the full roster of agents replaces the previous one.
     pub roster: Option<Vec<RosterAgent>>,
     /// Set on the first poll: conversations last changed at or before this instant are

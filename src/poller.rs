@@ -99,6 +99,8 @@ pub struct Poller {
     chats: Arc<String>,
     /// The chat text as published, shared with the refresher.
     published_chats: Arc<Mutex<Arc<String>>>,
+    /// The tracker changed since the chat text was last encoded.
+    chats_stale: bool,
 }
 
 impl Poller {
@@ -118,6 +120,7 @@ impl Poller {
             save_failing: false,
             chats: Arc::new(String::new()),
             published_chats: Arc::new(Mutex::new(Arc::new(String::new()))),
+            chats_stale: false,
         };
         exporter.refresh_chats();
         exporter.publish();
@@ -133,8 +136,14 @@ impl Poller {
         match store.load(self.source.name(), &self.source.account()) {
             Ok(None) => {}
             Ok(Some(saved)) => {
-                let restored = Tracker::from_state(saved.tracker)
-                    .and_then(|t| self.source.restore_state(saved.source_state).map(|()| t));
+                let restored = Tracker::from_state(saved.tracker).and_then(|mut t| {
+                    let mut source_state = saved.source_state;
+                    for changes in saved.changes {
+                        t.apply_changes(changes.tracker)?;
+                        source_state = changes.source_state.unwrap_or(source_state);
+                    }
+                    self.source.restore_state(source_state).map(|()| t)
+                });
                 match restored {
                     Ok(tracker) => {
                         self.tracker = tracker;
@@ -163,20 +172,26 @@ impl Poller {
         Ok((self, warning))
     }
 
-    /// Saves the state; when it cannot be written, why, as `/-/ready` tells it.
+    /// Saves what changed since the last save; when it cannot be written, why, as
+    /// `/-/ready` tells it.
     fn save_state(&mut self) -> Result<(), String> {
-        let Some(store) = &self.store else { return Ok(()) };
+        let changes = self.tracker.take_changes();
+        self.chats_stale |= !changes.is_empty();
+        let Some(store) = &mut self.store else { return Ok(()) };
         let saved_at = Utc::now();
-        let state = StateFile {
+        let (source, tracker) = (&self.source, &self.tracker);
+        let snapshot = || StateFile {
             version: STATE_VERSION,
-            source: self.source.name().to_string(),
-            account: self.source.account(),
+            source: source.name().to_string(),
+            account: source.account(),
             saved_at,
-            source_state: self.source.save_state(),
-            tracker: self.tracker.to_state(),
+            source_state: source.save_state(),
+            tracker: tracker.to_state(),
+            changes: Vec::new(),
         };
-        match store.save(&state) {
-            Ok(()) => {
+        // Nothing written when nothing changed: the file is then current as it is.
+        match store.save_changes(changes, self.source.save_state(), snapshot) {
+            Ok(_) => {
                 if self.save_failing {
                     tracing::info!(path = %store.path().display(), "the state file is written again; serving current chat values");
                 }
@@ -262,7 +277,7 @@ impl Poller {
         // Saved before it is served: no counter value reaches Prometheus that a restart
         // would take back.
         let saved = result.is_ok().then(|| self.save_state());
-        if saved == Some(Ok(())) {
+        if saved == Some(Ok(())) && std::mem::take(&mut self.chats_stale) {
             self.refresh_chats();
         }
         self.health.record(&result, saved);

@@ -5,7 +5,7 @@
 //! which transitions it has already counted, so a counter rises exactly once per
 //! conversation and transition however often and in whatever order it is seen.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,23 @@ pub struct Tracker {
     /// Closed conversations last changed before this instant have been forgotten.
     pub(crate) pruned_before: Option<DateTime<Utc>>,
     pub(crate) counters: ChatCounters,
+    /// What changed since the last [`Tracker::take_changes`]: the state file saves only that.
+    unsaved: Unsaved,
+}
+
+/// Keys of what changed since the state file last took the changes.
+#[derive(Debug, Default)]
+struct Unsaved {
+    records: HashSet<ChatId>,
+    open: HashSet<ChatId>,
+    roster: bool,
+    /// `history_until` or `pruned_before`.
+    marks: bool,
+    answered: BTreeSet<(ChatLabels, String)>,
+    finished: BTreeSet<(ChatLabels, String, FirstContact)>,
+    abandoned: BTreeSet<ChatLabels>,
+    wait: BTreeSet<ChatLabels>,
+    duration: BTreeSet<ChatLabels>,
 }
 
 impl Tracker {
@@ -162,17 +179,29 @@ impl Tracker {
         // The poll that sets the start lists the conversations live then: the baseline.
         let baseline = obs.history_until.is_some();
         if let Some(until) = obs.history_until {
+            self.unsaved.marks |= self.history_until != Some(until);
             self.history_until = Some(until);
         }
         for chat in &obs.chats {
             self.observe(chat, baseline);
         }
         if let Some(complete_at) = obs.open_set_complete_at {
-            let seen: HashSet<&ChatId> = obs.chats.iter().filter(|c| c.phase.is_live()).map(|c| &c.id).collect();
-            self.open.retain(|id, chat| seen.contains(id) || chat.last_update > complete_at);
+            let live_now = obs.chats.iter().filter(|c| c.phase.is_live()).map(|c| &c.id);
+            let seen: HashSet<&ChatId> = live_now.chain(&obs.listed_live).collect();
+            let unsaved = &mut self.unsaved.open;
+            self.open.retain(|id, chat| {
+                let keep = seen.contains(id) || chat.last_update > complete_at;
+                if !keep {
+                    unsaved.insert(id.clone());
+                }
+                keep
+            });
         }
         if let Some(roster) = &obs.roster {
-            self.roster = Some(roster.clone());
+            if self.roster.as_ref() != Some(roster) {
+                self.roster = Some(roster.clone());
+                self.unsaved.roster = true;
+            }
         }
         if let Some(now) = obs.platform_time {
             self.prune(now);
@@ -192,6 +221,8 @@ impl Tracker {
         let ended_before_start = !baseline && !known && chat.waiting_since.is_some_and(began_before_known);
         let is_history = self.history_until.is_some_and(|until| chat.last_update <= until) || ended_before_start;
         let record = self.records.entry(chat.id.clone()).or_default();
+        let record_before = record.clone();
+        let unsaved = &mut self.unsaved;
         if ended_before_start {
             // Its end is not ours to count, and a reopening ends unresolved.
             record.ended = true;
@@ -217,7 +248,8 @@ impl Tracker {
                     }
                     None => (chat.labels.clone(), agent_name()),
                 };
-                *counters.answered.entry(key).or_default() += 1;
+                *counters.answered.entry(key.clone()).or_default() += 1;
+                unsaved.answered.insert(key);
             }
         }
         if record.answered && !record.wait_observed {
@@ -229,6 +261,7 @@ impl Tracker {
                         .entry(chat.labels.clone())
                         .or_insert_with(|| Histogram::new(WAIT_BUCKETS))
                         .observe(WAIT_BUCKETS, wait);
+                    unsaved.wait.insert(chat.labels.clone());
                 }
             }
         }
@@ -244,10 +277,13 @@ impl Tracker {
                     } else {
                         FirstContact::Resolved
                     });
-                    *counters.finished.entry((chat.labels.clone(), agent_name(), first_contact)).or_default() += 1;
+                    let key = (chat.labels.clone(), agent_name(), first_contact);
+                    *counters.finished.entry(key.clone()).or_default() += 1;
+                    unsaved.finished.insert(key);
                 }
                 Phase::Abandoned if !record.answered && !is_history => {
                     *counters.abandoned.entry(chat.labels.clone()).or_default() += 1;
+                    unsaved.abandoned.insert(chat.labels.clone());
                 }
                 _ => {}
             }
@@ -261,23 +297,29 @@ impl Tracker {
                         .entry(chat.labels.clone())
                         .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
                         .observe(DURATION_BUCKETS, talk);
+                    unsaved.duration.insert(chat.labels.clone());
                 }
             }
         }
+        if *record != record_before {
+            unsaved.records.insert(chat.id.clone());
+        }
 
         if chat.phase.is_open() {
-            self.open.insert(
-                chat.id.clone(),
-                OpenChat {
-                    labels: chat.labels.clone(),
-                    agent: chat.agent.clone(),
-                    attending: chat.phase == Phase::Attending,
-                    waiting_since: chat.waiting_since,
-                    last_update: chat.last_update,
-                },
-            );
-        } else {
-            self.open.remove(&chat.id);
+            let open = OpenChat {
+                labels: chat.labels.clone(),
+                agent: chat.agent.clone(),
+                attending: chat.phase == Phase::Attending,
+                waiting_since: chat.waiting_since,
+                last_update: chat.last_update,
+            };
+            // Seen again as it was (an overlap window, a reconciliation): nothing to save.
+            if self.open.get(&chat.id) != Some(&open) {
+                self.open.insert(chat.id.clone(), open);
+                unsaved.open.insert(chat.id.clone());
+            }
+        } else if self.open.remove(&chat.id).is_some() {
+            unsaved.open.insert(chat.id.clone());
         }
     }
 
@@ -292,9 +334,17 @@ impl Tracker {
         }
         let open = &self.open;
         let before = self.records.len();
-        self.records.retain(|id, r| open.contains_key(id) || r.last_update.is_none_or(|t| t >= horizon));
+        let unsaved = &mut self.unsaved;
+        self.records.retain(|id, r| {
+            let keep = open.contains_key(id) || r.last_update.is_none_or(|t| t >= horizon);
+            if !keep {
+                unsaved.records.insert(id.clone());
+            }
+            keep
+        });
         if self.records.len() < before {
             self.pruned_before = Some(self.pruned_before.map_or(horizon, |p| p.max(horizon)));
+            self.unsaved.marks = true;
         }
     }
 
@@ -365,17 +415,8 @@ const DURATION_OBSERVED: u8 = 16;
 
 impl Tracker {
     pub fn to_state(&self) -> TrackerState {
-        let mut records: Vec<(ChatId, u8, u32, Option<i64>)> = self
-            .records
-            .iter()
-            .map(|(id, r)| {
-                let bits = (u8::from(r.answered) * ANSWERED)
-                    | (u8::from(r.ended) * ENDED)
-                    | (u8::from(r.wait_observed) * WAIT_OBSERVED)
-                    | (u8::from(r.duration_observed) * DURATION_OBSERVED);
-                (id.clone(), bits, r.ends, r.last_update.map(|t| t.timestamp_millis()))
-            })
-            .collect();
+        let mut records: Vec<(ChatId, u8, u32, Option<i64>)> =
+            self.records.iter().map(|(id, r)| saved_record(id, r)).collect();
         records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut open: Vec<(ChatId, OpenChat)> = self.open.iter().map(|(id, c)| (id.clone(), c.clone())).collect();
         open.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -395,34 +436,11 @@ impl Tracker {
     }
 
     pub fn from_state(state: TrackerState) -> Result<Self, String> {
-        for (what, bounds, hs) in [("wait", WAIT_BUCKETS, &state.wait), ("duration", DURATION_BUCKETS, &state.duration)]
-        {
-            for (labels, h) in hs {
-                // Checked: counts that add up past u64 are a broken file, not a panic.
-                let total = h.counts.iter().try_fold(0u64, |acc, c| acc.checked_add(*c));
-                let consistent = h.counts.len() == bounds.len() + 1 && total == Some(h.count) && h.sum.is_finite();
-                if !consistent {
-                    return Err(format!("{what} histogram {labels:?} does not match the bucket layout"));
-                }
-            }
-        }
+        check_histograms(&state.wait, &state.duration)?;
         let mut records = HashMap::with_capacity(state.records.len());
         for (id, bits, ends, last) in state.records {
-            let last_update = match last {
-                Some(ms) => Some(DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("record {id}: bad time"))?),
-                None => None,
-            };
-            records.insert(
-                id,
-                ChatRecord {
-                    answered: bits & ANSWERED != 0,
-                    ended: bits & ENDED != 0,
-                    ends,
-                    wait_observed: bits & WAIT_OBSERVED != 0,
-                    duration_observed: bits & DURATION_OBSERVED != 0,
-                    last_update,
-                },
-            );
+            let record = restored_record(&id, bits, ends, last)?;
+            records.insert(id, record);
         }
         Ok(Tracker {
             records,
@@ -437,14 +455,155 @@ impl Tracker {
                 wait: state.wait.into_iter().collect(),
                 duration: state.duration.into_iter().collect(),
             },
+            unsaved: Unsaved::default(),
         })
     }
+
+    /// What changed since the last call, for the state file to append; the tracker then
+    /// counts it as saved.
+    pub fn take_changes(&mut self) -> TrackerChanges {
+        let u = std::mem::take(&mut self.unsaved);
+        let mut changes = TrackerChanges::default();
+        for id in u.records {
+            match self.records.get(&id) {
+                Some(r) => changes.records.push(saved_record(&id, r)),
+                None => changes.forgotten.push(id),
+            }
+        }
+        for id in u.open {
+            match self.open.get(&id) {
+                Some(chat) => changes.open.push((id, chat.clone())),
+                None => changes.closed.push(id),
+            }
+        }
+        if u.roster {
+            changes.roster = self.roster.clone();
+        }
+        if u.marks {
+            (changes.history_until, changes.pruned_before) = (self.history_until, self.pruned_before);
+        }
+        let c = &self.counters;
+        changes.answered = u.answered.into_iter().map(|k| (c.answered[&k], k)).map(|(v, (l, a))| (l, a, v)).collect();
+        changes.finished =
+            u.finished.into_iter().map(|k| (c.finished[&k], k)).map(|(v, (l, a, f))| (l, a, f, v)).collect();
+        changes.abandoned = u.abandoned.into_iter().map(|l| (c.abandoned[&l], l)).map(|(v, l)| (l, v)).collect();
+        changes.wait = u.wait.into_iter().map(|l| (c.wait[&l].clone(), l)).map(|(h, l)| (l, h)).collect();
+        changes.duration = u.duration.into_iter().map(|l| (c.duration[&l].clone(), l)).map(|(h, l)| (l, h)).collect();
+        changes
+    }
+
+    /// Applies changes read back from the state file, in the order they were taken.
+    pub fn apply_changes(&mut self, changes: TrackerChanges) -> Result<(), String> {
+        check_histograms(&changes.wait, &changes.duration)?;
+        for (id, bits, ends, last) in changes.records {
+            let record = restored_record(&id, bits, ends, last)?;
+            self.records.insert(id, record);
+        }
+        for id in changes.forgotten {
+            self.records.remove(&id);
+        }
+        self.open.extend(changes.open);
+        for id in changes.closed {
+            self.open.remove(&id);
+        }
+        if changes.roster.is_some() {
+            self.roster = changes.roster;
+        }
+        self.history_until = changes.history_until.or(self.history_until);
+        self.pruned_before = changes.pruned_before.or(self.pruned_before);
+        let c = &mut self.counters;
+        c.answered.extend(changes.answered.into_iter().map(|(l, a, v)| ((l, a), v)));
+        c.finished.extend(changes.finished.into_iter().map(|(l, a, f, v)| ((l, a, f), v)));
+        c.abandoned.extend(changes.abandoned);
+        c.wait.extend(changes.wait);
+        c.duration.extend(changes.duration);
+        Ok(())
+    }
+}
+
+/// What changed in the tracker between two saves: the records, open chats and counter
+/// values to set (counters by their new values, so applying twice does no harm), and
+/// what to remove.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TrackerChanges {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<(ChatId, u8, u32, Option<i64>)>,
+    /// Records pruned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<ChatId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub open: Vec<(ChatId, OpenChat)>,
+    /// No longer open.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub closed: Vec<ChatId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roster: Option<Vec<RosterAgent>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_until: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned_before: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answered: Vec<(ChatLabels, String, u64)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<(ChatLabels, String, FirstContact, u64)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub abandoned: Vec<(ChatLabels, u64)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub wait: Vec<(ChatLabels, Histogram)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duration: Vec<(ChatLabels, Histogram)>,
+}
+
+impl TrackerChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == TrackerChanges::default()
+    }
+}
+
+/// A record as the state file keeps it: (id, counted transitions as bits, ends counted,
+/// last update in Unix milliseconds).
+fn saved_record(id: &ChatId, r: &ChatRecord) -> (ChatId, u8, u32, Option<i64>) {
+    let bits = (u8::from(r.answered) * ANSWERED)
+        | (u8::from(r.ended) * ENDED)
+        | (u8::from(r.wait_observed) * WAIT_OBSERVED)
+        | (u8::from(r.duration_observed) * DURATION_OBSERVED);
+    (id.clone(), bits, r.ends, r.last_update.map(|t| t.timestamp_millis()))
+}
+
+fn restored_record(id: &ChatId, bits: u8, ends: u32, last: Option<i64>) -> Result<ChatRecord, String> {
+    let last_update = match last {
+        Some(ms) => Some(DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("record {id}: bad time"))?),
+        None => None,
+    };
+    Ok(ChatRecord {
+        answered: bits & ANSWERED != 0,
+        ended: bits & ENDED != 0,
+        ends,
+        wait_observed: bits & WAIT_OBSERVED != 0,
+        duration_observed: bits & DURATION_OBSERVED != 0,
+        last_update,
+    })
+}
+
+fn check_histograms(wait: &[(ChatLabels, Histogram)], duration: &[(ChatLabels, Histogram)]) -> Result<(), String> {
+    for (what, bounds, hs) in [("wait", WAIT_BUCKETS, wait), ("duration", DURATION_BUCKETS, duration)] {
+        for (labels, h) in hs {
+            // Checked: counts that add up past u64 are a broken file, not a panic.
+            let total = h.counts.iter().try_fold(0u64, |acc, c| acc.checked_add(*c));
+            let consistent = h.counts.len() == bounds.len() + 1 && total == Some(h.count) && h.sum.is_finite();
+            if !consistent {
+                return Err(format!("{what} histogram {labels:?} does not match the bucket layout"));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AgentRef, ChatLabels, ChatObservation, Observations, Phase};
+    use crate::model::{AgentRef, ChatLabels, ChatObservation, Observations, Phase, RosterAgent};
 
     fn at(minute: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_790_000_000 + minute * 60, 0).unwrap()
@@ -600,6 +759,46 @@ mod tests {
         assert!(t.pruned_before.is_none(), "nothing is old enough to forget");
         apply(&mut t, vec![finished(None, 9)]);
         assert_eq!(totals(&t).1, 1);
+    }
+
+    #[test]
+    fn the_changes_taken_after_each_poll_rebuild_the_state_and_seeing_again_changes_nothing() {
+        let mut t = Tracker::new();
+        let mut baseline = Observations::from_chats([chat(Phase::Waiting, 1)]);
+        baseline.history_until = Some(at(1));
+        baseline.roster = Some(vec![RosterAgent {
+            agent: AgentRef { id: "1".into(), name: "Ana".into() },
+            apps: vec![],
+            groups: vec!["G".into()],
+            presence: None,
+        }]);
+        t.apply(&baseline);
+        let saved = t.to_state();
+        let _ = t.take_changes();
+        let mut replayed = Tracker::from_state(saved).unwrap();
+        let mut other = chat(Phase::Waiting, 2);
+        other.id = ChatId("43".into());
+        let mut reconciled = Observations::default();
+        reconciled.open_set_complete_at = Some(at(20));
+        let mut late = Observations::default();
+        late.platform_time = Some(at(60 * 24 * 30));
+        let polls = vec![
+            Observations::from_chats([chat(Phase::Attending, 3), other.clone()]),
+            Observations::from_chats([finished(None, 9)]),
+            reconciled,
+            Observations::from_chats([chat(Phase::Attending, 30)]),
+            late,
+        ];
+        for obs in polls {
+            t.apply(&obs);
+            let changes = t.take_changes();
+            assert!(!changes.is_empty());
+            replayed.apply_changes(serde_json::from_str(&serde_json::to_string(&changes).unwrap()).unwrap()).unwrap();
+            assert_eq!(replayed.to_state(), t.to_state());
+            t.apply(&obs);
+            assert!(t.take_changes().is_empty(), "the same poll again changes nothing");
+        }
+        assert!(t.pruned_before.is_some() && t.records.len() == 1, "pruning is among the changes");
     }
 
     #[test]

@@ -151,8 +151,10 @@ async fn unusable_state_files_are_set_aside() {
         assert!(aside[0].starts_with(&format!("state.json.{named}-")), "{says}: set aside as {aside:?}");
         assert!(line.contains(&aside[0]), "the log names the file set aside: {line}");
         assert_eq!(std::fs::read_to_string(dir.path().join(&aside[0])).unwrap(), content, "set aside untouched");
-        let fresh: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
-        assert_eq!(fresh["version"], 1);
+        // JSON lines: the snapshot first, then what each poll changed.
+        let saved = std::fs::read_to_string(&state_path).unwrap();
+        let fresh: serde_json::Value = serde_json::from_str(saved.lines().next().unwrap()).unwrap();
+        assert_eq!(fresh["version"], chat_exporter::state::STATE_VERSION);
         assert!(!std::fs::read_to_string(&state_path).unwrap().contains(TOKEN), "no secret in the state file");
     }
 }

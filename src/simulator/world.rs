@@ -281,6 +281,10 @@ pub struct World {
     at_start: std::collections::HashMap<u64, (u32, bool)>,
     /// Scale applied to arrival rates (1.0 = the built-in contact centre).
     pub load: f64,
+    /// Nothing happens on its own (no arrivals, no timers): time only moves, and changes
+    /// come from [`World::answer_waiting`] and [`World::finish_attending`]. For
+    /// measurements at a chosen size, where what changes must be exactly what is asked.
+    pub scripted: bool,
 }
 
 fn streams() -> Vec<Stream> {
@@ -393,6 +397,7 @@ impl World {
             events: Vec::new(),
             at_start: Default::default(),
             load: 1.0,
+            scripted: false,
         }
     }
 
@@ -491,6 +496,10 @@ impl World {
 
     /// Runs the model up to `until` in fixed steps.
     pub fn advance_to(&mut self, until: DateTime<Utc>) {
+        if self.scripted {
+            self.now = self.now.max(until);
+            return;
+        }
         while self.now + Duration::seconds(STEP_SECONDS) <= until {
             self.now += Duration::seconds(STEP_SECONDS);
             self.step();
@@ -826,6 +835,111 @@ impl World {
             c.timers.delete_at = None;
             self.event(id, EventKind::Answered { wait_seconds: wait });
         }
+    }
+
+    /// A contact centre of a chosen size, scripted from now on: `agents` agents spread over
+    /// the built-in groups, and `open` chats spread over the built-in chat streams, of
+    /// which `waiting` in the queue and the others attended. Their last changes are spread
+    /// over the two hours before now, ten minutes before now at the latest.
+    pub fn populate(&mut self, agents: usize, open: usize, waiting: usize) {
+        assert!(agents > 0 && waiting <= open, "at least one agent, and no more waiting than open");
+        self.scripted = true;
+        let groups: Vec<&'static str> = {
+            let mut g: Vec<&'static str> = self.streams.iter().map(|s| s.group).collect();
+            g.sort_unstable();
+            g.dedup();
+            g
+        };
+        self.agents = (0..agents)
+            .map(|i| {
+                let name = format!("Agent {:04}", i + 1);
+                agent(i + 1, &name, &[groups[i % groups.len()]], usize::MAX, (0, 24), true, true)
+            })
+            .collect();
+        let chat_streams: Vec<usize> =
+            (0..self.streams.len()).filter(|s| self.streams[*s].channel != Channel::Email).collect();
+        let mut next_agent: std::collections::HashMap<&str, usize> = Default::default();
+        for n in 0..open {
+            let stream = chat_streams[n % chat_streams.len()];
+            let s = self.streams[stream].clone();
+            let created = self.now - Duration::seconds(600 + self.rng.random_range(0..6600));
+            let id = self.conversations.len() as u64 + 1;
+            let (state, agent, answered_at, wait, last_update) = if n < waiting {
+                (State::Waiting, None, None, None, created)
+            } else {
+                // The group's agents in turn: group g's agents are g, g + groups, ...
+                let g = groups.iter().position(|g| *g == s.group).expect("a built-in group");
+                let turn = next_agent.entry(s.group).or_default();
+                let agent = (g + *turn * groups.len()) % agents.max(1);
+                *turn += 1;
+                let wait = self.rng.random_range(5..300);
+                let answered = (created + Duration::seconds(wait)).min(self.now - Duration::seconds(600));
+                (State::Attending, Some(agent), Some(answered), Some((answered - created).num_seconds()), answered)
+            };
+            self.conversations.push(Conversation {
+                id,
+                stream,
+                app: s.app.to_string(),
+                channel: s.channel,
+                group: s.group.to_string(),
+                state,
+                agent,
+                created,
+                queued_at: Some(created),
+                answered_at,
+                wait_seconds: wait,
+                talk_time: None,
+                last_update,
+                ends: 0,
+                outcome: None,
+                ended_at: None,
+                stage: Stage::Ended,
+                stage_at: None,
+                resolved_first_contact: false,
+                transfers: Vec::new(),
+                held_since: None,
+                purged: false,
+                timers: Timers::default(),
+            });
+            self.open.push(id);
+        }
+    }
+
+    /// Scripted: the first `n` chats in the queue are taken by an agent of their group,
+    /// now. Returns how many were.
+    pub fn answer_waiting(&mut self, n: usize) -> usize {
+        let waiting: Vec<u64> =
+            self.open.iter().copied().filter(|id| self.conv_ref(*id).state == State::Waiting).take(n).collect();
+        let now = self.now;
+        for (turn, id) in waiting.iter().enumerate() {
+            let group = self.conv_ref(*id).group.clone();
+            let members: Vec<usize> =
+                (0..self.agents.len()).filter(|a| self.agents[*a].groups.contains(&group)).collect();
+            let agent = members.get(turn % members.len().max(1)).copied();
+            let c = self.conv(*id);
+            let wait = (now - c.queued_at.unwrap_or(c.created)).num_seconds();
+            c.state = State::Attending;
+            c.agent = agent;
+            c.answered_at = Some(now);
+            c.wait_seconds = Some(wait);
+            c.last_update = now;
+            self.event(*id, EventKind::Answered { wait_seconds: wait });
+        }
+        waiting.len()
+    }
+
+    /// Scripted: the first `n` chats in attendance end, solved, now. Returns how many did.
+    pub fn finish_attending(&mut self, n: usize) -> usize {
+        let attending: Vec<u64> =
+            self.open.iter().copied().filter(|id| self.conv_ref(*id).state == State::Attending).take(n).collect();
+        let now = self.now;
+        for id in &attending {
+            let c = self.conv(*id);
+            c.talk_time = Some((now - c.answered_at.unwrap_or(c.created)).num_seconds().max(0));
+            c.resolved_first_contact = c.ends == 0;
+            self.end(*id, Outcome::Resolved);
+        }
+        attending.len()
     }
 
     fn conv_ref(&self, id: u64) -> &Conversation {
