@@ -48,7 +48,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 
     let metrics = SelfMetrics::new();
     let source = cfg.source.build(&cfg.polling, metrics.clone());
-    let mut poller = Poller::new(source, metrics, cfg.polling.poll_interval);
+    let mut poller =
+        Poller::new(source, metrics, cfg.polling.poll_interval).with_series_retention(cfg.polling.series_retention);
     if let Some(store) = state {
         let (resumed, warning) = poller.with_state(store).map_err(|e| format!("state.path: {e}"))?;
         poller = resumed;
