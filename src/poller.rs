@@ -13,6 +13,14 @@ use crate::source::{Source, SourceError};
 use crate::state::{StateError, StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
+/// A failing source is reminded in the log a minute after the first warning, then at
+/// doubling intervals up to an hour: visible, never a flood.
+const REMINDER_FIRST: Duration = Duration::from_secs(60);
+const REMINDER_MAX: Duration = Duration::from_secs(3600);
+
+/// What `/-/ready` and the landing page say while the first poll runs.
+pub const STARTING: &str = "starting: first poll in progress";
+
 /// What the landing page and `/-/ready` say about the source.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -63,8 +71,12 @@ pub struct Poller {
     exposition: SharedExposition,
     health: Arc<Health>,
     poll_interval: Duration,
-    /// The failure reason last logged at warn level; repeats are logged at debug.
+    /// The failure reason last logged at warn level; repeats are logged at debug, and
+    /// reminded at warn level at a bounded rate.
     failing_with: Option<&'static str>,
+    /// Since when the source fails, and when the log next reminds of it.
+    failing_since: Option<Instant>,
+    next_reminder: Option<(Instant, Duration)>,
     store: Option<StateStore>,
     save_failing: bool,
     /// The chat metrics as last published. When the state file cannot be written, the
@@ -86,6 +98,8 @@ impl Poller {
             health,
             poll_interval,
             failing_with: None,
+            failing_since: None,
+            next_reminder: None,
             store: None,
             save_failing: false,
             chats: Arc::new(String::new()),
@@ -94,6 +108,12 @@ impl Poller {
         exporter.refresh_chats();
         exporter.publish();
         exporter
+    }
+
+    /// How long a label set stays exported after it was last seen (`series_retention`).
+    pub fn with_series_retention(mut self, retention: Duration) -> Self {
+        self.tracker.set_series_retention(retention);
+        self
     }
 
     /// Resumes from the state file if there is one, and saves to it after each poll.
@@ -108,7 +128,8 @@ impl Poller {
                 let restored = Tracker::from_state(saved.tracker)
                     .and_then(|t| self.source.restore_state(saved.source_state).map(|()| t));
                 match restored {
-                    Ok(tracker) => {
+                    Ok(mut tracker) => {
+                        tracker.series_retention = self.tracker.series_retention;
                         self.tracker = tracker;
                         tracing::info!(path = %store.path().display(), saved_at = %saved.saved_at, "resumed from the state file");
                     }
@@ -161,7 +182,7 @@ impl Poller {
     }
 
     fn refresh_chats(&mut self) {
-        self.chats = Arc::new(exposition::encode_chats(self.tracker.counters(), &self.tracker.gauges()));
+        self.chats = Arc::new(exposition::encode_chats(&self.tracker.exported_counters(), &self.tracker.gauges()));
     }
 
     pub fn exposition(&self) -> SharedExposition {
@@ -182,15 +203,50 @@ impl Poller {
             Ok(()) => {
                 self.metrics.source_up.with_label_values(&[name]).set(1.0);
                 self.metrics.last_success.with_label_values(&[name]).set(Utc::now().timestamp_millis() as f64 / 1000.0);
-                if self.failing_with.take().is_some() {
-                    tracing::info!(source = name, "source recovered");
+                if self.health.state().last_success.is_none() {
+                    tracing::info!(
+                        source = name,
+                        open_chats = self.tracker.open_chats(),
+                        agents = self.tracker.roster_len(),
+                        requests_used = self.source.budget().used(),
+                        "first poll succeeded; serving the chat metrics"
+                    );
                 }
+                if self.failing_with.take().is_some() {
+                    let failed_for = self.failing_since.map(|t| t.elapsed().as_secs()).unwrap_or_default();
+                    tracing::info!(
+                        source = name,
+                        failed_for_seconds = failed_for,
+                        "source recovered; values are current again"
+                    );
+                }
+                self.failing_since = None;
+                self.next_reminder = None;
             }
             Err(e) => {
                 self.metrics.source_up.with_label_values(&[name]).set(0.0);
+                let serving = if self.health.state().last_success.is_some() {
+                    "serving the last good values"
+                } else {
+                    "no poll has succeeded yet, so there are no chat values to serve"
+                };
+                let now = Instant::now();
+                let since = *self.failing_since.get_or_insert(now);
                 if self.failing_with != Some(e.reason()) {
-                    tracing::warn!(source = name, reason = e.reason(), error = %e, "poll failed; serving the last good values");
+                    tracing::warn!(source = name, reason = e.reason(), error = %e, "poll failed; {serving}");
                     self.failing_with = Some(e.reason());
+                    self.next_reminder = Some((now + REMINDER_FIRST, REMINDER_FIRST));
+                } else if let Some((at, every)) = self.next_reminder.filter(|(at, _)| now >= *at) {
+                    let _ = at;
+                    tracing::warn!(
+                        source = name,
+                        reason = e.reason(),
+                        error = %e,
+                        failing_for_seconds = now.duration_since(since).as_secs(),
+                        "the source still fails; {serving}"
+                    );
+                    let every = (every * 2).min(REMINDER_MAX);
+                    self.next_reminder = Some((now + every, every));
                 } else {
                     tracing::debug!(source = name, reason = e.reason(), error = %e, "poll failed again");
                 }

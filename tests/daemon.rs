@@ -241,3 +241,20 @@ async fn demo_serves_metrics_and_stops_on_sigterm() {
     let status = proc.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
+
+/// Before the first poll has finished, the landing page and `/-/ready` say the exporter
+/// is starting, not that its source is down (issue 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_first_poll_runs_the_exporter_says_it_is_starting() {
+    let sim = start_simulator(manual_sim(3)).await;
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    let ready = reqwest::get(exp.url("/-/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("starting: first poll in progress"));
+    let landing = reqwest::get(exp.url("/")).await.unwrap().text().await.unwrap();
+    assert!(landing.contains("<td>starting: first poll in progress</td>"), "{landing}");
+    exp.poller.poll_once().await.unwrap();
+    assert_eq!(reqwest::get(exp.url("/-/ready")).await.unwrap().status(), 200);
+    let landing = reqwest::get(exp.url("/")).await.unwrap().text().await.unwrap();
+    assert!(landing.contains("<td>up</td>"), "{landing}");
+}
