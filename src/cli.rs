@@ -44,7 +44,8 @@ pub struct DemoOptions {
     /// Platform the demo simulates: movidesk, chatwoot or rocketchat.
     #[arg(long = "demo.platform", default_value = "movidesk", value_name = "NAME", requires = "demo")]
     pub platform: String,
-    /// Demo scenario: normal (a working day) or peak (agents go offline while arrivals rise).
+    /// Demo scenario: normal (a working day), peak (agents go offline while arrivals rise) or
+    /// spike (a sharper one from minute 7: pages within 15 minutes at speed 1).
     #[arg(long = "demo.scenario", default_value = "normal", value_name = "NAME", requires = "demo")]
     pub scenario: String,
     /// How many times faster than real time the simulated day runs.
@@ -80,7 +81,8 @@ pub struct SimulateArgs {
     /// Token the simulated API accepts.
     #[arg(long, default_value = "demo-token", env = "CHAT_EXPORTER_SIMULATOR_TOKEN", hide_env_values = true)]
     pub token: String,
-    /// Scenario: normal (a working day) or peak (agents go offline while arrivals rise).
+    /// Scenario: normal (a working day), peak (agents go offline while arrivals rise) or spike
+    /// (a sharper one, from minute 7 to 47).
     #[arg(long, default_value = "normal", value_name = "NAME")]
     pub scenario: String,
     /// How many times faster than real time the simulated day runs.
