@@ -65,8 +65,13 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Exit 0 if the URL answers 2xx (a container health check without curl).
     Healthcheck {
+        /// The URL to ask.
         #[arg(long, default_value = "http://127.0.0.1:9877/-/healthy")]
         url: String,
+        /// PEM file of the CA that signed the exporter's certificate (a private CA, with
+        /// --web.config.file).
+        #[arg(long = "ca-file", value_name = "PATH")]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 

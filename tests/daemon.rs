@@ -258,3 +258,16 @@ async fn while_the_first_poll_runs_the_exporter_says_it_is_starting() {
     let landing = reqwest::get(exp.url("/")).await.unwrap().text().await.unwrap();
     assert!(landing.contains("<td>up</td>"), "{landing}");
 }
+
+/// `healthcheck` prints the underlying cause of a failure, and refuses an unreadable
+/// `--ca-file` naming it (issue 10).
+#[test]
+fn healthcheck_names_the_cause_and_the_ca_file() {
+    let url = format!("http://127.0.0.1:{}/-/healthy", free_port());
+    let (code, _, err) = run_to_end(&["healthcheck", "--url", &url], &[]);
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    let (code, _, err) = run_to_end(&["healthcheck", "--url", &url, "--ca-file", "/nonexistent/ca.pem"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--ca-file: /nonexistent/ca.pem"), "{err}");
+}
