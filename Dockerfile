@@ -20,7 +20,7 @@ WORKDIR /src
 ARG REVISION=unknown
 ENV CHAT_EXPORTER_REVISION=${REVISION}
 
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 
 # The cache mounts keep the crate registry and the build directory between builds; the

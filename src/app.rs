@@ -48,7 +48,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 
     let metrics = SelfMetrics::new();
     let source = cfg.source.build(&cfg.polling, metrics.clone());
-    let mut poller = Poller::new(source, metrics, cfg.polling.poll_interval);
+    let mut poller =
+        Poller::new(source, metrics, cfg.polling.poll_interval).with_series_retention(cfg.polling.series_retention);
     if let Some(store) = state {
         let (resumed, warning) = poller.with_state(store).map_err(|e| format!("state.path: {e}"))?;
         poller = resumed;
@@ -245,13 +246,30 @@ pub async fn simulate(args: &SimulateArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `chat_exporter healthcheck`: exit 0 if the URL answers 2xx.
-pub async fn healthcheck(url: &str) -> Result<(), String> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+/// `chat_exporter healthcheck`: exit 0 if the URL answers 2xx. A failure names its
+/// underlying cause (refused, TLS, timeout...), not only "error sending request".
+pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result<(), String> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-file: {}: {e}", path.display()))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| format!("--ca-file: {}: not a PEM certificate: {e}", path.display()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
     match client.get(url).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
-        Err(e) => Err(format!("{url}: {}", e.without_url())),
+        Err(e) => {
+            let e = e.without_url();
+            let mut message = format!("{url}: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                message.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            Err(message)
+        }
     }
 }
 

@@ -44,7 +44,8 @@ pub struct DemoOptions {
     /// Platform the demo simulates: movidesk, chatwoot or rocketchat.
     #[arg(long = "demo.platform", default_value = "movidesk", value_name = "NAME", requires = "demo")]
     pub platform: String,
-    /// Demo scenario: normal (a working day) or peak (agents go offline while arrivals rise).
+    /// Demo scenario: normal (a working day), peak (agents go offline while arrivals rise) or
+    /// spike (a sharper one from minute 7: pages within 15 minutes at speed 1).
     #[arg(long = "demo.scenario", default_value = "normal", value_name = "NAME", requires = "demo")]
     pub scenario: String,
     /// How many times faster than real time the simulated day runs.
@@ -64,8 +65,13 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Exit 0 if the URL answers 2xx (a container health check without curl).
     Healthcheck {
+        /// The URL to ask.
         #[arg(long, default_value = "http://127.0.0.1:9877/-/healthy")]
         url: String,
+        /// PEM file of the CA that signed the exporter's certificate (a private CA, with
+        /// --web.config.file).
+        #[arg(long = "ca-file", value_name = "PATH")]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -80,7 +86,8 @@ pub struct SimulateArgs {
     /// Token the simulated API accepts.
     #[arg(long, default_value = "demo-token", env = "CHAT_EXPORTER_SIMULATOR_TOKEN", hide_env_values = true)]
     pub token: String,
-    /// Scenario: normal (a working day) or peak (agents go offline while arrivals rise).
+    /// Scenario: normal (a working day), peak (agents go offline while arrivals rise) or spike
+    /// (a sharper one, from minute 7 to 47).
     #[arg(long, default_value = "normal", value_name = "NAME")]
     pub scenario: String,
     /// How many times faster than real time the simulated day runs.

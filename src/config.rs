@@ -64,6 +64,8 @@ pub struct Polling {
     pub roster_interval: Duration,
     /// Largest answer read from the platform, in bytes (after decompression).
     pub max_response_size: u64,
+    /// How long a label set stays exported (its gauges at 0) after it was last seen.
+    pub series_retention: Duration,
 }
 
 /// The keys of [`Polling`], as written in a platform's section.
@@ -83,6 +85,8 @@ struct PollingKeys {
     #[serde(default, deserialize_with = "duration::optional")]
     roster_interval: Option<Duration>,
     max_response_size: Option<bytesize::ByteSize>,
+    #[serde(default, deserialize_with = "duration::optional")]
+    series_retention: Option<Duration>,
 }
 
 impl Polling {
@@ -95,6 +99,7 @@ impl Polling {
             reconcile_every: 10,
             roster_interval: Duration::from_secs(60),
             max_response_size: 32 * 1024 * 1024,
+            series_retention: Duration::from_secs(7 * 86_400),
         }
     }
 
@@ -106,6 +111,7 @@ impl Polling {
             reconcile_every: keys.reconcile_every.unwrap_or(defaults.reconcile_every),
             roster_interval: keys.roster_interval.unwrap_or(defaults.roster_interval),
             max_response_size: keys.max_response_size.map_or(defaults.max_response_size, |b| b.as_u64()),
+            series_retention: keys.series_retention.unwrap_or(defaults.series_retention),
         };
         let key = |k: &str| format!("{section}.{k}");
         duration::within(
@@ -121,6 +127,12 @@ impl Polling {
             Duration::from_secs(600),
         )?;
         duration::within(&key("roster_interval"), p.roster_interval, Duration::ZERO, Duration::from_secs(86_400))?;
+        duration::within(
+            &key("series_retention"),
+            p.series_retention,
+            Duration::from_secs(60),
+            Duration::from_secs(366 * 86_400),
+        )?;
         if !(1..=1_000_000).contains(&p.requests_per_minute) {
             return Err(ConfigError::new(key("requests_per_minute"), "must be between 1 and 1000000"));
         }

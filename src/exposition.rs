@@ -152,6 +152,13 @@ pub fn encode_chat_metrics(out: &mut String, counters: &ChatCounters, gauges: &C
             *agent_counts.entry((app.as_str(), group.as_str(), *s)).or_default() += u64::from(s == status);
         }
     }
+    // A team seen within the retention whose agents left stays, at 0.
+    for ((app, group), with_presence) in &gauges.teams {
+        let kind = if *with_presence { &AgentStatus::WITH_PRESENCE[..] } else { &AgentStatus::WITHOUT_PRESENCE[..] };
+        for s in kind {
+            agent_counts.entry((app.as_str(), group.as_str(), *s)).or_default();
+        }
+    }
     family(
         out,
         "chat_agents",

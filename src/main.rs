@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command.take() {
             Some(Command::Simulate(args)) => app::simulate(&args).await,
-            Some(Command::Healthcheck { url }) => app::healthcheck(&url).await,
+            Some(Command::Healthcheck { url, ca_file }) => app::healthcheck(&url, ca_file.as_deref()).await,
             None => app::run(cli).await,
         }
     });

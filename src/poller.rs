@@ -13,6 +13,14 @@ use crate::source::{Reason, Source, SourceError};
 use crate::state::{StateError, StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
+/// A failing source is reminded in the log a minute after the first warning, then at
+/// doubling intervals up to an hour: visible, never a flood.
+const REMINDER_FIRST: Duration = Duration::from_secs(60);
+const REMINDER_MAX: Duration = Duration::from_secs(3600);
+
+/// What `/-/ready` and the landing page say while the first poll runs.
+pub const STARTING: &str = "starting: first poll in progress";
+
 /// What the landing page and `/-/ready` say about the source.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -37,6 +45,7 @@ impl HealthState {
         match (&self.last_error, &self.state_error, self.last_success) {
             (Some(e), _, _) => Some(format!("{}: {e}", self.source)),
             (None, Some(e), _) => Some(e.clone()),
+            (None, None, None) if self.polls == 0 => Some(format!("{}: {STARTING}", self.source)),
             (None, None, None) => Some(format!("{}: no successful poll yet", self.source)),
             (None, None, Some(_)) => None,
         }
@@ -84,10 +93,14 @@ pub struct Poller {
     exposition: SharedExposition,
     health: Arc<Health>,
     poll_interval: Duration,
-    /// The failure reason last logged at warn level; repeats are logged at debug.
+    /// The failure reason last logged at warn level; repeats are logged at debug, and
+    /// reminded at warn level at a bounded rate.
     failing_with: Option<&'static str>,
     /// Records refused at the door have been logged since the last poll without one.
     refusal_logged: bool,
+    /// Since when the source fails, and when the log next reminds of it.
+    failing_since: Option<Instant>,
+    next_reminder: Option<(Instant, Duration)>,
     store: Option<StateStore>,
     /// When the state file was last written, for the reason `/-/ready` gives while it
     /// cannot be.
@@ -115,6 +128,8 @@ impl Poller {
             poll_interval,
             failing_with: None,
             refusal_logged: false,
+            failing_since: None,
+            next_reminder: None,
             store: None,
             last_saved_at: None,
             save_failing: false,
@@ -125,6 +140,12 @@ impl Poller {
         exporter.refresh_chats();
         exporter.publish();
         exporter
+    }
+
+    /// How long a label set stays exported after it was last seen (`series_retention`).
+    pub fn with_series_retention(mut self, retention: Duration) -> Self {
+        self.tracker.set_series_retention(retention);
+        self
     }
 
     /// Resumes from the state file if there is one, and saves to it after each poll.
@@ -145,7 +166,8 @@ impl Poller {
                     self.source.restore_state(source_state).map(|()| t)
                 });
                 match restored {
-                    Ok(tracker) => {
+                    Ok(mut tracker) => {
+                        tracker.series_retention = self.tracker.series_retention;
                         self.tracker = tracker;
                         self.last_saved_at = Some(saved.saved_at);
                         self.metrics.state_last_save.set(saved.saved_at.timestamp_millis() as f64 / 1000.0);
@@ -231,7 +253,7 @@ impl Poller {
     }
 
     fn refresh_chats(&mut self) {
-        self.chats = Arc::new(exposition::encode_chats(self.tracker.counters(), &self.tracker.gauges()));
+        self.chats = Arc::new(exposition::encode_chats(&self.tracker.exported_counters(), &self.tracker.gauges()));
     }
 
     pub fn exposition(&self) -> SharedExposition {
@@ -260,15 +282,50 @@ impl Poller {
             Ok(()) => {
                 self.metrics.source_up.with_label_values(&[name]).set(1.0);
                 self.metrics.last_success.with_label_values(&[name]).set(Utc::now().timestamp_millis() as f64 / 1000.0);
-                if self.failing_with.take().is_some() {
-                    tracing::info!(source = name, "source recovered");
+                if self.health.state().last_success.is_none() {
+                    tracing::info!(
+                        source = name,
+                        open_chats = self.tracker.open_chats(),
+                        agents = self.tracker.roster_len(),
+                        requests_used = self.source.budget().used(),
+                        "first poll succeeded; serving the chat metrics"
+                    );
                 }
+                if self.failing_with.take().is_some() {
+                    let failed_for = self.failing_since.map(|t| t.elapsed().as_secs()).unwrap_or_default();
+                    tracing::info!(
+                        source = name,
+                        failed_for_seconds = failed_for,
+                        "source recovered; values are current again"
+                    );
+                }
+                self.failing_since = None;
+                self.next_reminder = None;
             }
             Err(e) => {
                 self.metrics.source_up.with_label_values(&[name]).set(0.0);
+                let serving = if self.health.state().last_success.is_some() {
+                    "serving the last good values"
+                } else {
+                    "no poll has succeeded yet, so there are no chat values to serve"
+                };
+                let now = Instant::now();
+                let since = *self.failing_since.get_or_insert(now);
                 if self.failing_with != Some(e.reason()) {
-                    tracing::warn!(source = name, reason = e.reason(), error = %e, "poll failed; serving the last good values");
+                    tracing::warn!(source = name, reason = e.reason(), error = %e, "poll failed; {serving}");
                     self.failing_with = Some(e.reason());
+                    self.next_reminder = Some((now + REMINDER_FIRST, REMINDER_FIRST));
+                } else if let Some((at, every)) = self.next_reminder.filter(|(at, _)| now >= *at) {
+                    let _ = at;
+                    tracing::warn!(
+                        source = name,
+                        reason = e.reason(),
+                        error = %e,
+                        failing_for_seconds = now.duration_since(since).as_secs(),
+                        "the source still fails; {serving}"
+                    );
+                    let every = (every * 2).min(REMINDER_MAX);
+                    self.next_reminder = Some((now + every, every));
                 } else {
                     tracing::debug!(source = name, reason = e.reason(), error = %e, "poll failed again");
                 }

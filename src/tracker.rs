@@ -23,6 +23,36 @@ pub const DURATION_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1
 /// known to have been counted already.
 pub const RECORD_RETENTION_DAYS: i64 = 7;
 
+/// How long a label set stays exported after it was last seen, unless configured
+/// otherwise (`series_retention`).
+pub const DEFAULT_SERIES_RETENTION_DAYS: i64 = 7;
+
+/// When each label set last had a counter (or histogram) rise, by the platform's clock.
+/// Its series stay exported (gauges at 0 when empty, counters from 0) until that is
+/// longer ago than the series retention, so an empty queue reads 0 rather than "no
+/// data", and `increase()` sees a first increment. A label set waiting or in attendance
+/// now is known anyway.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeenSeries {
+    pub chats: BTreeMap<ChatLabels, DateTime<Utc>>,
+    /// (labels, agent) in attendance or counted.
+    pub attendances: BTreeMap<(ChatLabels, String), DateTime<Utc>>,
+    /// (app, group) of the roster, and whether its statuses are presences.
+    pub teams: BTreeMap<(String, String), (DateTime<Utc>, bool)>,
+}
+
+impl SeenSeries {
+    fn len(&self) -> (usize, usize, usize) {
+        (self.chats.len(), self.attendances.len(), self.teams.len())
+    }
+
+    fn retain_since(&mut self, horizon: DateTime<Utc>) {
+        self.chats.retain(|_, t| *t >= horizon);
+        self.attendances.retain(|_, t| *t >= horizon);
+        self.teams.retain(|_, (t, _)| *t >= horizon);
+    }
+}
+
 /// What has been counted for one conversation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatRecord {
@@ -132,6 +162,9 @@ pub struct ChatGauges {
     pub active: BTreeMap<(ChatLabels, String), u64>,
     /// (app, group, agent) -> status; present only once a roster is known.
     pub agent_status: BTreeMap<(String, String, String), AgentStatus>,
+    /// (app, group) seen on the roster within the retention -> whether its statuses are
+    /// presences: `chat_agents` stays at 0 for a team whose agents left.
+    pub teams: BTreeMap<(String, String), bool>,
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +176,12 @@ pub struct Tracker {
     /// Closed conversations last changed before this instant have been forgotten.
     pub(crate) pruned_before: Option<DateTime<Utc>>,
     pub(crate) counters: ChatCounters,
+    pub(crate) seen: SeenSeries,
+    /// The platform's clock at the last poll that told it.
+    pub(crate) platform_now: Option<DateTime<Utc>>,
+    pub(crate) series_retention: Option<chrono::Duration>,
+    /// The platform's clock when the seen series were last given to the state file.
+    seen_saved_at: Option<DateTime<Utc>>,
     /// What changed since the last [`Tracker::take_changes`]: the state file saves only that.
     unsaved: Unsaved,
 }
@@ -160,11 +199,31 @@ struct Unsaved {
     abandoned: BTreeSet<ChatLabels>,
     wait: BTreeSet<ChatLabels>,
     duration: BTreeSet<ChatLabels>,
+    /// A label set became known or was forgotten.
+    seen: bool,
 }
+
+/// How stale the seen series' times may be in the state file: they are saved when a
+/// label set comes or goes, and otherwise at most this often, so that a poll that
+/// changed nothing writes nothing. A restart may end a retention this much early.
+const SEEN_SAVE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How long a label set stays exported after it was last seen.
+    pub fn set_series_retention(&mut self, retention: std::time::Duration) {
+        self.series_retention = chrono::Duration::from_std(retention).ok();
+    }
+
+    fn series_retention(&self) -> chrono::Duration {
+        self.series_retention.unwrap_or(chrono::Duration::days(DEFAULT_SERIES_RETENTION_DAYS))
+    }
+
+    pub fn seen(&self) -> &SeenSeries {
+        &self.seen
     }
 
     pub fn counters(&self) -> &ChatCounters {
@@ -175,12 +234,21 @@ impl Tracker {
         self.open.len()
     }
 
+    /// Agents on the roster, once it has been read.
+    pub fn roster_len(&self) -> usize {
+        self.roster.as_ref().map_or(0, Vec::len)
+    }
+
     pub fn apply(&mut self, obs: &Observations) {
+        let seen_before = self.seen.len();
         // The poll that sets the start lists the conversations live then: the baseline.
         let baseline = obs.history_until.is_some();
         if let Some(until) = obs.history_until {
             self.unsaved.marks |= self.history_until != Some(until);
             self.history_until = Some(until);
+        }
+        if obs.platform_time.is_some() {
+            self.platform_now = obs.platform_time;
         }
         for chat in &obs.chats {
             self.observe(chat, baseline);
@@ -203,8 +271,28 @@ impl Tracker {
                 self.unsaved.roster = true;
             }
         }
+        self.mark_roster(obs.chats.last().map(|c| c.last_update));
         if let Some(now) = obs.platform_time {
             self.prune(now);
+            self.seen.retain_since(now - self.series_retention());
+        }
+        self.unsaved.seen |= self.seen.len() != seen_before;
+    }
+
+    /// The instant a sighting is dated: the platform's clock, or (for a source that does
+    /// not tell it) the conversation's own time.
+    fn sighting_time(&self, fallback: DateTime<Utc>) -> DateTime<Utc> {
+        self.platform_now.unwrap_or(fallback)
+    }
+
+    /// Marks the roster's teams as seen now.
+    fn mark_roster(&mut self, fallback: Option<DateTime<Utc>>) {
+        let Some(now) = self.platform_now.or(fallback) else { return };
+        for member in self.roster.iter().flatten() {
+            let with_presence = member.presence.is_some();
+            for (app, group) in member_teams(member) {
+                self.seen.teams.insert((app.to_string(), group.to_string()), (now, with_presence));
+            }
         }
     }
 
@@ -220,6 +308,8 @@ impl Tracker {
         };
         let ended_before_start = !baseline && !known && chat.waiting_since.is_some_and(began_before_known);
         let is_history = self.history_until.is_some_and(|until| chat.last_update <= until) || ended_before_start;
+        let seen_at = self.sighting_time(chat.last_update);
+        let seen = &mut self.seen;
         let record = self.records.entry(chat.id.clone()).or_default();
         let record_before = record.clone();
         let unsaved = &mut self.unsaved;
@@ -248,6 +338,8 @@ impl Tracker {
                     }
                     None => (chat.labels.clone(), agent_name()),
                 };
+                seen.chats.insert(key.0.clone(), seen_at);
+                seen.attendances.insert(key.clone(), seen_at);
                 *counters.answered.entry(key.clone()).or_default() += 1;
                 unsaved.answered.insert(key);
             }
@@ -256,6 +348,7 @@ impl Tracker {
             if let Some(wait) = chat.wait_seconds {
                 record.wait_observed = true;
                 if !is_history {
+                    seen.chats.insert(chat.labels.clone(), seen_at);
                     counters
                         .wait
                         .entry(chat.labels.clone())
@@ -277,11 +370,14 @@ impl Tracker {
                     } else {
                         FirstContact::Resolved
                     });
+                    seen.chats.insert(chat.labels.clone(), seen_at);
+                    seen.attendances.insert((chat.labels.clone(), agent_name()), seen_at);
                     let key = (chat.labels.clone(), agent_name(), first_contact);
                     *counters.finished.entry(key.clone()).or_default() += 1;
                     unsaved.finished.insert(key);
                 }
                 Phase::Abandoned if !record.answered && !is_history => {
+                    seen.chats.insert(chat.labels.clone(), seen_at);
                     *counters.abandoned.entry(chat.labels.clone()).or_default() += 1;
                     unsaved.abandoned.insert(chat.labels.clone());
                 }
@@ -292,6 +388,7 @@ impl Tracker {
             if let Some(talk) = chat.talk_seconds {
                 record.duration_observed = true;
                 if !is_history {
+                    seen.chats.insert(chat.labels.clone(), seen_at);
                     counters
                         .duration
                         .entry(chat.labels.clone())
@@ -372,22 +469,89 @@ impl Tracker {
                     None if attending_agents.contains(member.agent.id.as_str()) => AgentStatus::Attending,
                     None => AgentStatus::NotAttending,
                 };
-                let apps: Vec<&str> =
-                    if member.apps.is_empty() { vec![""] } else { member.apps.iter().map(String::as_str).collect() };
-                let groups: Vec<&str> = if member.groups.is_empty() {
-                    vec![""]
-                } else {
-                    member.groups.iter().map(String::as_str).collect()
-                };
-                for app in &apps {
-                    for group in &groups {
-                        g.agent_status.insert((app.to_string(), group.to_string(), member.agent.name.clone()), status);
+                for (app, group) in member_teams(member) {
+                    g.agent_status.insert((app.to_string(), group.to_string(), member.agent.name.clone()), status);
+                }
+            }
+        }
+        // Every label set seen within the retention stays, at 0 when empty.
+        for labels in self.known_chats() {
+            g.waiting.entry(labels).or_insert(0);
+        }
+        for pair in self.known_attendances() {
+            g.active.entry(pair).or_insert(0);
+        }
+        for ((app, group), (_, with_presence)) in &self.seen.teams {
+            g.teams.insert((app.clone(), group.clone()), *with_presence);
+        }
+        g
+    }
+
+    /// Label sets whose series stay exported: counted within the retention, or waiting
+    /// or in attendance now. (A chat seen waiting that leaves uncounted, to a bot or
+    /// snoozed, does not keep its label set: nothing of it was counted.)
+    fn known_chats(&self) -> BTreeSet<ChatLabels> {
+        let mut chats: BTreeSet<ChatLabels> = self.seen.chats.keys().cloned().collect();
+        chats.extend(self.open.values().map(|c| c.labels.clone()));
+        chats
+    }
+
+    /// (labels, agent) pairs whose series stay exported: counted within the retention or
+    /// in attendance now, and each roster agent with each known label set of the agent's
+    /// app and group, so that an agent's first answer rises from 0.
+    fn known_attendances(&self) -> BTreeSet<(ChatLabels, String)> {
+        let mut pairs: BTreeSet<(ChatLabels, String)> = self.seen.attendances.keys().cloned().collect();
+        for chat in self.open.values().filter(|c| c.attending) {
+            pairs.insert((chat.labels.clone(), chat.agent.as_ref().map(|a| a.name.clone()).unwrap_or_default()));
+        }
+        let chats = self.known_chats();
+        for member in self.roster.iter().flatten() {
+            for (app, group) in member_teams(member) {
+                for labels in &chats {
+                    if labels.group == group && (app.is_empty() || labels.app == app) {
+                        pairs.insert((labels.clone(), member.agent.name.clone()));
                     }
                 }
             }
         }
-        g
+        pairs
     }
+
+    /// The counters as exported: every series that has risen, and at 0 every series of
+    /// a label set seen within the retention, so that `increase()` and `rate()` see its
+    /// first increment. Histograms at 0 only where the platform gives the values at all
+    /// (some have risen).
+    pub fn exported_counters(&self) -> ChatCounters {
+        let mut c = self.counters.clone();
+        let with_wait = !c.wait.is_empty();
+        let with_duration = !c.duration.is_empty();
+        for labels in self.known_chats() {
+            c.abandoned.entry(labels.clone()).or_insert(0);
+            if with_wait {
+                c.wait.entry(labels.clone()).or_insert_with(|| Histogram::new(WAIT_BUCKETS));
+            }
+            if with_duration {
+                c.duration.entry(labels.clone()).or_insert_with(|| Histogram::new(DURATION_BUCKETS));
+            }
+        }
+        for (labels, agent) in self.known_attendances() {
+            for first_contact in [FirstContact::Resolved, FirstContact::Unresolved] {
+                c.finished.entry((labels.clone(), agent.clone(), first_contact)).or_insert(0);
+            }
+            c.answered.entry((labels, agent)).or_insert(0);
+        }
+        c
+    }
+}
+
+/// The (app, group) pairs a roster member is listed under; an empty list is the
+/// empty label.
+fn member_teams(member: &RosterAgent) -> impl Iterator<Item = (&str, &str)> {
+    let apps: Vec<&str> =
+        if member.apps.is_empty() { vec![""] } else { member.apps.iter().map(String::as_str).collect() };
+    let groups: Vec<&str> =
+        if member.groups.is_empty() { vec![""] } else { member.groups.iter().map(String::as_str).collect() };
+    apps.into_iter().flat_map(move |app| groups.clone().into_iter().map(move |group| (app, group)))
 }
 
 /// The tracker as written to the state file: everything needed to go on counting
@@ -406,6 +570,15 @@ pub struct TrackerState {
     pub abandoned: Vec<(ChatLabels, u64)>,
     pub wait: Vec<(ChatLabels, Histogram)>,
     pub duration: Vec<(ChatLabels, Histogram)>,
+    /// When each label set was last seen (see [`SeenSeries`]).
+    #[serde(default)]
+    pub seen_chats: Vec<(ChatLabels, DateTime<Utc>)>,
+    #[serde(default)]
+    pub seen_attendances: Vec<(ChatLabels, String, DateTime<Utc>)>,
+    #[serde(default)]
+    pub seen_teams: Vec<(String, String, bool, DateTime<Utc>)>,
+    #[serde(default)]
+    pub platform_now: Option<DateTime<Utc>>,
 }
 
 const ANSWERED: u8 = 1;
@@ -432,6 +605,10 @@ impl Tracker {
             abandoned: c.abandoned.iter().map(|(l, v)| (l.clone(), *v)).collect(),
             wait: c.wait.iter().map(|(l, h)| (l.clone(), h.clone())).collect(),
             duration: c.duration.iter().map(|(l, h)| (l.clone(), h.clone())).collect(),
+            seen_chats: self.seen.chats.iter().map(|(l, t)| (l.clone(), *t)).collect(),
+            seen_attendances: self.seen.attendances.iter().map(|((l, a), t)| (l.clone(), a.clone(), *t)).collect(),
+            seen_teams: self.seen.teams.iter().map(|((app, g), (t, p))| (app.clone(), g.clone(), *p, *t)).collect(),
+            platform_now: self.platform_now,
         }
     }
 
@@ -455,6 +632,14 @@ impl Tracker {
                 wait: state.wait.into_iter().collect(),
                 duration: state.duration.into_iter().collect(),
             },
+            seen: SeenSeries {
+                chats: state.seen_chats.into_iter().collect(),
+                attendances: state.seen_attendances.into_iter().map(|(l, a, t)| ((l, a), t)).collect(),
+                teams: state.seen_teams.into_iter().map(|(app, g, p, t)| ((app, g), (t, p))).collect(),
+            },
+            platform_now: state.platform_now,
+            series_retention: None,
+            seen_saved_at: state.platform_now,
             unsaved: Unsaved::default(),
         })
     }
@@ -489,6 +674,21 @@ impl Tracker {
         changes.abandoned = u.abandoned.into_iter().map(|l| (c.abandoned[&l], l)).map(|(v, l)| (l, v)).collect();
         changes.wait = u.wait.into_iter().map(|l| (c.wait[&l].clone(), l)).map(|(h, l)| (l, h)).collect();
         changes.duration = u.duration.into_iter().map(|l| (c.duration[&l].clone(), l)).map(|(h, l)| (l, h)).collect();
+        let seen_due = match (self.platform_now, self.seen_saved_at) {
+            (Some(now), Some(saved)) => now - saved >= SEEN_SAVE_EVERY,
+            (now, None) => now.is_some() || self.seen != SeenSeries::default(),
+            (None, Some(_)) => false,
+        };
+        if u.seen || seen_due {
+            let seen = &self.seen;
+            changes.seen = Some(SavedSeen {
+                chats: seen.chats.iter().map(|(l, t)| (l.clone(), *t)).collect(),
+                attendances: seen.attendances.iter().map(|((l, a), t)| (l.clone(), a.clone(), *t)).collect(),
+                teams: seen.teams.iter().map(|((app, g), (t, p))| (app.clone(), g.clone(), *p, *t)).collect(),
+                platform_now: self.platform_now,
+            });
+            self.seen_saved_at = self.platform_now;
+        }
         changes
     }
 
@@ -517,6 +717,15 @@ impl Tracker {
         c.abandoned.extend(changes.abandoned);
         c.wait.extend(changes.wait);
         c.duration.extend(changes.duration);
+        if let Some(seen) = changes.seen {
+            self.seen = SeenSeries {
+                chats: seen.chats.into_iter().collect(),
+                attendances: seen.attendances.into_iter().map(|(l, a, t)| ((l, a), t)).collect(),
+                teams: seen.teams.into_iter().map(|(app, g, p, t)| ((app, g), (t, p))).collect(),
+            };
+            self.platform_now = seen.platform_now;
+            self.seen_saved_at = seen.platform_now;
+        }
         Ok(())
     }
 }
@@ -553,6 +762,18 @@ pub struct TrackerChanges {
     pub wait: Vec<(ChatLabels, Histogram)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub duration: Vec<(ChatLabels, Histogram)>,
+    /// The label sets known and when each was last seen, whole (see [`SEEN_SAVE_EVERY`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<SavedSeen>,
+}
+
+/// [`SeenSeries`] as the state file keeps it, as in [`TrackerState`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SavedSeen {
+    pub chats: Vec<(ChatLabels, DateTime<Utc>)>,
+    pub attendances: Vec<(ChatLabels, String, DateTime<Utc>)>,
+    pub teams: Vec<(String, String, bool, DateTime<Utc>)>,
+    pub platform_now: Option<DateTime<Utc>>,
 }
 
 impl TrackerChanges {
@@ -759,6 +980,98 @@ mod tests {
         assert!(t.pruned_before.is_none(), "nothing is old enough to forget");
         apply(&mut t, vec![finished(None, 9)]);
         assert_eq!(totals(&t).1, 1);
+    }
+
+    fn poll_at(minute: i64, chats: Vec<ChatObservation>) -> Observations {
+        let mut obs = Observations::from_chats(chats);
+        obs.platform_time = Some(at(minute));
+        obs
+    }
+
+    fn waiting(t: &Tracker) -> Option<u64> {
+        t.gauges().waiting.get(&labels()).copied()
+    }
+
+    #[test]
+    fn an_emptied_queue_reads_zero_until_the_label_set_has_not_been_seen_for_the_retention() {
+        let mut t = Tracker::new();
+        t.set_series_retention(std::time::Duration::from_secs(3600));
+        t.apply(&poll_at(1, vec![chat(Phase::Waiting, 1)]));
+        assert_eq!(waiting(&t), Some(1));
+        t.apply(&poll_at(2, vec![chat(Phase::Attending, 2)]));
+        assert_eq!(waiting(&t), Some(0), "the queue is empty: 0, not absent");
+        t.apply(&poll_at(9, vec![finished(None, 9)]));
+        t.apply(&poll_at(9 + 59, vec![]));
+        assert_eq!(waiting(&t), Some(0), "seen (counted) 59 minutes ago");
+        assert_eq!(t.gauges().active.get(&(labels(), "Ana".to_string())), Some(&0));
+        t.apply(&poll_at(9 + 61, vec![]));
+        assert_eq!(waiting(&t), None, "not seen for longer than the retention");
+        assert!(t.gauges().active.is_empty());
+        assert_eq!(totals(&t), (1, 1, 0, 1, 1), "counters stay whatever the retention");
+    }
+
+    #[test]
+    fn the_oldest_wait_of_an_empty_queue_is_absent() {
+        let mut t = Tracker::new();
+        t.apply(&poll_at(1, vec![chat(Phase::Waiting, 1)]));
+        assert_eq!(t.gauges().waiting_oldest.get(&labels()), Some(&at(0)));
+        t.apply(&poll_at(2, vec![chat(Phase::Attending, 2)]));
+        assert_eq!(t.gauges().waiting_oldest.get(&labels()), None, "no one waits: no start of a wait");
+    }
+
+    #[test]
+    fn counters_of_a_seen_label_set_start_at_zero_before_their_first_increment() {
+        let mut t = Tracker::new();
+        let mut obs = poll_at(1, vec![chat(Phase::Waiting, 1)]);
+        obs.roster = Some(vec![RosterAgent {
+            agent: AgentRef { id: "2".into(), name: "Bia".into() },
+            apps: vec![],
+            groups: vec!["G".into()],
+            presence: None,
+        }]);
+        t.apply(&obs);
+        let c = t.exported_counters();
+        assert_eq!(c.abandoned.get(&labels()), Some(&0), "the group's first abandonment rises from 0");
+        assert_eq!(
+            c.answered.get(&(labels(), "Bia".to_string())),
+            Some(&0),
+            "a roster agent's first answer rises from 0"
+        );
+        for fc in [FirstContact::Resolved, FirstContact::Unresolved] {
+            assert_eq!(c.finished.get(&(labels(), "Bia".to_string(), fc)), Some(&0));
+        }
+        assert!(c.wait.is_empty(), "no histogram before the platform gives a value for it");
+        assert_eq!(totals(&t), (0, 0, 0, 0, 0), "zeros are exported, not counted");
+    }
+
+    #[test]
+    fn a_team_whose_agents_left_stays_at_zero() {
+        let mut t = Tracker::new();
+        let member = RosterAgent {
+            agent: AgentRef { id: "2".into(), name: "Bia".into() },
+            apps: vec![],
+            groups: vec!["G".into()],
+            presence: None,
+        };
+        let mut obs = poll_at(1, vec![]);
+        obs.roster = Some(vec![member]);
+        t.apply(&obs);
+        let mut obs = poll_at(2, vec![]);
+        obs.roster = Some(vec![]);
+        t.apply(&obs);
+        assert!(t.gauges().agent_status.is_empty());
+        assert_eq!(t.gauges().teams.get(&(String::new(), "G".to_string())), Some(&false));
+    }
+
+    #[test]
+    fn the_seen_label_sets_survive_a_restart() {
+        let mut t = Tracker::new();
+        t.apply(&poll_at(1, vec![chat(Phase::Waiting, 1)]));
+        t.apply(&poll_at(2, vec![chat(Phase::Attending, 2)]));
+        let restored = Tracker::from_state(t.to_state()).unwrap();
+        assert_eq!(restored.seen(), t.seen());
+        assert_eq!(restored.gauges(), t.gauges());
+        assert_eq!(restored.exported_counters(), t.exported_counters());
     }
 
     #[test]

@@ -273,3 +273,33 @@ fn panics_are_logged_in_the_log_format() {
     assert!(message.contains("failed printing to stdout"), "{panic}");
     assert!(panic["fields"]["location"].as_str().is_some_and(|l| !l.is_empty()), "{panic}");
 }
+
+/// Before the first poll has finished, the landing page and `/-/ready` say the exporter
+/// is starting, not that its source is down (issue 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_first_poll_runs_the_exporter_says_it_is_starting() {
+    let sim = start_simulator(manual_sim(3)).await;
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    let ready = reqwest::get(exp.url("/-/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("starting: first poll in progress"));
+    let landing = reqwest::get(exp.url("/")).await.unwrap().text().await.unwrap();
+    assert!(landing.contains("<td>starting: first poll in progress</td>"), "{landing}");
+    exp.poller.poll_once().await.unwrap();
+    assert_eq!(reqwest::get(exp.url("/-/ready")).await.unwrap().status(), 200);
+    let landing = reqwest::get(exp.url("/")).await.unwrap().text().await.unwrap();
+    assert!(landing.contains("<td>up</td>"), "{landing}");
+}
+
+/// `healthcheck` prints the underlying cause of a failure, and refuses an unreadable
+/// `--ca-file` naming it (issue 10).
+#[test]
+fn healthcheck_names_the_cause_and_the_ca_file() {
+    let url = format!("http://127.0.0.1:{}/-/healthy", free_port());
+    let (code, _, err) = run_to_end(&["healthcheck", "--url", &url], &[]);
+    assert_ne!(code, 0);
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    let (code, _, err) = run_to_end(&["healthcheck", "--url", &url, "--ca-file", "/nonexistent/ca.pem"], &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--ca-file: /nonexistent/ca.pem"), "{err}");
+}

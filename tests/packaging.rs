@@ -548,7 +548,7 @@ fn compose_simulator_and_exporter_agree() {
             "--seed",
             "1",
             "--scenario",
-            "normal"
+            "spike"
         ],
         "{COMPOSE_FILE}: simulator command"
     );
@@ -1397,4 +1397,39 @@ fn deployment_doc_names_existing_files() {
         }
     }
     assert!(missing.is_empty(), "docs/deployment.md names files that do not exist: {missing:?}");
+}
+
+/// Every file or directory .dockerignore lets in (`!name`) exists: an exception for a
+/// file the crate does not have (issue 10: a `build.rs` that did not exist) is drift.
+#[test]
+fn dockerignore_exceptions_name_files_that_exist() {
+    for line in read(".dockerignore").lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('!') {
+            let path = root().join(name.trim_end_matches('/'));
+            assert!(path.exists(), ".dockerignore lets in {name}, which does not exist");
+        }
+    }
+}
+
+/// A plain `cargo build` stamps `chat_exporter_build_info` with the compiler's version and
+/// the git revision (build.rs), not "unknown" (issue 10).
+#[test]
+fn build_info_names_the_compiler_and_the_revision() {
+    let metrics = chat_exporter::self_metrics::SelfMetrics::new();
+    let families = metrics.registry.gather();
+    let info = families.iter().find(|f| f.name() == "chat_exporter_build_info").expect("build_info");
+    let labels: BTreeMap<String, String> =
+        info.get_metric()[0].get_label().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
+    let rustc = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into())).arg("--version").output();
+    let rustc = String::from_utf8(rustc.expect("rustc --version").stdout).unwrap();
+    assert_eq!(labels["rustversion"], rustc.split_whitespace().nth(1).unwrap(), "{labels:?}");
+    let git = Command::new("git").args(["rev-parse", "HEAD"]).current_dir(root()).output().expect("git");
+    if git.status.success() && std::env::var("CHAT_EXPORTER_REVISION").is_err() {
+        let head = String::from_utf8(git.stdout).unwrap();
+        assert!(
+            labels["revision"] != "unknown" && head.starts_with(&labels["revision"]),
+            "revision {:?} is not a prefix of HEAD {head}",
+            labels["revision"]
+        );
+    }
 }

@@ -131,6 +131,20 @@ fn odd_state() -> TrackerState {
         abandoned: labels.iter().map(|l| (l.clone(), u64::MAX)).collect(),
         wait: labels.iter().enumerate().map(|(n, l)| (l.clone(), histogram(WAIT_BUCKETS, n))).collect(),
         duration: labels.iter().enumerate().map(|(n, l)| (l.clone(), histogram(DURATION_BUCKETS, n + 1))).collect(),
+        seen_chats: labels.iter().enumerate().map(|(n, l)| (l.clone(), date(edges[n % edges.len()]))).collect(),
+        seen_attendances: labels
+            .iter()
+            .enumerate()
+            .map(|(n, l)| (l.clone(), ODD_STRINGS[n % 17].to_string(), date(edges[(n + 2) % edges.len()])))
+            .collect(),
+        seen_teams: ODD_STRINGS
+            .iter()
+            .enumerate()
+            .map(|(n, s)| {
+                (s.to_string(), ODD_STRINGS[(n + 1) % 17].to_string(), n % 2 == 0, date(edges[n % edges.len()]))
+            })
+            .collect(),
+        platform_now: Some(date(edges[2])),
     }
 }
 
@@ -156,9 +170,10 @@ fn extreme_values_are_saved_and_loaded_exactly() {
             "odd": ODD_STRINGS,
         }),
         tracker: original.clone(),
+        changes: Vec::new(),
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path().join("state.json"));
+    let mut store = StateStore::new(dir.path().join("state.json"));
     store.save(&file).unwrap();
     let loaded = store.load("movidesk", &account).expect("loads").expect("is there");
     assert!(loaded == file, "the state file changed values on the way");

@@ -112,7 +112,11 @@ fn escape_html(s: &str) -> String {
 
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let s = state.health.state();
-    let status = if state.health.is_ready() { "up" } else { "down" };
+    let status = match (state.health.is_ready(), s.polls) {
+        (true, _) => "up",
+        (false, 0) => crate::poller::STARTING,
+        (false, _) => "down",
+    };
     let last_success = s.last_success.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".to_string());
     let last_error = s.last_error.as_deref().map(escape_html).unwrap_or_else(|| "none".to_string());
     let state_file = s

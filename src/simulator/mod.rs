@@ -331,7 +331,7 @@ impl SimState {
         Truth {
             now: inner.world.now.to_rfc3339(),
             conversations: inner.world.conversations.len() as u64,
-            samples: self.platform.truth(&inner.world),
+            samples: truth::with_zero_series(self.platform.truth(&inner.world)),
         }
     }
 

@@ -72,3 +72,83 @@ impl Samples {
             .collect()
     }
 }
+
+/// The series the contract keeps at 0 (docs/metrics.md, "Series that stay"), derived
+/// from the samples alone: for every (app, group, origin) of any chat series, the queue
+/// and the abandonments at 0 (and the histograms, where the platform gives them); for
+/// every agent with such a label set (counted, in attendance, or on the roster under
+/// its app, or any app, and its group), the answered, finished and in-attendance series
+/// at 0. Ground truth within the retention: the exact-truth tests run shorter than it.
+pub fn with_zero_series(samples: Vec<Sample>) -> Vec<Sample> {
+    type Chat = (String, String, String);
+    let label = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
+    let mut chats: std::collections::BTreeSet<Chat> = Default::default();
+    let mut pairs: std::collections::BTreeSet<(Chat, String)> = Default::default();
+    let mut roster: Vec<(String, String, String)> = Vec::new();
+    // Histogram families the platform gives, with their bucket bounds as exported.
+    let mut histograms: BTreeMap<&'static str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for s in &samples {
+        if s.name == "chat_agent_status" {
+            roster.push((label(s, "app"), label(s, "group"), label(s, "agent")));
+            continue;
+        }
+        if !s.labels.contains_key("origin") {
+            continue;
+        }
+        let chat = (label(s, "app"), label(s, "group"), label(s, "origin"));
+        for family in ["chat_conversation_wait_seconds", "chat_conversation_duration_seconds"] {
+            if s.name == format!("{family}_bucket") {
+                histograms.entry(family).or_default().insert(label(s, "le"));
+            }
+        }
+        if matches!(
+            s.name.as_str(),
+            "chat_conversations_answered_total" | "chat_conversations_finished_total" | "chat_conversations_active"
+        ) {
+            pairs.insert((chat.clone(), label(s, "agent")));
+        }
+        chats.insert(chat);
+    }
+    for (app, group, agent) in roster {
+        for chat in &chats {
+            if chat.1 == group && (app.is_empty() || chat.0 == app) {
+                pairs.insert((chat.clone(), agent.clone()));
+            }
+        }
+    }
+    let mut out = Samples(
+        samples
+            .into_iter()
+            .map(|s| {
+                let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                (Samples::key(&s.name, &labels), s.value)
+            })
+            .collect(),
+    );
+    for (app, group, origin) in &chats {
+        let labels = [("app", app.as_str()), ("group", group.as_str()), ("origin", origin.as_str())];
+        out.add("chat_conversations_waiting", &labels, 0.0);
+        out.add("chat_conversations_abandoned_total", &labels, 0.0);
+        for (family, bounds) in &histograms {
+            for le in bounds {
+                let mut with = labels.to_vec();
+                with.push(("le", le));
+                out.add(&format!("{family}_bucket"), &with, 0.0);
+            }
+            out.add(&format!("{family}_sum"), &labels, 0.0);
+            out.add(&format!("{family}_count"), &labels, 0.0);
+        }
+    }
+    for ((app, group, origin), agent) in &pairs {
+        let labels =
+            [("app", app.as_str()), ("group", group.as_str()), ("origin", origin.as_str()), ("agent", agent.as_str())];
+        out.add("chat_conversations_answered_total", &labels, 0.0);
+        out.add("chat_conversations_active", &labels, 0.0);
+        for first_contact in ["resolved", "unresolved"] {
+            let mut with = labels.to_vec();
+            with.push(("first_contact", first_contact));
+            out.add("chat_conversations_finished_total", &with, 0.0);
+        }
+    }
+    out.into_vec()
+}

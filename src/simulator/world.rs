@@ -29,6 +29,13 @@ pub enum Scenario {
     /// Flat load, then from minute 30 to minute 90 four times the arrivals while half of
     /// each group's agents go offline; afterwards back to normal and the queue drains.
     Peak,
+    /// A queue spike that pages within 15 minutes of wall time at speed 1, through the
+    /// shipped rules: flat load for 7 minutes (the history the rules' one-hour median
+    /// compares with), then from minute 7 to 47 half of each group's agents offline, a
+    /// burst of arrivals in the first minute (120 times the rate: the 5-minute average
+    /// passes the floor at once, before the median catches up) and ten times the rate
+    /// after it; afterwards back to normal and the queue drains.
+    Spike,
 }
 
 impl std::str::FromStr for Scenario {
@@ -37,7 +44,8 @@ impl std::str::FromStr for Scenario {
         match s {
             "normal" => Ok(Scenario::Normal),
             "peak" => Ok(Scenario::Peak),
-            other => Err(format!("unknown scenario '{other}' (expected normal or peak)")),
+            "spike" => Ok(Scenario::Spike),
+            other => Err(format!("unknown scenario '{other}' (expected normal, peak or spike)")),
         }
     }
 }
@@ -452,7 +460,11 @@ impl World {
     }
 
     fn in_peak(&self) -> bool {
-        self.scenario == Scenario::Peak && (30..90).contains(&self.minutes_since_start())
+        match self.scenario {
+            Scenario::Peak => (30..90).contains(&self.minutes_since_start()),
+            Scenario::Spike => (7..47).contains(&self.minutes_since_start()),
+            Scenario::Normal => false,
+        }
     }
 
     /// An agent's presence now. Only available agents take conversations.
@@ -462,8 +474,8 @@ impl World {
             return Presence::Offline;
         }
         match self.scenario {
-            Scenario::Peak if self.in_peak() && !agent.stays_in_peak => Presence::Offline,
-            Scenario::Peak => Presence::Available,
+            Scenario::Peak | Scenario::Spike if self.in_peak() && !agent.stays_in_peak => Presence::Offline,
+            Scenario::Peak | Scenario::Spike => Presence::Available,
             Scenario::Normal => {
                 let hour = self.local_hour();
                 let (from, to) = agent.shift;
@@ -490,7 +502,9 @@ impl World {
             * match self.scenario {
                 Scenario::Normal => daily_profile(self.local_hour()),
                 Scenario::Peak if self.in_peak() => 4.0,
-                Scenario::Peak => 1.0,
+                Scenario::Spike if self.minutes_since_start() == 7 => 120.0,
+                Scenario::Spike if self.in_peak() => 10.0,
+                Scenario::Peak | Scenario::Spike => 1.0,
             }
     }
 

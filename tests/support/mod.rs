@@ -88,6 +88,7 @@ impl Setup {
     pub fn poller(&self, metrics: SelfMetrics) -> Poller {
         let source = self.platform.load(self.section.clone()).unwrap_or_else(|e| panic!("{e}"));
         Poller::new(source.build(&self.polling, metrics.clone()), metrics, self.polling.poll_interval)
+            .with_series_retention(self.polling.series_retention)
     }
 }
 
