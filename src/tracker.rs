@@ -180,8 +180,9 @@ pub struct Tracker {
     /// The platform's clock at the last poll that told it.
     pub(crate) platform_now: Option<DateTime<Utc>>,
     pub(crate) series_retention: Option<chrono::Duration>,
-    /// The platform's clock when the seen series were last given to the state file.
-    seen_saved_at: Option<DateTime<Utc>>,
+    /// The platform's clock when the seen series were last given to the state file
+    /// (`None`: never given).
+    seen_saved_at: Option<Option<DateTime<Utc>>>,
     /// What changed since the last [`Tracker::take_changes`]: the state file saves only that.
     unsaved: Unsaved,
 }
@@ -639,7 +640,7 @@ impl Tracker {
             },
             platform_now: state.platform_now,
             series_retention: None,
-            seen_saved_at: state.platform_now,
+            seen_saved_at: Some(state.platform_now),
             unsaved: Unsaved::default(),
         })
     }
@@ -675,9 +676,9 @@ impl Tracker {
         changes.wait = u.wait.into_iter().map(|l| (c.wait[&l].clone(), l)).map(|(h, l)| (l, h)).collect();
         changes.duration = u.duration.into_iter().map(|l| (c.duration[&l].clone(), l)).map(|(h, l)| (l, h)).collect();
         let seen_due = match (self.platform_now, self.seen_saved_at) {
-            (Some(now), Some(saved)) => now - saved >= SEEN_SAVE_EVERY,
-            (now, None) => now.is_some() || self.seen != SeenSeries::default(),
-            (None, Some(_)) => false,
+            (_, None) => self.seen != SeenSeries::default(),
+            (Some(now), Some(Some(saved))) => now - saved >= SEEN_SAVE_EVERY,
+            (now, Some(saved)) => now.is_some() && saved.is_none(),
         };
         if u.seen || seen_due {
             let seen = &self.seen;
@@ -687,7 +688,7 @@ impl Tracker {
                 teams: seen.teams.iter().map(|((app, g), (t, p))| (app.clone(), g.clone(), *p, *t)).collect(),
                 platform_now: self.platform_now,
             });
-            self.seen_saved_at = self.platform_now;
+            self.seen_saved_at = Some(self.platform_now);
         }
         changes
     }
@@ -724,7 +725,7 @@ impl Tracker {
                 teams: seen.teams.into_iter().map(|(app, g, p, t)| ((app, g), (t, p))).collect(),
             };
             self.platform_now = seen.platform_now;
-            self.seen_saved_at = seen.platform_now;
+            self.seen_saved_at = Some(seen.platform_now);
         }
         Ok(())
     }
@@ -1107,11 +1108,47 @@ mod tests {
             let changes = t.take_changes();
             assert!(!changes.is_empty());
             replayed.apply_changes(serde_json::from_str(&serde_json::to_string(&changes).unwrap()).unwrap()).unwrap();
-            assert_eq!(replayed.to_state(), t.to_state());
+            // The seen series' times are saved when a label set comes or goes, and hourly.
+            assert_eq!(without_seen_times(replayed.to_state()), without_seen_times(t.to_state()));
             t.apply(&obs);
             assert!(t.take_changes().is_empty(), "the same poll again changes nothing");
         }
         assert!(t.pruned_before.is_some() && t.records.len() == 1, "pruning is among the changes");
+    }
+
+    /// The state with every "last seen" time of the seen series set to one instant.
+    fn without_seen_times(mut s: TrackerState) -> TrackerState {
+        let zero = DateTime::<Utc>::UNIX_EPOCH;
+        s.seen_chats.iter_mut().for_each(|(_, t)| *t = zero);
+        s.seen_attendances.iter_mut().for_each(|(_, _, t)| *t = zero);
+        s.seen_teams.iter_mut().for_each(|(_, _, _, t)| *t = zero);
+        s.platform_now = None;
+        s
+    }
+
+    #[test]
+    fn the_seen_series_reach_the_state_file_when_a_label_set_comes_and_hourly_otherwise() {
+        let mut t = Tracker::new();
+        let poll = |minute: i64, chats: Vec<ChatObservation>| {
+            let mut obs = Observations::from_chats(chats);
+            obs.platform_time = Some(at(minute));
+            obs
+        };
+        t.apply(&poll(1, vec![chat(Phase::Attending, 1)]));
+        assert!(t.take_changes().seen.is_some(), "a new label set is saved");
+        for minute in 2..60 {
+            t.apply(&poll(minute, vec![chat(Phase::Attending, minute)]));
+            assert!(t.take_changes().seen.is_none(), "minute {minute}: only its time moved");
+        }
+        t.apply(&poll(61, vec![chat(Phase::Attending, 61)]));
+        let saved = t.take_changes().seen.expect("an hour later, the times are saved");
+        assert_eq!(saved.platform_now, Some(at(61)));
+        assert_eq!(saved.chats.len(), 1);
+        let mut other = chat(Phase::Abandoned, 62);
+        other.id = ChatId("other".into());
+        other.labels.group = "H".into();
+        t.apply(&poll(62, vec![other]));
+        assert!(t.take_changes().seen.is_some(), "a label set whose counter rose first is saved at once");
     }
 
     #[test]
