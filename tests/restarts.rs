@@ -226,14 +226,16 @@ async fn unsaved_values_are_not_served() {
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after saving again");
 }
 
-/// The state file's directory made read-only while the exporter runs: the chat values
-/// freeze at the last save (saved before served), and that shows: `/-/ready` answers 503
+/// The state file and its directory made read-only while the exporter runs (a read-only
+/// directory alone still lets the journal's lines be appended, until a compaction needs
+/// the directory): the chat values freeze at the last save (saved before served), and
+/// that shows: `/-/ready` answers 503
 /// with the reason, `chat_exporter_state_save_failures_total` rises and
 /// `chat_exporter_state_last_save_timestamp_seconds` stands still. Once the directory is
 /// writable again the values catch up, exactly. Run as an unprivileged user when the
 /// tests run as root, whom a read-only directory does not stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_state_directory_shows_and_values_resume_exactly() {
+async fn a_read_only_state_file_shows_and_values_resume_exactly() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     const NOBODY: u32 = 65534;
@@ -261,6 +263,7 @@ async fn a_read_only_state_directory_shows_and_values_resume_exactly() {
     converges(&proc, &sim, "before").await;
     let saved = chat_samples(&scrape(&proc).await.unwrap());
 
+    std::fs::set_permissions(&state_path, std::fs::Permissions::from_mode(0o400)).unwrap();
     std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o500)).unwrap();
     sim.state.advance(3600);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -290,6 +293,7 @@ async fn a_read_only_state_directory_shows_and_values_resume_exactly() {
     assert_eq!(value(&later, "chat_exporter_source_up", &[("source", "movidesk")]), Some(1.0), "the source is fine");
 
     std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&state_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     converges(&proc, &sim, "once the directory is writable again").await;
     ready(&proc).await;
     let stderr = proc.stderr.lock().unwrap().clone();
