@@ -24,10 +24,12 @@ use chat_exporter::poller::Poller;
 use chat_exporter::self_metrics::SelfMetrics;
 use chat_exporter::simulator::{self, Scenario, SimOptions};
 
-/// Requests read on the roster's schedule rather than every poll, by platform.
+/// Requests read on the roster's schedule rather than every poll, by platform, where the
+/// source times the roster by the local clock (which the lockstep recording cannot
+/// advance). Movidesk times it by the platform's clock, so the recording has its roster
+/// on its own schedule already, and what its polls leave out then is recorded too.
 fn roster_endpoints(platform: &str) -> &'static [&'static str] {
     match platform {
-        "movidesk" => &["persons"],
         "chatwoot" => &["inboxes", "teams", "team_members"],
         "rocketchat" => &["department"],
         _ => &[],
@@ -52,9 +54,11 @@ async fn requests_per_poll(
         sim.state.with_world(|w| w.populate(agents, open, waiting));
     }
     let p = sim.state.platform;
-    // Unlimited, and the roster on every poll: what each poll costs is recorded, and the
-    // roster's cost is put back on its own schedule below.
-    let recorded = Polling { requests_per_minute: 1_000_000, roster_interval: Duration::ZERO, ..polling.clone() };
+    // Unlimited, and (where the source times its roster by the local clock) the roster on
+    // every poll: what each poll costs is recorded, and the roster's cost is put back on
+    // its own schedule below.
+    let roster_interval = if roster_endpoints(platform).is_empty() { polling.roster_interval } else { Duration::ZERO };
+    let recorded = Polling { requests_per_minute: 1_000_000, roster_interval, ..polling.clone() };
     let mut section = sim.section();
     if per_route.is_some() {
         // Unlimited per route too: the route budget is replayed below.

@@ -207,8 +207,9 @@ async fn chats_that_disappear() {
         for id in open.iter().take(open.len() / 2) {
             sim.state.purge(*id);
         }
-        // Reconciliation runs every tenth poll: within ten polls the gauges are exact again.
-        exp.follow(&sim.state, 10, 60).await;
+        // Reconciliation starts every tenth poll (Movidesk's the poll after, when the roster
+        // is read on it): within twelve polls the gauges are exact again.
+        exp.follow(&sim.state, 12, 60).await;
         assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "after purges");
         if sim.state.with_world(|w| w.features.soft_delete) {
             let deleted = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.deleted()).count());

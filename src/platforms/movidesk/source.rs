@@ -15,7 +15,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use serde_json::Value;
-use tokio::time::Instant;
 
 use super::tickets::{id_string, parse_datetime, parse_id, parse_person, parse_ticket};
 use super::{MovideskConfig, NAME};
@@ -42,7 +41,12 @@ pub struct MovideskSource {
     cursor: Option<DateTime<Utc>>,
     started: bool,
     polls: u64,
-    roster_fetched_at: Option<Instant>,
+    /// When the roster was last read, in the platform's clock (`Date`), so that its
+    /// schedule follows the platform's time as the rest of the source does.
+    roster_fetched_at: Option<DateTime<Utc>>,
+    /// The listing of the open chats was due on the last poll, which read the roster
+    /// instead: this one reads its page.
+    listing_skipped: bool,
     /// Whether a failing roster was logged since it last worked.
     roster_failure_logged: bool,
     /// The platform's clock (`Date` header) at the last answer.
@@ -90,6 +94,7 @@ impl MovideskSource {
             started: false,
             polls: 0,
             roster_fetched_at: None,
+            listing_skipped: false,
             roster_failure_logged: false,
             server_time: None,
             pending: None,
@@ -273,8 +278,20 @@ impl MovideskSource {
 
     async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
         let mut obs = Observations::default();
-        let listing_due = self.listing.is_none() && self.polls.is_multiple_of(u64::from(self.polling.reconcile_every));
-        let roster_due = self.roster_fetched_at.is_none_or(|t| t.elapsed() >= self.polling.roster_interval);
+        let now = self.server_time.unwrap_or_else(Utc::now);
+        let roster_interval = chrono::Duration::from_std(self.polling.roster_interval).unwrap_or(chrono::Duration::MAX);
+        // Either way: a platform clock set back by the interval must not hold the roster.
+        let roster_due = self.roster_fetched_at.is_none_or(|t| (now - t).abs() >= roster_interval);
+        // A poll that reads the roster reads no page of the listing: at 10 requests a
+        // minute, its window, a listing page and the roster's pages would take longer
+        // than the poll interval, and the queue would go stale. Never twice in a row, so
+        // that a roster read on every poll cannot hold the listing back for good.
+        let listing_wanted = self.listing.is_some()
+            || self.listing_skipped
+            || self.polls.is_multiple_of(u64::from(self.polling.reconcile_every));
+        let skip_listing = roster_due && !self.listing_skipped;
+        let listing_due = listing_wanted && !skip_listing;
+        self.listing_skipped = self.started && listing_wanted && skip_listing;
         // Pages a failed poll already read are older than anything read now: they are
         // observed first, so that what is read now wins.
         let mut window = self.pending.take();
@@ -293,7 +310,7 @@ impl MovideskSource {
             let (listed, _) = self.tickets(&open_filter).await?;
             open = listed;
             obs.open_set_complete_at = self.cursor.or(obs.history_until);
-        } else if listing_due || self.listing.is_some() {
+        } else if listing_due {
             let after_id = self.listing.as_ref().and_then(|l| l.after_id);
             let mut pages = PendingWindow { filter: open_filter, after_id, started_at: None, tickets: Vec::new(), guard: PageGuard::default() };
             let done = self.page_through_at_most(&mut pages, LISTING_PAGES_PER_POLL).await?;
@@ -325,8 +342,12 @@ impl MovideskSource {
             // Agents are read on their own schedule: a failing /persons (counted by
             // reason like any request) keeps the previous roster and is retried after
             // roster_interval, without holding up the chats.
-            self.roster_fetched_at = Some(Instant::now());
-            match self.roster().await {
+            self.roster_fetched_at = Some(now);
+            let read = self.roster().await;
+            // In the platform's clock as its answer told it (the first poll starts
+            // without one).
+            self.roster_fetched_at = self.server_time.or(self.roster_fetched_at);
+            match read {
                 Ok((roster, invalid_people)) => {
                     obs.roster = Some(roster);
                     invalid = invalid_people;
@@ -412,6 +433,7 @@ impl Source for MovideskSource {
         // The first poll after a restart reconciles the open chats and reads the roster.
         self.polls = 0;
         self.listing = None;
+        self.listing_skipped = false;
         self.roster_fetched_at = None;
         Ok(())
     }
