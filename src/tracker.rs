@@ -308,7 +308,12 @@ impl Tracker {
             self.history_until.is_some_and(|until| since <= until) || self.pruned_before.is_some_and(|p| since < p)
         };
         let ended_before_start = !baseline && !known && chat.waiting_since.is_some_and(began_before_known);
-        let is_history = self.history_until.is_some_and(|until| chat.last_update <= until) || ended_before_start;
+        // A chat already known from a poll after the start changes after the start,
+        // whatever its stamp says: a platform may stamp a change earlier than the one
+        // already seen (another clock).
+        let stamped_before_start =
+            (baseline || !known) && self.history_until.is_some_and(|until| chat.last_update <= until);
+        let is_history = stamped_before_start || ended_before_start;
         let seen_at = self.sighting_time(chat.last_update);
         let seen = &mut self.seen;
         let record = self.records.entry(chat.id.clone()).or_default();
@@ -904,6 +909,23 @@ mod tests {
         apply(&mut t, vec![chat(Phase::Waiting, 5), chat(Phase::Attending, 3)]);
         assert_eq!(totals(&t), (1, 0, 0, 1, 0));
         assert_eq!(t.gauges().active.values().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn a_change_to_a_chat_seen_live_at_the_start_counts_even_stamped_before_the_start() {
+        let mut t = Tracker::new();
+        let mut baseline = Observations::from_chats([chat(Phase::Waiting, 1)]);
+        baseline.history_until = Some(at(5));
+        t.apply(&baseline);
+        assert_eq!(totals(&t), (0, 0, 0, 0, 0), "the baseline is not counted");
+        // Answered after the start (it was waiting then), stamped before it.
+        t.apply(&Observations::from_chats([chat(Phase::Attending, 4)]));
+        assert_eq!(totals(&t), (1, 0, 0, 1, 0));
+        // A chat first seen now, stamped before the start, is still history.
+        let mut old = chat(Phase::Attending, 2);
+        old.id = ChatId("old".into());
+        t.apply(&Observations::from_chats([old]));
+        assert_eq!(totals(&t), (1, 0, 0, 1, 0));
     }
 
     #[test]

@@ -182,7 +182,7 @@ async fn missing_nulls_string_ids_and_date_formats() {
                 dates,
                 omit_nulls,
                 ids_as_strings: omit_nulls,
-                date_header_skew_seconds: 0,
+                ..Rendering::default()
             });
             exp.follow(&sim.state, 15, 60).await;
             assert_samples_eq(
@@ -192,6 +192,34 @@ async fn missing_nulls_string_ids_and_date_formats() {
             );
         }
     }
+}
+
+/// A change stamped earlier than the one already seen for that chat (answered, but
+/// stamped before its creation as seen) is counted all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_stamped_earlier_than_the_one_seen_still_counts() {
+    let (sim, mut exp) = busy_morning(31, manual_sim(0)).await;
+    sim.state.set_rendering(Rendering { answers_stamped_before_creation: true, ..Rendering::default() });
+    let answered = |sim: &simulator::RunningSimulator| {
+        sim.state.with_world(|w| w.conversations.iter().filter(|c| c.is_chat() && c.answered_at.is_some()).count())
+    };
+    let quick_answers = |sim: &simulator::RunningSimulator| {
+        sim.state.with_world(|w| {
+            w.conversations
+                .iter()
+                .filter(|c| c.is_chat() && c.answered_at.is_some_and(|a| a - c.created <= chrono::Duration::minutes(1)))
+                .count()
+        })
+    };
+    let (before, quick_before) = (answered(&sim), quick_answers(&sim));
+    exp.follow(&sim.state, 30, 60).await;
+    assert!(answered(&sim) > before, "chats were answered in the half hour");
+    assert!(quick_answers(&sim) > quick_before, "some within a minute of their creation");
+    assert_samples_eq(
+        &chat_samples(&exp.scrape().await),
+        &truth_samples(&sim.state.truth()),
+        "answers stamped before their chats' creation",
+    );
 }
 
 /// A chat deleted on the platform, or gone without a trace, leaves the gauges; what was

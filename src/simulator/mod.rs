@@ -140,6 +140,10 @@ pub struct Rendering {
     /// How far the `Date` header is from the clock that stamps records, in seconds
     /// (a proxy or load balancer with its own clock).
     pub date_header_skew_seconds: i64,
+    /// A chat answered within a minute of its creation, the answer its last change, is
+    /// stamped a second before its creation: a change stamped earlier than the one
+    /// already seen for that chat (a platform writing `lastUpdate` from another clock).
+    pub answers_stamped_before_creation: bool,
 }
 
 #[derive(Debug, Clone)]

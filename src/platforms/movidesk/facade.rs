@@ -133,7 +133,19 @@ pub fn ticket_json(world: &World, c: &Conversation, expand_owner: bool, r: &Rend
     m.insert("resolvedIn".into(), opt_date(st.resolved_in, r.dates));
     m.insert("closedIn".into(), opt_date(st.closed_in, r.dates));
     m.insert("canceledIn".into(), opt_date(st.canceled_in, r.dates));
-    m.insert("lastUpdate".into(), date(c.last_update));
+    let stamped = match c.answered_at {
+        // Within a minute of its creation, so that the answer stays inside the windows
+        // (the platform filters on the stamp it reports).
+        Some(answered)
+            if r.answers_stamped_before_creation
+                && answered == c.last_update
+                && answered - c.created <= chrono::Duration::minutes(1) =>
+        {
+            c.created - chrono::Duration::seconds(1)
+        }
+        _ => c.last_update,
+    };
+    m.insert("lastUpdate".into(), date(stamped));
     m.insert("tags".into(), json!([]));
     m.insert("customFieldValues".into(), json!([]));
     if expand_owner {
