@@ -65,6 +65,33 @@ impl Samples {
         self.add(&format!("{name}_count"), labels, values.len() as f64);
     }
 
+    /// Area 02 on a platform that tells presence: each active agent's status among the
+    /// four neutral words, in each of its groups (`""` without one), from the platform's
+    /// own word for it (`presence`) and the name the platform shows (`name`).
+    pub fn presence_agents(
+        &mut self,
+        world: &super::world::World,
+        presence: impl Fn(usize) -> &'static str,
+        name: impl Fn(&super::world::Agent) -> &str,
+    ) {
+        for (i, agent) in world.agents.iter().enumerate().filter(|(_, a)| a.active) {
+            let current = presence(i);
+            let groups: Vec<&str> =
+                if agent.groups.is_empty() { vec![""] } else { agent.groups.iter().map(String::as_str).collect() };
+            for group in groups {
+                for status in ["available", "busy", "away", "offline"] {
+                    let value = if status == current { 1.0 } else { 0.0 };
+                    self.set(
+                        "chat_agent_status",
+                        &[("app", ""), ("group", group), ("agent", name(agent)), ("status", status)],
+                        value,
+                    );
+                    self.add("chat_agents", &[("app", ""), ("group", group), ("status", status)], value);
+                }
+            }
+        }
+    }
+
     pub fn into_vec(self) -> Vec<Sample> {
         self.0
             .into_iter()

@@ -69,21 +69,6 @@ pub fn truth(world: &World) -> Vec<Sample> {
             State::Bot | State::Closed => {}
         }
     }
-    for (i, agent) in world.agents.iter().enumerate().filter(|(_, a)| a.active) {
-        let current = presence(world.presence(i));
-        let groups: Vec<&str> =
-            if agent.groups.is_empty() { vec![""] } else { agent.groups.iter().map(String::as_str).collect() };
-        for group in groups {
-            for status in ["available", "busy", "away", "offline"] {
-                let value = if status == current { 1.0 } else { 0.0 };
-                s.set(
-                    "chat_agent_status",
-                    &[("app", ""), ("group", group), ("agent", &agent.username), ("status", status)],
-                    value,
-                );
-                s.add("chat_agents", &[("app", ""), ("group", group), ("status", status)], value);
-            }
-        }
-    }
+    s.presence_agents(world, |i| presence(world.presence(i)), |agent| &agent.username);
     s.into_vec()
 }
