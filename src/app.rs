@@ -276,10 +276,10 @@ pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poller::tests::ScriptedSource;
+    use crate::poller::tests::{Scripted, ScriptedSource};
 
     fn poller_that_panics_on_its_second_poll(metrics: &SelfMetrics) -> Poller {
-        let source = ScriptedSource::new([Some(Default::default()), None], metrics);
+        let source = ScriptedSource::new([Scripted::Answer(Default::default()), Scripted::Panic], metrics);
         Poller::new(Box::new(source), metrics.clone(), Duration::from_millis(10))
     }
 

@@ -399,14 +399,21 @@ pub(crate) mod tests {
     use crate::budget::RequestBudget;
     use crate::model::{AgentRef, ChatId, ChatLabels, ChatObservation, Observations, Phase, MAX_COUNTED_SECONDS};
 
-    /// A source that answers each poll from a script: observations, or a panic (`None`).
+    /// One answer of a [`ScriptedSource`].
+    pub(crate) enum Scripted {
+        Answer(Observations),
+        Fail(SourceError),
+        Panic,
+    }
+
+    /// A source that answers each poll from a script, then with empty observations.
     pub(crate) struct ScriptedSource {
-        pub polls: VecDeque<Option<Observations>>,
+        pub polls: VecDeque<Scripted>,
         pub budget: Arc<RequestBudget>,
     }
 
     impl ScriptedSource {
-        pub fn new(polls: impl IntoIterator<Item = Option<Observations>>, metrics: &SelfMetrics) -> Self {
+        pub fn new(polls: impl IntoIterator<Item = Scripted>, metrics: &SelfMetrics) -> Self {
             metrics.register_source("scripted", 60);
             let budget = Arc::new(RequestBudget::new("scripted", 60, metrics.clone()));
             ScriptedSource { polls: polls.into_iter().collect(), budget }
@@ -423,8 +430,9 @@ pub(crate) mod tests {
         }
         async fn poll(&mut self) -> Result<Observations, SourceError> {
             match self.polls.pop_front() {
-                Some(Some(obs)) => Ok(obs),
-                Some(None) => panic!("the scripted source panics"),
+                Some(Scripted::Answer(obs)) => Ok(obs),
+                Some(Scripted::Fail(e)) => Err(e),
+                Some(Scripted::Panic) => panic!("the scripted source panics"),
                 None => Ok(Observations::default()),
             }
         }
@@ -467,7 +475,7 @@ pub(crate) mod tests {
         chats.extend(bad.iter().enumerate().map(|(i, t)| answered(&format!("talk{i}"), 30.0, *t)));
         chats.push(answered("good", 45.0, MAX_COUNTED_SECONDS));
         let metrics = SelfMetrics::new();
-        let source = ScriptedSource::new([Some(Observations::from_chats(chats))], &metrics);
+        let source = ScriptedSource::new([Scripted::Answer(Observations::from_chats(chats))], &metrics);
         let (mut poller, warning) =
             Poller::new(Box::new(source), metrics.clone(), Duration::from_secs(1)).with_state(store()).unwrap();
         assert!(warning.is_none());
@@ -492,7 +500,7 @@ pub(crate) mod tests {
     async fn a_state_file_that_cannot_be_written_shows_in_readiness() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        let polls = (0..3).map(|i| Some(Observations::from_chats([answered(&i.to_string(), 10.0, 20.0)])));
+        let polls = (0..3).map(|i| Scripted::Answer(Observations::from_chats([answered(&i.to_string(), 10.0, 20.0)])));
         let metrics = SelfMetrics::new();
         let source = ScriptedSource::new(polls, &metrics);
         let (mut poller, _) = Poller::new(Box::new(source), metrics.clone(), Duration::from_secs(1))
@@ -517,5 +525,89 @@ pub(crate) mod tests {
         assert!(poller.health().is_ready());
         assert_eq!(poller.health().state().not_ready_because(), None);
         assert!(metrics.state_last_save.get() >= saved_at);
+    }
+
+    /// Log lines written on this thread while the guard lives, as text (no colours, no
+    /// timestamps). A `#[tokio::test]` runs on one thread, so it sees every line.
+    #[derive(Clone, Default)]
+    struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for CapturedLog {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl CapturedLog {
+        fn start(level: tracing::Level) -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+            let log = CapturedLog::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .without_time()
+                .with_max_level(level)
+                .finish();
+            (log, tracing::subscriber::set_default(subscriber))
+        }
+
+        /// The lines so far, emptying the capture.
+        fn take(&self) -> Vec<String> {
+            let bytes = std::mem::take(&mut *self.0.lock().unwrap());
+            String::from_utf8(bytes).unwrap().lines().map(str::to_string).collect()
+        }
+    }
+
+    /// A source failing for two hours is told once at warn level, then reminded a minute
+    /// later and at doubling intervals up to an hour: 7 warnings for 480 failed polls, each
+    /// reminder naming how long it has failed. Its recovery is one info line; a new reason
+    /// is told at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_source_is_reminded_at_a_bounded_rate() {
+        let outage = || Scripted::Fail(SourceError::Server { endpoint: "/chats", status: 503 });
+        let mut script = vec![Scripted::Answer(Observations::default())];
+        script.extend((0..480).map(|_| outage()));
+        script.push(Scripted::Answer(Observations::default()));
+        script.push(Scripted::Fail(SourceError::Timeout { endpoint: "/chats" }));
+        let metrics = SelfMetrics::new();
+        let every = Duration::from_secs(15);
+        let mut poller = Poller::new(Box::new(ScriptedSource::new(script, &metrics)), metrics, every);
+        let (log, _guard) = CapturedLog::start(tracing::Level::INFO);
+
+        poller.poll_once().await.unwrap();
+        assert!(log.take().iter().any(|l| l.contains("INFO") && l.contains("first poll succeeded")));
+
+        // Poll n fails at second 15 * n of the outage.
+        let mut warned_at = Vec::new();
+        for n in 0..480u64 {
+            poller.poll_once().await.unwrap_err();
+            for line in log.take() {
+                assert!(line.contains("WARN"), "only warnings while failing: {line}");
+                assert!(line.contains("serving the last good values"), "{line}");
+                if n == 0 {
+                    assert!(line.contains("poll failed") && line.contains("server_error"), "{line}");
+                } else {
+                    assert!(line.contains("the source still fails"), "{line}");
+                    assert!(line.contains(&format!("failing_for_seconds={}", 15 * n)), "{line}");
+                }
+                warned_at.push(15 * n);
+            }
+            tokio::time::advance(every).await;
+        }
+        assert_eq!(warned_at, [0, 60, 180, 420, 900, 1860, 3780], "a minute, then doubling up to an hour");
+
+        poller.poll_once().await.unwrap();
+        let recovered = log.take();
+        assert_eq!(recovered.len(), 1, "{recovered:?}");
+        assert!(recovered[0].contains("INFO") && recovered[0].contains("source recovered"), "{recovered:?}");
+        assert!(recovered[0].contains(&format!("failed_for_seconds={}", 480 * 15)), "{recovered:?}");
+
+        poller.poll_once().await.unwrap_err();
+        let told = log.take();
+        assert!(told.len() == 1 && told[0].contains("poll failed") && told[0].contains("timeout"), "{told:?}");
     }
 }

@@ -1,15 +1,18 @@
-//! End to end: the simulator's peak scenario -> the exporter -> a real Prometheus
-//! evaluating the shipped rules -> a real Alertmanager with the shipped routing -> a
-//! webhook receiver run by this test. It asserts that the queue-spike page reaches the
-//! pager receiver with the right labels during the peak, and that it resolves after it.
+//! End to end, the README's "See a page" recipe: Alertmanager with the shipped routing
+//! and Prometheus with the shipped `deploy/prometheus/prometheus.yml` and rules start
+//! first, then `chat_exporter --demo --demo.scenario spike`; a webhook receiver run by
+//! this test stands for `scripts/webhook.py`. It asserts that the queue-spike page
+//! reaches the pager receiver with the right labels within 15 (simulated) minutes of the
+//! demo's start, as the README promises, and that it resolves after the spike.
 //!
 //! Time scaling (see docs/alerts.md): the demo runs simulated time `SPEED` times faster
-//! than real time, and the test runs a copy of the shipped rule files in which every
-//! duration (`for:` and range windows such as `[1h]`) is divided by the same factor,
-//! and a copy of the shipped Alertmanager file in which the timers (`group_wait`,
-//! `group_interval`, `repeat_interval`) are divided by it and the receiver URLs point at
-//! this test. Expressions, thresholds, labels, annotations, routes, grouping and
-//! inhibitions are the shipped ones, unchanged.
+//! than real time with `SPEED` times the README's request budget, and the test runs copies
+//! of the shipped files in which every duration is divided by the same factor: in the
+//! rules every `for:` and range window (`[1h]`), in prometheus.yml the scrape and
+//! evaluation intervals, in the Alertmanager file its timers (`group_wait`,
+//! `group_interval`, `repeat_interval`). Addresses are the test's own. Expressions,
+//! thresholds, labels, annotations, relabelling, routes, grouping and inhibitions are
+//! the shipped ones, unchanged.
 //!
 //! Needs `prometheus` and `alertmanager` (Debian: `prometheus-alertmanager`) on PATH;
 //! fails, never skips, when they are missing.
@@ -26,17 +29,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Simulated seconds per real second, and the factor every shipped duration is divided by.
-const SPEED: u64 = 60;
-const SEED: u64 = 7;
-/// Requests per minute for the simulator and the exporter: a poll about every 0.5 s.
-const RATE_LIMIT: u32 = 600;
-/// The peak scenario, in simulated minutes: arrivals x4 and half the agents offline.
-const PEAK_START_MIN: u64 = 30;
-const PEAK_END_MIN: u64 = 90;
-/// Real-time limits, from the start of the simulator.
-const FIRING_DEADLINE: Duration = Duration::from_secs(140);
-const RESOLVED_DEADLINE: Duration = Duration::from_secs(220);
+/// Simulated seconds per real second, and the factor every shipped duration is divided
+/// by: Prometheus' 15 s scrape and evaluation intervals become 1 s.
+const SPEED: u64 = 15;
+/// The demo's request budget (`--demo.rate-limit`, 10 a minute by default) per simulated
+/// minute, as in the README's command.
+const RATE_LIMIT: u64 = 10 * SPEED;
+/// The spike scenario, in simulated minutes: a burst of arrivals at minute 7, then ten
+/// times the arrivals and half of each group's agents offline until minute 47.
+const PEAK_START_MIN: u64 = 7;
+const PEAK_END_MIN: u64 = 47;
+/// The README's promise: a page within 15 minutes of starting the demo.
+const FIRING_DEADLINE: Duration = Duration::from_secs(15 * 60 / SPEED);
+/// The queue drains within minutes of the spike's end; the page resolves when the
+/// 5-minute average falls below 1.
+const RESOLVED_DEADLINE: Duration = Duration::from_secs(80 * 60 / SPEED);
 
 const RUNBOOK_URL: &str = "https://github.com/chat-exporter/chat_exporter/blob/main/docs/runbook.md#chatqueuespike";
 
@@ -101,12 +108,12 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn spawn(dir: &Path) -> Exporter {
+    /// The README's demo command, at `SPEED`, listening on `address`.
+    fn spawn(dir: &Path, address: &str) -> Exporter {
         let log = dir.join("chat_exporter.stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat_exporter"))
-            .args(["--demo", "--web.listen-address", "127.0.0.1:0", "--demo.scenario", "peak"])
-            .args(["--demo.speed", &SPEED.to_string(), "--demo.seed", &SEED.to_string()])
-            .args(["--demo.rate-limit", &RATE_LIMIT.to_string()])
+            .args(["--demo", "--demo.scenario", "spike", "--web.listen-address", address])
+            .args(["--demo.speed", &SPEED.to_string(), "--demo.rate-limit", &RATE_LIMIT.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(File::create(&log).expect("log file")))
@@ -365,6 +372,27 @@ fn scale_rule_durations(text: &str) -> (String, usize) {
     (out, count)
 }
 
+/// The shipped prometheus.yml with its global intervals divided by SPEED and its own
+/// self-scrape target at `prometheus` (file_sd and relabelling unchanged).
+fn scale_prometheus_config(text: &str, prometheus: &str) -> String {
+    let mut timers = 0;
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let key = trimmed.split(':').next().unwrap_or("");
+        if matches!(key, "scrape_interval" | "scrape_timeout" | "evaluation_interval") {
+            out.push_str(&format!("{indent}{key}: {}\n", scaled(trimmed[key.len() + 1..].trim())));
+            timers += 1;
+        } else {
+            out.push_str(&line.replace("localhost:9090", prometheus));
+            out.push('\n');
+        }
+    }
+    assert_eq!(timers, 3, "expected scrape_interval, scrape_timeout and evaluation_interval in prometheus.yml");
+    out
+}
+
 /// The shipped Alertmanager file with its timers divided by SPEED and every webhook URL
 /// sent to `webhook` (keeping its path, so the receiver can be told from the path).
 fn scale_alertmanager_config(text: &str, webhook: SocketAddr) -> String {
@@ -457,7 +485,7 @@ fn diagnostics(stack: &Stack, events: &[SpikeEvent], exporter: &Exporter) -> Str
 }
 
 #[test]
-fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
+fn the_readme_spike_demo_pages_within_15_minutes_and_resolves_after_it() {
     let prometheus_bin = tools::require_tool(&["prometheus"], "prometheus");
     let alertmanager_bin = tools::require_tool(&["alertmanager", "prometheus-alertmanager"], "prometheus-alertmanager");
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -478,37 +506,28 @@ fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
     let mut alertmanager = Process::spawn("alertmanager", command, dir.path());
     wait_ready("alertmanager", &am_addr, "/-/ready", &mut alertmanager);
 
-    // The shipped rules, durations divided by SPEED.
-    let mut rule_files = Vec::new();
+    // Prometheus as the README runs it: the shipped prometheus.yml in a directory with
+    // the rules under rules/ and the addresses under targets/, durations divided by SPEED.
+    let exporter_addr = format!("127.0.0.1:{}", free_port());
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    for sub in ["rules", "targets"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("create a directory next to prometheus.yml");
+    }
     for name in ["recording_rules.yml", "alerting_rules.yml"] {
         let text = std::fs::read_to_string(repo_path(&format!("alerts/{name}"))).expect("shipped rule file");
         let (fast, rewritten) = scale_rule_durations(&text);
         assert!(rewritten > 0, "no duration rewritten in alerts/{name}");
-        let path = dir.path().join(name);
-        std::fs::write(&path, fast).expect("write scaled rules");
-        rule_files.push(path);
+        std::fs::write(dir.path().join("rules").join(name), fast).expect("write scaled rules");
     }
-
-    // The exporter and its simulator: the simulated clock starts now.
-    let mut exporter = Exporter::spawn(dir.path());
-    let (exporter_addr, metrics_path) = split_url(&exporter.metrics_url);
-
-    // Prometheus scraping the exporter and evaluating every second (one simulated minute).
+    for (name, address) in [("chat_exporter.yml", &exporter_addr), ("alertmanager.yml", &am_addr)] {
+        std::fs::write(dir.path().join("targets").join(name), format!("- targets: [\"{address}\"]\n"))
+            .expect("write a targets file");
+    }
     let prom_config = dir.path().join("prometheus.yml");
-    let rules_yaml: String = rule_files.iter().map(|p| format!("  - '{}'\n", p.display())).collect();
-    std::fs::write(
-        &prom_config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n{rules_yaml}\
-             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am_addr}']\n\
-             scrape_configs:\n  - job_name: chat_exporter\n    metrics_path: '{metrics_path}'\n    \
-             static_configs:\n      - targets: ['{exporter_addr}']\n"
-        ),
-    )
-    .expect("write prometheus.yml");
+    let shipped =
+        std::fs::read_to_string(repo_path("deploy/prometheus/prometheus.yml")).expect("deploy/prometheus/prometheus.yml");
+    std::fs::write(&prom_config, scale_prometheus_config(&shipped, &prom_addr)).expect("write prometheus.yml");
     let prom_data = tempfile::tempdir().expect("Prometheus' own temporary directory");
-    let prom_addr = format!("127.0.0.1:{}", free_port());
     let mut command = Command::new(&prometheus_bin);
     command
         .arg(format!("--config.file={}", prom_config.display()))
@@ -516,6 +535,15 @@ fn queue_spike_pages_during_the_peak_and_resolves_after_it() {
         .arg(format!("--web.listen-address={prom_addr}"));
     let mut prometheus = Process::spawn("prometheus", command, dir.path());
     wait_ready("prometheus", &prom_addr, "/-/ready", &mut prometheus);
+
+    // Then the demo: the simulated clock starts now, and Prometheus sees the quiet minutes
+    // the rules compare the spike with.
+    let mut exporter = Exporter::spawn(dir.path(), &exporter_addr);
+    assert_eq!(
+        exporter.metrics_url,
+        format!("http://{exporter_addr}/metrics"),
+        "the shipped prometheus.yml scrapes the default /metrics"
+    );
     // The temporary directories stay in locals declared before the processes that use
     // them: locals drop in reverse order, so each process is killed before its directory
     // is removed.
@@ -649,10 +677,31 @@ fn rule_scaler_rewrites_only_durations() {
     let input = "      - record: x:rate5m\n        expr: sum(rate(a_total[5m])) / quantile_over_time(0.5, b[1h:1m])\n      - alert: A\n        expr: c{l=\"[x]\"} > 3\n        for: 10m\n        annotations:\n          description: 'for 10 minutes'\n";
     let (out, count) = scale_rule_durations(input);
     assert_eq!(count, 3, "two windows and one `for`");
+    let ms = |minutes: u64| format!("{}ms", minutes * 60_000 / SPEED);
     assert_eq!(
         out,
-        "      - record: x:rate5m\n        expr: sum(rate(a_total[5000ms])) / quantile_over_time(0.5, b[60000ms:1000ms])\n      - alert: A\n        expr: c{l=\"[x]\"} > 3\n        for: 10000ms\n        annotations:\n          description: 'for 10 minutes'\n"
+        format!(
+            "      - record: x:rate5m\n        expr: sum(rate(a_total[{}])) / quantile_over_time(0.5, b[{}:{}])\n      - alert: A\n        expr: c{{l=\"[x]\"}} > 3\n        for: {}\n        annotations:\n          description: 'for 10 minutes'\n",
+            ms(5),
+            ms(60),
+            ms(1),
+            ms(10)
+        )
     );
     assert_eq!(parse_duration_ms("1h30m"), Some(5_400_000));
     assert_eq!(parse_duration_ms("x"), None);
+}
+
+#[test]
+fn prometheus_config_scaler_rewrites_only_intervals_and_the_self_scrape() {
+    let input = "global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\n  evaluation_interval: 15s\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: [\"localhost:9090\"]\n";
+    assert_eq!(
+        scale_prometheus_config(input, "127.0.0.1:1"),
+        format!(
+            "global:\n  scrape_interval: {}ms\n  scrape_timeout: {}ms\n  evaluation_interval: {}ms\nscrape_configs:\n  - job_name: prometheus\n    static_configs:\n      - targets: [\"127.0.0.1:1\"]\n",
+            15_000 / SPEED,
+            10_000 / SPEED,
+            15_000 / SPEED
+        )
+    );
 }
