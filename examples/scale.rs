@@ -61,6 +61,9 @@ struct Row {
     series: usize,
     exporter: Throughput,
     nginx: Throughput,
+    gzip_bytes: usize,
+    exporter_gzip: Throughput,
+    nginx_gzip: Throughput,
 }
 
 struct Throughput {
@@ -214,9 +217,15 @@ fn sample(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Scrapes `url` from `CONNECTIONS` connections for `SCRAPE_SECONDS`.
-async fn scrape_load(url: &str) -> Throughput {
-    let client = reqwest::Client::builder().no_gzip().pool_max_idle_per_host(CONNECTIONS).build().unwrap();
+/// Scrapes `url` from `CONNECTIONS` connections for `SCRAPE_SECONDS`; with `gzip`, asks
+/// for it as Prometheus does, and takes the compressed bytes as they come.
+async fn scrape_load(url: &str, gzip: bool) -> Throughput {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if gzip {
+        headers.insert(reqwest::header::ACCEPT_ENCODING, reqwest::header::HeaderValue::from_static("gzip"));
+    }
+    let client =
+        reqwest::Client::builder().no_gzip().default_headers(headers).pool_max_idle_per_host(CONNECTIONS).build().unwrap();
     let until = Instant::now() + Duration::from_secs(SCRAPE_SECONDS);
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONNECTIONS)
@@ -246,14 +255,16 @@ async fn scrape_load(url: &str) -> Throughput {
     }
 }
 
-/// nginx serving `body` as a static file at `/metrics`.
-fn start_nginx(dir: &Path, body: &[u8]) -> (Guard, String) {
+/// nginx serving `body` as a static file at `/metrics`, and `gzip` as its precompressed
+/// copy to clients that accept gzip (`gzip_static`).
+fn start_nginx(dir: &Path, body: &[u8], gzip: &[u8]) -> (Guard, String) {
     use std::os::unix::fs::PermissionsExt;
     let root = dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("metrics"), body).unwrap();
+    std::fs::write(root.join("metrics.gz"), gzip).unwrap();
     // Its workers run as nobody when started as root.
-    for p in [dir, &root, &root.join("metrics")] {
+    for p in [dir, &root, &root.join("metrics"), &root.join("metrics.gz")] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -265,7 +276,7 @@ fn start_nginx(dir: &Path, body: &[u8]) -> (Guard, String) {
              http {{\n access_log off;\n default_type text/plain;\n keepalive_requests 100000;\n \
              client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp; \
              uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n \
-             server {{ listen 127.0.0.1:{port}; root {r}; location / {{ }} }}\n}}\n",
+             server {{ listen 127.0.0.1:{port}; root {r}; location / {{ gzip_static on; }} }}\n}}\n",
             d = dir.display(),
             r = root.display()
         ),
@@ -360,9 +371,14 @@ async fn measure(binary: &Path, size: Size) -> Row {
     assert_eq!((answered + finished) as usize, transitions, "every transition counted once");
     let series = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
 
-    let (nginx, nginx_url) = start_nginx(&dir.path().join("nginx"), &body);
-    let exporter_load = scrape_load(&metrics_url).await;
-    let nginx_load = scrape_load(&nginx_url).await;
+    let gzip = client.get(&metrics_url).header("Accept-Encoding", "gzip").send().await.unwrap();
+    assert_eq!(gzip.headers().get("content-encoding").map(|v| v.as_bytes()), Some(&b"gzip"[..]));
+    let gzip = gzip.bytes().await.unwrap();
+    let (nginx, nginx_url) = start_nginx(&dir.path().join("nginx"), &body, &gzip);
+    let exporter_load = scrape_load(&metrics_url, false).await;
+    let nginx_load = scrape_load(&nginx_url, false).await;
+    let exporter_gzip = scrape_load(&metrics_url, true).await;
+    let nginx_gzip = scrape_load(&nginx_url, true).await;
     drop(nginx);
     drop(exporter);
     Row {
@@ -378,6 +394,9 @@ async fn measure(binary: &Path, size: Size) -> Row {
         series,
         exporter: exporter_load,
         nginx: nginx_load,
+        gzip_bytes: gzip.len(),
+        exporter_gzip,
+        nginx_gzip,
     }
 }
 
@@ -398,14 +417,16 @@ fn main() {
     );
     println!(
         "| open chats / agents (waiting) | CPU per idle poll | state bytes per idle poll | poll with transitions: CPU | \
-         its state bytes | RSS (peak) | exposition | scrapes/s: exporter / nginx | p99: exporter / nginx |"
+         its state bytes | RSS (peak) | exposition | scrapes/s: exporter / nginx | p99: exporter / nginx | \
+         gzipped (as Prometheus asks): size, scrapes/s exporter / nginx, p99 exporter / nginx |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for size in sizes {
         let r = runtime.block_on(measure(&binary, size));
         println!(
             "| {} / {} ({}) | {:.1} ms ({:.2}% of a core) | {:.0} | {} transitions: {:.3} s | {} | {:.1} MiB ({:.1}) | \
-             {:.0} KiB, {} series | {:.0} / {:.0} ({:.2}) | {:.1} ms / {:.1} ms |",
+             {:.0} KiB, {} series | {:.0} / {:.0} ({:.2}) | {:.1} ms / {:.1} ms | \
+             {:.0} KiB, {:.0} / {:.0} ({:.2}), {:.1} ms / {:.1} ms |",
             r.size.open,
             r.size.agents,
             r.size.waiting,
@@ -423,7 +444,13 @@ fn main() {
             r.nginx.per_second,
             r.exporter.per_second / r.nginx.per_second,
             r.exporter.p99_ms,
-            r.nginx.p99_ms
+            r.nginx.p99_ms,
+            r.gzip_bytes as f64 / 1024.0,
+            r.exporter_gzip.per_second,
+            r.nginx_gzip.per_second,
+            r.exporter_gzip.per_second / r.nginx_gzip.per_second,
+            r.exporter_gzip.p99_ms,
+            r.nginx_gzip.p99_ms
         );
     }
 }

@@ -13,19 +13,62 @@ use crate::tracker::{AgentStatus, ChatCounters, ChatGauges, Histogram, DURATION_
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// One encoded exposition, plain and gzipped.
+/// One encoded exposition: the chat metrics, encoded once per poll and shared with every
+/// exposition until the next (never copied: at a large contact centre they are most of
+/// the bytes), then the exporter's own metrics, and the whole gzipped.
 #[derive(Debug, Clone)]
 pub struct Exposition {
-    pub plain: Bytes,
+    pub chats: Bytes,
+    pub own: Bytes,
     pub gzip: Bytes,
 }
 
 impl Exposition {
-    pub fn new(text: String) -> Self {
+    /// The chat metrics as encoded, followed by the exporter's own metrics as they are now.
+    pub fn new(chats: Bytes, self_metrics: &SelfMetrics) -> Self {
+        let mut own = Vec::with_capacity(16 * 1024);
+        prometheus::TextEncoder::new()
+            .encode(&self_metrics.registry.gather(), &mut own)
+            .expect("text encoding of gathered metrics");
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(text.as_bytes()).expect("writing to memory");
+        encoder.write_all(&chats).and_then(|()| encoder.write_all(&own)).expect("writing to memory");
         let gzip = encoder.finish().expect("writing to memory");
-        Exposition { plain: Bytes::from(text), gzip: Bytes::from(gzip) }
+        Exposition { chats, own: Bytes::from(own), gzip: Bytes::from(gzip) }
+    }
+
+    pub fn empty() -> Self {
+        Exposition { chats: Bytes::new(), own: Bytes::new(), gzip: Bytes::new() }
+    }
+
+    /// The plain text, as a body of its two parts (with their total as Content-Length).
+    pub fn plain(&self) -> PlainBody {
+        PlainBody { parts: [Some(self.chats.clone()), Some(self.own.clone())] }
+    }
+}
+
+/// A response body of the exposition's parts in order, sent without joining them.
+pub struct PlainBody {
+    parts: [Option<Bytes>; 2],
+}
+
+impl hyper::body::Body for PlainBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.iter_mut().find_map(|part| part.take().filter(|b| !b.is_empty()));
+        std::task::Poll::Ready(next.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.iter().flatten().all(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.parts.iter().flatten().map(|b| b.len() as u64).sum())
     }
 }
 
@@ -35,7 +78,7 @@ pub struct SharedExposition(Arc<RwLock<Arc<Exposition>>>);
 
 impl SharedExposition {
     pub fn new() -> Self {
-        SharedExposition(Arc::new(RwLock::new(Arc::new(Exposition::new(String::new())))))
+        SharedExposition(Arc::new(RwLock::new(Arc::new(Exposition::empty()))))
     }
     pub fn get(&self) -> Arc<Exposition> {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -57,18 +100,8 @@ const AS_OF: &str = "Values are as of the exporter's last poll of the platform."
 pub fn encode_chats(counters: &ChatCounters, gauges: &ChatGauges) -> String {
     let mut out = String::with_capacity(64 * 1024);
     encode_chat_metrics(&mut out, counters, gauges);
-    out
-}
-
-/// Chat metrics (already encoded) followed by the exporter's own metrics.
-pub fn encode(chats: &str, self_metrics: &SelfMetrics) -> String {
-    let mut out = String::with_capacity(chats.len() + 16 * 1024);
-    out.push_str(chats);
-    let mut buf = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&self_metrics.registry.gather(), &mut buf)
-        .expect("text encoding of gathered metrics");
-    out.push_str(&String::from_utf8(buf).expect("text encoder writes UTF-8"));
+    // Kept until the next poll: no doubling slack held with it.
+    out.shrink_to_fit();
     out
 }
 

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod exposition;
 pub mod http;
+pub mod memory;
 pub mod model;
 pub mod platforms;
 pub mod poller;

@@ -32,6 +32,7 @@ fn init_logging(level: &str, format: &str) {
 }
 
 fn main() -> ExitCode {
+    chat_exporter::memory::limit_arenas();
     let mut cli = Cli::parse();
     init_logging(&cli.log_level, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

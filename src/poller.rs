@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -109,9 +110,9 @@ pub struct Poller {
     /// The chat metrics as last published. When the state file cannot be written, the
     /// new values are not published: a restart would take them back, and Prometheus
     /// would read the drop as a counter reset.
-    chats: Arc<String>,
+    chats: Bytes,
     /// The chat text as published, shared with the refresher.
-    published_chats: Arc<Mutex<Arc<String>>>,
+    published_chats: Arc<Mutex<Bytes>>,
     /// The tracker changed since the chat text was last encoded.
     chats_stale: bool,
 }
@@ -133,8 +134,8 @@ impl Poller {
             store: None,
             last_saved_at: None,
             save_failing: false,
-            chats: Arc::new(String::new()),
-            published_chats: Arc::new(Mutex::new(Arc::new(String::new()))),
+            chats: Bytes::new(),
+            published_chats: Arc::new(Mutex::new(Bytes::new())),
             chats_stale: false,
         };
         exporter.refresh_chats();
@@ -253,7 +254,7 @@ impl Poller {
     }
 
     fn refresh_chats(&mut self) {
-        self.chats = Arc::new(exposition::encode_chats(&self.tracker.exported_counters(), &self.tracker.gauges()));
+        self.chats = Bytes::from(exposition::encode_chats(&self.tracker.exported_counters(), &self.tracker.gauges()));
     }
 
     pub fn exposition(&self) -> SharedExposition {
@@ -339,6 +340,7 @@ impl Poller {
         }
         self.health.record(&result, saved);
         self.publish();
+        crate::memory::release_freed();
         result
     }
 
@@ -350,7 +352,7 @@ impl Poller {
         // newer one (a counter going back would read as a reset).
         let mut published = self.published_chats.lock().unwrap_or_else(|e| e.into_inner());
         *published = self.chats.clone();
-        self.exposition.set(Exposition::new(exposition::encode(&self.chats, &self.metrics)));
+        self.exposition.set(Exposition::new(self.chats.clone(), &self.metrics));
     }
 
     /// Re-encodes the exporter's own metrics (process, HTTP) every `every`, with the chat
@@ -368,7 +370,7 @@ impl Poller {
                 tick.tick().await;
                 budget.refresh_gauges();
                 let published = chats.lock().unwrap_or_else(|e| e.into_inner());
-                exposition.set(Exposition::new(exposition::encode(&published, &metrics)));
+                exposition.set(Exposition::new(published.clone(), &metrics));
             }
         }
     }

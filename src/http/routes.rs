@@ -85,7 +85,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r
     } else {
-        exposition.plain.clone().into_response()
+        axum::body::Body::new(exposition.plain()).into_response()
     };
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));

@@ -20,7 +20,7 @@ use super::tickets::{id_string, parse_datetime, parse_id, parse_person, parse_ti
 use super::{MovideskConfig, NAME};
 use crate::budget::RequestBudget;
 use crate::config::Polling;
-use crate::model::{ChatId, Observations, RosterAgent};
+use crate::model::{ChatId, ChatObservation, Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Hints, List, PageGuard};
 use crate::source::{from_the_future, latest_believable, Source, SourceError};
@@ -68,13 +68,18 @@ struct OpenListing {
     live: HashSet<ChatId>,
 }
 
+/// A ticket as read from its page: a chat, not a chat (`None`), or why it is unreadable.
+type ReadTicket = Result<Option<ChatObservation>, String>;
+
 struct PendingWindow {
     filter: String,
     after_id: Option<u64>,
     /// Platform time when the window's first page was asked for: every change after it
     /// falls in the next window, however long the paging takes.
     started_at: Option<DateTime<Utc>>,
-    tickets: Vec<Value>,
+    /// Its tickets, read as each page arrives: a page's JSON is dropped once read, so a
+    /// listing of every open chat holds chats, not documents.
+    tickets: Vec<ReadTicket>,
     /// Its pages bring records not seen before, within a bound, or paging fails.
     guard: PageGuard,
 }
@@ -120,7 +125,7 @@ impl MovideskSource {
     }
 
     /// Every ticket matching `filter`, and the platform's time when the first page was read.
-    async fn tickets(&mut self, filter: &str) -> Result<(Vec<Value>, Option<DateTime<Utc>>), SourceError> {
+    async fn tickets(&mut self, filter: &str) -> Result<(Vec<ReadTicket>, Option<DateTime<Utc>>), SourceError> {
         let mut window =
             PendingWindow { filter: filter.to_string(), after_id: None, started_at: None, tickets: Vec::new(), guard: PageGuard::default() };
         self.page_through(&mut window).await?;
@@ -158,7 +163,7 @@ impl MovideskSource {
             }
             let full = page.len >= self.config.page_size as usize;
             let ids: Vec<u64> = page.items.iter().filter_map(|t| t.get("id").and_then(parse_id)).collect();
-            window.tickets.extend(page.items);
+            window.tickets.extend(page.items.iter().map(|t| parse_ticket(t, &self.config.chat_origins)));
             if !full {
                 return Ok(true);
             }
@@ -249,13 +254,13 @@ impl MovideskSource {
     /// why each unreadable one was skipped.
     fn read_tickets(
         &mut self,
-        tickets: &[Value],
+        tickets: Vec<ReadTicket>,
         obs: &mut Observations,
         mut live: Option<&mut HashSet<ChatId>>,
     ) -> Vec<String> {
         let mut invalid = Vec::new();
         for ticket in tickets {
-            match parse_ticket(ticket, &self.config.chat_origins) {
+            match ticket {
                 Ok(Some(chat)) => {
                     if let Some(why) = from_the_future(&format!("ticket {}", chat.id.0), chat.last_update, self.server_time) {
                         invalid.push(why);
@@ -364,15 +369,15 @@ impl MovideskSource {
             self.cursor = Some(self.cursor.map_or(h, |c| c.max(h)));
         }
         let cursor_before_tickets = self.cursor;
-        let (old_pages, new_pages) = window.tickets.split_at(resumed);
-        invalid.extend(self.read_tickets(old_pages, &mut obs, None));
+        let new_pages = window.tickets.split_off(resumed);
+        invalid.extend(self.read_tickets(window.tickets, &mut obs, None));
         if let Some((after_id, done, cursor_at_start)) = listing_pages {
             let mut listing = self.listing.take().unwrap_or_else(|| OpenListing {
                 after_id: None,
                 since: cursor_at_start,
                 live: HashSet::new(),
             });
-            invalid.extend(self.read_tickets(&open, &mut obs, Some(&mut listing.live)));
+            invalid.extend(self.read_tickets(open, &mut obs, Some(&mut listing.live)));
             listing.after_id = after_id;
             if done {
                 obs.open_set_complete_at = listing.since;
@@ -381,7 +386,7 @@ impl MovideskSource {
                 self.listing = Some(listing);
             }
         } else {
-            invalid.extend(self.read_tickets(&open, &mut obs, None));
+            invalid.extend(self.read_tickets(open, &mut obs, None));
         }
         invalid.extend(self.read_tickets(new_pages, &mut obs, None));
         self.client.reject_records(&invalid);
