@@ -14,8 +14,9 @@ pub fn limit_arenas() {
     }
 }
 
-/// Returns the freed pages of every arena to the system (a walk of the free lists,
-/// well under a millisecond at the largest size benchmarked). Called after each poll.
+/// Returns the freed pages of every arena to the system: a walk of the free lists,
+/// counted in the idle poll's CPU of the README's Performance table. Called after each
+/// poll.
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases memory the allocator holds free.
