@@ -17,8 +17,10 @@
 //! Needs `prometheus` and `alertmanager` (Debian: `prometheus-alertmanager`) on PATH;
 //! fails, never skips, when they are missing.
 
-#[path = "support/tools.rs"]
-mod tools;
+mod support;
+
+use support::process::ToolProcess;
+use support::{free_port, tools};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -57,40 +59,14 @@ fn sim_minutes(real: Duration) -> u64 {
 
 // ------------------------------------------------------------------------ tools & processes
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("local address").port()
-}
-
-/// A child process killed when the test ends, whichever way it ends.
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(name: &'static str, mut command: Command, dir: &Path) -> Process {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).expect("log file");
-        command.stdout(Stdio::from(out.try_clone().expect("log file"))).stderr(Stdio::from(out)).stdin(Stdio::null());
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
-        Process { name, child, log }
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited early ({status}); its log:\n{}", self.name, tail(&self.log));
-        }
+/// Panics with its log when a tool the test needs has exited.
+fn assert_running(tool: &mut ToolProcess) {
+    if let Some(status) = tool.exited() {
+        panic!("{} exited early ({status})\n{}", tool.name, tool.log_tail());
     }
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The last 40 lines of the exporter's stderr.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -197,17 +173,17 @@ fn split_url(url: &str) -> (String, String) {
     }
 }
 
-fn wait_ready(name: &str, addr: &str, path: &str, process: &mut Process) {
+fn wait_ready(name: &str, addr: &str, path: &str, process: &mut ToolProcess) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        process.assert_running();
+        assert_running(process);
         if let Ok((200, _)) = http_get(addr, path) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{name} not ready at http://{addr}{path} after 60 s; log:\n{}",
-            tail(&process.log)
+            "{name} not ready at http://{addr}{path} after 60 s\n{}",
+            process.log_tail()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -503,7 +479,7 @@ fn the_readme_spike_demo_pages_within_15_minutes_and_resolves_after_it() {
         .arg(format!("--storage.path={}", am_data.path().display()))
         .arg(format!("--web.listen-address={am_addr}"))
         .arg("--cluster.listen-address=");
-    let mut alertmanager = Process::spawn("alertmanager", command, dir.path());
+    let mut alertmanager = ToolProcess::spawn("alertmanager", command, dir.path());
     wait_ready("alertmanager", &am_addr, "/-/ready", &mut alertmanager);
 
     // Prometheus as the README runs it: the shipped prometheus.yml in a directory with
@@ -533,7 +509,7 @@ fn the_readme_spike_demo_pages_within_15_minutes_and_resolves_after_it() {
         .arg(format!("--config.file={}", prom_config.display()))
         .arg(format!("--storage.tsdb.path={}", prom_data.path().display()))
         .arg(format!("--web.listen-address={prom_addr}"));
-    let mut prometheus = Process::spawn("prometheus", command, dir.path());
+    let mut prometheus = ToolProcess::spawn("prometheus", command, dir.path());
     wait_ready("prometheus", &prom_addr, "/-/ready", &mut prometheus);
 
     // Then the demo: the simulated clock starts now, and Prometheus sees the quiet minutes
@@ -574,8 +550,8 @@ fn the_readme_spike_demo_pages_within_15_minutes_and_resolves_after_it() {
             );
         }
         exporter.assert_running();
-        alertmanager.assert_running();
-        prometheus.assert_running();
+        assert_running(&mut alertmanager);
+        assert_running(&mut prometheus);
         let Ok(notification) = notifications.recv_timeout(Duration::from_secs(1)) else { continue };
         for event in spike_events(&notification, sim_start) {
             let key = (
