@@ -224,8 +224,12 @@ async fn scrape_load(url: &str, gzip: bool) -> Throughput {
     if gzip {
         headers.insert(reqwest::header::ACCEPT_ENCODING, reqwest::header::HeaderValue::from_static("gzip"));
     }
-    let client =
-        reqwest::Client::builder().no_gzip().default_headers(headers).pool_max_idle_per_host(CONNECTIONS).build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .default_headers(headers)
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(SCRAPE_SECONDS);
     let started = Instant::now();
     let tasks: Vec<_> = (0..CONNECTIONS)

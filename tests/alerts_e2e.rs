@@ -500,8 +500,8 @@ fn the_readme_spike_demo_pages_within_15_minutes_and_resolves_after_it() {
             .expect("write a targets file");
     }
     let prom_config = dir.path().join("prometheus.yml");
-    let shipped =
-        std::fs::read_to_string(repo_path("deploy/prometheus/prometheus.yml")).expect("deploy/prometheus/prometheus.yml");
+    let shipped = std::fs::read_to_string(repo_path("deploy/prometheus/prometheus.yml"))
+        .expect("deploy/prometheus/prometheus.yml");
     std::fs::write(&prom_config, scale_prometheus_config(&shipped, &prom_addr)).expect("write prometheus.yml");
     let prom_data = tempfile::tempdir().expect("Prometheus' own temporary directory");
     let mut command = Command::new(&prometheus_bin);
