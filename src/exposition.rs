@@ -263,3 +263,31 @@ fn labels(pairs: &[(&str, &str)]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+    use hyper::body::Body as _;
+
+    use super::*;
+
+    /// The plain body is the chat text then the exporter's own, byte for byte, with its
+    /// exact length announced (the Content-Length); the gzipped copy holds the same text.
+    #[tokio::test]
+    async fn the_plain_body_is_both_parts_in_order_with_their_exact_length() {
+        let metrics = SelfMetrics::new();
+        let chats = Bytes::from_static(b"# TYPE chat_conversations_waiting gauge\nchat_conversations_waiting 3\n");
+        let exposition = Exposition::new(chats.clone(), &metrics);
+        assert!(!exposition.own.is_empty());
+        let whole = [&chats[..], &exposition.own[..]].concat();
+        let body = exposition.plain();
+        assert_eq!(body.size_hint().exact(), Some(whole.len() as u64));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), whole);
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&exposition.gzip[..]), &mut unzipped).unwrap();
+        assert_eq!(unzipped, whole);
+        let empty = Exposition::empty().plain();
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.collect().await.unwrap().to_bytes(), Bytes::new());
+    }
+}

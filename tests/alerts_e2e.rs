@@ -348,51 +348,51 @@ fn scale_rule_durations(text: &str) -> (String, usize) {
     (out, count)
 }
 
-/// The shipped prometheus.yml with its global intervals divided by SPEED and its own
-/// self-scrape target at `prometheus` (file_sd and relabelling unchanged).
-fn scale_prometheus_config(text: &str, prometheus: &str) -> String {
-    let mut timers = 0;
+/// A YAML file with the duration of each of `timers` divided by SPEED, every other line
+/// passed through `other`; and how many timers were rewritten.
+fn scale_timers(text: &str, timers: &[&str], mut other: impl FnMut(&str) -> String) -> (String, usize) {
+    let mut count = 0;
     let mut out = String::new();
     for line in text.lines() {
         let trimmed = line.trim_start();
         let indent = &line[..line.len() - trimmed.len()];
         let key = trimmed.split(':').next().unwrap_or("");
-        if matches!(key, "scrape_interval" | "scrape_timeout" | "evaluation_interval") {
-            out.push_str(&format!("{indent}{key}: {}\n", scaled(trimmed[key.len() + 1..].trim())));
-            timers += 1;
+        if timers.contains(&key) {
+            out.push_str(&format!("{indent}{key}: {}", scaled(trimmed[key.len() + 1..].trim())));
+            count += 1;
         } else {
-            out.push_str(&line.replace("localhost:9090", prometheus));
-            out.push('\n');
+            out.push_str(&other(line));
         }
+        out.push('\n');
     }
-    assert_eq!(timers, 3, "expected scrape_interval, scrape_timeout and evaluation_interval in prometheus.yml");
+    (out, count)
+}
+
+/// The shipped prometheus.yml with its global intervals divided by SPEED and its own
+/// self-scrape target at `prometheus` (file_sd and relabelling unchanged).
+fn scale_prometheus_config(text: &str, prometheus: &str) -> String {
+    let intervals = ["scrape_interval", "scrape_timeout", "evaluation_interval"];
+    let (out, timers) = scale_timers(text, &intervals, |line| line.replace("localhost:9090", prometheus));
+    assert_eq!(timers, 3, "expected {intervals:?} in prometheus.yml");
     out
 }
 
 /// The shipped Alertmanager file with its timers divided by SPEED and every webhook URL
 /// sent to `webhook` (keeping its path, so the receiver can be told from the path).
 fn scale_alertmanager_config(text: &str, webhook: SocketAddr) -> String {
-    let (mut timers, mut urls) = (0, 0);
-    let mut out = String::new();
-    for line in text.lines() {
+    let mut urls = 0;
+    let (out, timers) = scale_timers(text, &["group_wait", "group_interval", "repeat_interval"], |line| {
         let trimmed = line.trim_start();
+        let Some(value) = trimmed.strip_prefix("- url:").or_else(|| trimmed.strip_prefix("url:")) else {
+            return line.to_string();
+        };
+        let url = value.trim().trim_matches(|c| c == '\'' || c == '"');
+        let (_, path) = split_url(url);
         let indent = &line[..line.len() - trimmed.len()];
-        let key = trimmed.split(':').next().unwrap_or("");
-        if matches!(key, "group_wait" | "group_interval" | "repeat_interval") {
-            let value = trimmed[key.len() + 1..].trim();
-            out.push_str(&format!("{indent}{key}: {}\n", scaled(value)));
-            timers += 1;
-        } else if let Some(value) = trimmed.strip_prefix("- url:").or_else(|| trimmed.strip_prefix("url:")) {
-            let url = value.trim().trim_matches(|c| c == '\'' || c == '"');
-            let (_, path) = split_url(url);
-            let prefix = &trimmed[..trimmed.find("url:").expect("url key")];
-            out.push_str(&format!("{indent}{prefix}url: 'http://{webhook}{path}'\n"));
-            urls += 1;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
+        let prefix = &trimmed[..trimmed.find("url:").expect("url key")];
+        urls += 1;
+        format!("{indent}{prefix}url: 'http://{webhook}{path}'")
+    });
     assert!(timers >= 3, "expected group_wait, group_interval and repeat_interval in alerts/alertmanager.yml");
     assert!(urls >= 2, "expected the pager and ticket webhook URLs in alerts/alertmanager.yml");
     out

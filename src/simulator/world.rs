@@ -227,6 +227,35 @@ struct Timers {
 }
 
 impl Conversation {
+    /// A conversation of `stream` arriving at `at`, waiting, with nothing happened yet.
+    fn arriving(id: u64, stream: usize, s: &Stream, at: DateTime<Utc>) -> Conversation {
+        Conversation {
+            id,
+            stream,
+            app: s.app.to_string(),
+            channel: s.channel,
+            group: s.group.to_string(),
+            state: State::Waiting,
+            agent: None,
+            created: at,
+            queued_at: None,
+            answered_at: None,
+            wait_seconds: None,
+            talk_time: None,
+            last_update: at,
+            ends: 0,
+            outcome: None,
+            ended_at: None,
+            stage: Stage::Ended,
+            stage_at: None,
+            resolved_first_contact: false,
+            transfers: Vec::new(),
+            held_since: None,
+            purged: false,
+            timers: Timers::default(),
+        }
+    }
+
     pub fn is_chat(&self) -> bool {
         self.channel != Channel::Email
     }
@@ -617,31 +646,7 @@ impl World {
         let id = self.conversations.len() as u64 + 1;
         let now = self.now;
         let with_bot = self.features.bot && s.bot;
-        self.conversations.push(Conversation {
-            id,
-            stream,
-            app: s.app.to_string(),
-            channel: s.channel,
-            group: s.group.to_string(),
-            state: State::Waiting,
-            agent: None,
-            created: now,
-            queued_at: None,
-            answered_at: None,
-            wait_seconds: None,
-            talk_time: None,
-            last_update: now,
-            ends: 0,
-            outcome: None,
-            ended_at: None,
-            stage: Stage::Ended,
-            stage_at: None,
-            resolved_first_contact: false,
-            transfers: Vec::new(),
-            held_since: None,
-            purged: false,
-            timers: Timers::default(),
-        });
+        self.conversations.push(Conversation::arriving(id, stream, &s, now));
         self.open.push(id);
         if s.channel == Channel::Email {
             // E-mail is answered by the first agent of the list and closed a while later.
@@ -891,29 +896,13 @@ impl World {
                 (State::Attending, Some(agent), Some(answered), Some((answered - created).num_seconds()), answered)
             };
             self.conversations.push(Conversation {
-                id,
-                stream,
-                app: s.app.to_string(),
-                channel: s.channel,
-                group: s.group.to_string(),
                 state,
                 agent,
-                created,
                 queued_at: Some(created),
                 answered_at,
                 wait_seconds: wait,
-                talk_time: None,
                 last_update,
-                ends: 0,
-                outcome: None,
-                ended_at: None,
-                stage: Stage::Ended,
-                stage_at: None,
-                resolved_first_contact: false,
-                transfers: Vec::new(),
-                held_since: None,
-                purged: false,
-                timers: Timers::default(),
+                ..Conversation::arriving(id, stream, &s, created)
             });
             self.open.push(id);
         }
