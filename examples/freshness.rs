@@ -46,14 +46,14 @@ async fn requests_per_poll(
     hours: i64,
     size: Option<Size>,
 ) -> (Vec<Vec<String>>, usize) {
+    let p = platforms::find(platform).expect("a known platform");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let options = SimOptions { platform: platform.to_string(), rate_limit: None, scenario, ..SimOptions::default() };
+    let options = SimOptions { rate_limit: None, scenario, ..SimOptions::new(p.facade()) };
     let sim = simulator::serve(listener, options).await.unwrap();
     sim.state.advance(skip_hours * 3600);
     if let Some(Size { open, agents, waiting }) = size {
         sim.state.with_world(|w| w.populate(agents, open, waiting));
     }
-    let p = sim.state.platform;
     // Unlimited, and (where the source times its roster by the local clock) the roster on
     // every poll: what each poll costs is recorded, and the roster's cost is put back on
     // its own schedule below.

@@ -27,7 +27,7 @@ async fn main() {
     println!("|---|---|---|");
     for platform in chat_exporter::platforms::ALL.iter() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let options = SimOptions { platform: platform.name().to_string(), rate_limit: None, ..SimOptions::default() };
+        let options = SimOptions { rate_limit: None, ..SimOptions::new(platform.facade()) };
         let sim = simulator::serve(listener, options).await.expect("simulator serves");
         let polling = platform.polling_defaults();
         let metrics = chat_exporter::self_metrics::SelfMetrics::new();

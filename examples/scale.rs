@@ -195,8 +195,7 @@ fn start_exporter(binary: &Path, config: &Path) -> (Guard, String) {
 /// Polls that have started so far: each opens one incremental window (its first page).
 fn polls_started(sim: &RunningSimulator) -> usize {
     sim.state
-        .lock()
-        .requests
+        .requests()
         .iter()
         .filter(|r| r.endpoint == "tickets" && r.query.contains("lastUpdate ge") && !r.query.contains("id gt"))
         .count()
@@ -307,7 +306,11 @@ fn which(name: &str) -> Option<PathBuf> {
 
 async fn measure(binary: &Path, size: Size) -> Row {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let options = SimOptions { platform: "movidesk".into(), rate_limit: None, speed: None, ..SimOptions::default() };
+    let options = SimOptions {
+        rate_limit: None,
+        speed: None,
+        ..SimOptions::new(&chat_exporter::platforms::movidesk::facade::MovideskFacade)
+    };
     let mut sim = simulator::serve(listener, options).await.unwrap();
     sim.state.with_world(|w| w.populate(size.agents, size.open, size.waiting));
     sim.start_clock(1.0);

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::cli::{parse_listen_address, Cli, DemoOptions, SimulateArgs, RESERVED_PATHS};
-use crate::config::{self, Config};
+use crate::config;
 use crate::http::web as web_config;
 use crate::http::{router, AppState};
-use crate::platforms;
+use crate::platforms::{self, Config};
 use crate::poller::Poller;
 use crate::self_metrics::SelfMetrics;
 use crate::simulator::{self, RunningSimulator, SimOptions};
@@ -32,7 +32,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         let (cfg, sim) = start_demo(&cli.demo_options).await?;
         (cfg, Some(sim))
     } else {
-        (config::load(cli.config_file.as_deref()).map_err(|e| e.to_string())?, None)
+        (platforms::load(cli.config_file.as_deref()).map_err(|e| e.to_string())?, None)
     };
     let state = (cfg.state.enabled && !cli.demo).then(|| StateStore::new(&cfg.state.path));
     if let Some(store) = &state {
@@ -188,14 +188,13 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), St
     }
     let token = "demo-token";
     let options = SimOptions {
-        platform: platform.name().to_string(),
         seed: demo.seed,
         scenario,
         start: chrono::Utc::now(),
         token: token.to_string(),
         rate_limit: Some(demo.rate_limit),
         speed: Some(demo.speed),
-        ..SimOptions::default()
+        ..SimOptions::new(platform.facade())
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("simulator: {e}"))?;
     let sim = simulator::serve(listener, options).await.map_err(|e| format!("simulator: {e}"))?;
@@ -227,7 +226,6 @@ pub async fn simulate(args: &SimulateArgs) -> Result<(), String> {
         return Err("--speed: must be a number above 0 and at most 10000".to_string());
     }
     let options = SimOptions {
-        platform: platform.name().to_string(),
         seed: args.seed,
         scenario,
         start: chrono::Utc::now(),
@@ -235,7 +233,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<(), String> {
         rate_limit: (args.rate_limit > 0).then_some(args.rate_limit),
         lockout: args.lockout,
         speed: Some(args.speed),
-        ..SimOptions::default()
+        ..SimOptions::new(platform.facade())
     };
     let listener = TcpListener::bind(&args.listen_address)
         .await

@@ -20,6 +20,9 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// see one request too many in its own 60-second window.
 const WINDOW_MARGIN: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The longest wait a platform can impose with `Retry-After` (or a reset header): a
+/// larger value is taken as this one, so a hostile answer cannot stop polling for good.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 pub struct RequestBudget {
     source: &'static str,
@@ -80,7 +83,7 @@ impl RequestBudget {
     /// The platform said `route` takes no more requests for `wait` (its own reset time).
     pub fn hold_route(&self, route: &'static str, wait: Duration) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let until = Instant::now() + wait.min(crate::source::client::MAX_RETRY_AFTER);
+        let until = Instant::now() + wait.min(MAX_RETRY_AFTER);
         let r = state.routes.entry(route).or_default();
         r.not_before = Some(r.not_before.map_or(until, |nb| nb.max(until)));
     }

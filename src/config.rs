@@ -1,7 +1,8 @@
-//! Configuration: a TOML file layered with `CHAT_EXPORTER_<SECTION>__<KEY>` environment
-//! variables. The file has exactly one platform section (`[movidesk]`, `[chatwoot]`, …),
-//! which holds the platform's own keys and the polling settings every platform shares,
-//! and an optional `[state]`. Every error names the key it is about and the fix.
+//! Configuration primitives, a leaf that names no platform: a TOML file layered with
+//! `CHAT_EXPORTER_<SECTION>__<KEY>` environment variables read into sections, the polling
+//! settings every platform shares, `[state]`, secrets, durations, and errors that name
+//! the key they are about and the fix. Picking and loading the one platform section is
+//! the registry's (`platforms`). Imports nothing of the crate.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,6 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-
-use crate::platforms::{self, Platform, SourceConfig};
 
 pub const ENV_PREFIX: &str = "CHAT_EXPORTER";
 
@@ -103,6 +102,23 @@ impl Polling {
         }
     }
 
+    /// Takes the shared polling keys out of `section` (a platform's, named `name`), and
+    /// checks them over the platform's `defaults`; the platform's own keys stay.
+    pub fn take_from(
+        section: &mut serde_json::Map<String, serde_json::Value>,
+        defaults: Polling,
+        name: &str,
+    ) -> Result<Polling, ConfigError> {
+        let mut shared = serde_json::Map::new();
+        for key in polling_keys() {
+            if let Some(v) = section.remove(*key) {
+                shared.insert(key.to_string(), v);
+            }
+        }
+        let keys: PollingKeys = deserialize_keys(name, serde_json::Value::Object(shared))?;
+        Self::resolve(keys, defaults, name)
+    }
+
     fn resolve(keys: PollingKeys, defaults: Polling, section: &str) -> Result<Polling, ConfigError> {
         let p = Polling {
             poll_interval: keys.poll_interval.unwrap_or(defaults.poll_interval),
@@ -173,25 +189,6 @@ fn default_state_path() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_PATH)
 }
 
-/// A loaded, validated configuration: one platform and how to poll it.
-pub struct Config {
-    pub platform: &'static dyn Platform,
-    pub source: Box<dyn SourceConfig>,
-    pub polling: Polling,
-    pub state: StateConfig,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("platform", &self.platform.name())
-            .field("source", &self.source)
-            .field("polling", &self.polling)
-            .field("state", &self.state)
-            .finish()
-    }
-}
-
 /// A configuration problem, with the key it is about.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("configuration error: {key}: {message}")]
@@ -206,13 +203,14 @@ impl ConfigError {
     }
 }
 
-/// Loads the file (if any), layers the environment over it, and validates every value.
-pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    load_from(file, env)
-}
-
-pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
+/// The file (if any) with the environment layered over it, as a table of sections, none
+/// read yet. `list_keys` are the `section.key` paths whose environment values are
+/// comma-separated lists.
+pub fn read_sections(
+    file: Option<&Path>,
+    env: Vec<(String, String)>,
+    list_keys: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
     let mut builder = config::Config::builder();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
@@ -227,10 +225,8 @@ pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Conf
         .try_parsing(true)
         .list_separator(",")
         .source(Some(env_map));
-    for platform in platforms::ALL {
-        for key in platform.list_keys() {
-            environment = environment.with_list_parse_key(&format!("{}.{key}", platform.name()));
-        }
+    for key in list_keys {
+        environment = environment.with_list_parse_key(key);
     }
     let raw = builder.add_source(environment).build().map_err(|e| {
         // TOML parse errors draw a caret under the offending text over several lines.
@@ -240,60 +236,24 @@ pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Conf
             None => ConfigError::new("config", message),
         }
     })?;
-    let mut top: serde_json::Map<String, serde_json::Value> =
-        raw.try_deserialize().map_err(|e| ConfigError::new("config", e.to_string()))?;
+    raw.try_deserialize().map_err(|e| ConfigError::new("config", e.to_string()))
+}
 
-    let state: StateConfig = match top.remove("state") {
-        Some(v) => deserialize_keys("state", v)?,
-        None => StateConfig::default(),
-    };
-    if state.enabled && state.path.as_os_str().is_empty() {
-        return Err(ConfigError::new("state.path", "is empty (set state.enabled = false to run without a state file)"));
-    }
-    let names: Vec<&str> = platforms::ALL.iter().map(|p| p.name()).collect();
-    let sections = || names.iter().map(|n| format!("[{n}]")).collect::<Vec<_>>().join(", ");
-    if let Some(unknown) = top.keys().find(|k| !names.contains(&k.as_str())) {
-        return Err(ConfigError::new(
-            unknown.clone(),
-            format!("unknown section: expected one platform section ({}) and optionally [state]", sections()),
-        ));
-    }
-    let (name, section) = match top.len() {
-        1 => top.into_iter().next().expect("one section"),
-        0 => {
+impl StateConfig {
+    /// The `[state]` section, or its defaults when there is none.
+    pub fn from_section(section: Option<serde_json::Value>) -> Result<StateConfig, ConfigError> {
+        let state: StateConfig = match section {
+            Some(v) => deserialize_keys("state", v)?,
+            None => StateConfig::default(),
+        };
+        if state.enabled && state.path.as_os_str().is_empty() {
             return Err(ConfigError::new(
-                "config",
-                format!(
-                    "no platform section: add one of {} to --config.file, or set {ENV_PREFIX}_<PLATFORM>__TOKEN",
-                    sections()
-                ),
-            ))
-        }
-        _ => {
-            let found: Vec<String> = top.keys().map(|k| format!("[{k}]")).collect();
-            return Err(ConfigError::new(
-                "config",
-                format!(
-                    "{} are set: an exporter polls one platform; run one exporter per platform or account",
-                    found.join(" and ")
-                ),
+                "state.path",
+                "is empty (set state.enabled = false to run without a state file)",
             ));
         }
-    };
-    let platform = platforms::find(&name).expect("checked above");
-    let serde_json::Value::Object(mut keys) = section else {
-        return Err(ConfigError::new(name, "must be a section ([name] with keys)"));
-    };
-    let mut shared = serde_json::Map::new();
-    for key in polling_keys() {
-        if let Some(v) = keys.remove(*key) {
-            shared.insert(key.to_string(), v);
-        }
+        Ok(state)
     }
-    let polling_keys: PollingKeys = deserialize_keys(&name, serde_json::Value::Object(shared))?;
-    let polling = Polling::resolve(polling_keys, platform.polling_defaults(), &name)?;
-    let source = platform.load(serde_json::Value::Object(keys))?;
-    Ok(Config { platform, source, polling, state })
 }
 
 /// Deserializes one section, naming the full key of any error (`chatwoot.account_id`).

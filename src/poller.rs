@@ -164,7 +164,7 @@ impl Poller {
                         t.apply_changes(changes.tracker)?;
                         source_state = changes.source_state.unwrap_or(source_state);
                     }
-                    self.source.restore_state(source_state).map(|()| t)
+                    self.source.restore_state(source_state).map(|()| t).map_err(|e| e.to_string())
                 });
                 match restored {
                     Ok(mut tracker) => {
@@ -441,7 +441,7 @@ pub(crate) mod tests {
         fn save_state(&self) -> serde_json::Value {
             serde_json::Value::Null
         }
-        fn restore_state(&mut self, _: serde_json::Value) -> Result<(), String> {
+        fn restore_state(&mut self, _: serde_json::Value) -> Result<(), crate::source::CursorError> {
             Ok(())
         }
         fn budget(&self) -> Arc<RequestBudget> {

@@ -171,7 +171,7 @@ impl SelfMetrics {
         self.budget_wait.with_label_values(&[source]);
         self.poll_duration.with_label_values(&[source]);
         // Every reason at 0 before the first failure, so that `rate()` sees the first one.
-        for reason in crate::source::Reason::ALL {
+        for reason in crate::source::error::Reason::ALL {
             self.api_failures.with_label_values(&[source, reason.label()]);
         }
     }

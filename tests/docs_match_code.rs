@@ -122,8 +122,9 @@ fn every_key_is_documented_with_its_default() {
         let bare = dir.path().join(format!("{name}-bare.toml"));
         let bare_lines: Vec<String> = required(name).iter().map(|(k, v)| format!("{k} = {v}")).collect();
         std::fs::write(&bare, format!("[{name}]\n{}\n", bare_lines.join("\n"))).unwrap();
-        let from_docs = config::load_from(Some(&documented), vec![]).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let defaults = config::load_from(Some(&bare), vec![]).unwrap();
+        let from_docs =
+            chat_exporter::platforms::load_from(Some(&documented), vec![]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let defaults = chat_exporter::platforms::load_from(Some(&bare), vec![]).unwrap();
         assert_eq!(
             format!("{from_docs:?}"),
             format!("{defaults:?}"),

@@ -13,7 +13,7 @@ use support::*;
 /// Starts a simulator and an exporter and runs two busy hours in lockstep.
 async fn busy_morning(seed: u64, options: SimOptions) -> (simulator::RunningSimulator, TestExporter) {
     let sim = start_simulator(SimOptions { seed, ..options }).await;
-    eprintln!("platform {}", sim.state.platform.name());
+    eprintln!("platform {}", sim.state.facade().name());
     sim.state.advance(9 * 3600);
     sim.state.reset_counts();
     let mut cfg = fast_setup(&sim);
@@ -42,7 +42,7 @@ fn source_of(s: &Samples) -> String {
 /// chat values served unchanged, source down, last success frozen, not ready.
 async fn fails_honestly(sim: &simulator::RunningSimulator, exp: &mut TestExporter, polls: usize, reason: &str) {
     let good = exp.scrape().await;
-    let source = sim.state.platform.name();
+    let source = sim.state.facade().name();
     let last_success = value(&good, "chat_exporter_source_last_success_timestamp_seconds", &[("source", source)]);
     for i in 0..polls {
         sim.state.advance(60);
@@ -70,7 +70,7 @@ async fn recovers_exactly(sim: &simulator::RunningSimulator, exp: &mut TestExpor
         exp.poller.poll_once().await.unwrap_or_else(|e| panic!("{what}: no recovery: {e}"));
     }
     let now = exp.scrape().await;
-    assert_eq!(value(&now, "chat_exporter_source_up", &[("source", sim.state.platform.name())]), Some(1.0));
+    assert_eq!(value(&now, "chat_exporter_source_up", &[("source", sim.state.facade().name())]), Some(1.0));
     assert_samples_eq(&chat_samples(&now), &truth_samples(&sim.state.truth()), &format!("after {what}"));
     assert_eq!(reqwest::get(format!("http://{}/-/ready", exp.addr)).await.unwrap().status(), 200);
 }

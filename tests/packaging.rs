@@ -122,15 +122,20 @@ fn assert_flags_known(subcommand: &[&str], args: &[String], what: &str) {
     }
 }
 
-/// Load an exporter configuration file with the exporter's own loader.
-/// The `[movidesk]` section of a loaded configuration.
-fn movidesk(cfg: &chat_exporter::config::Config) -> &chat_exporter::platforms::movidesk::MovideskConfig {
-    cfg.source.as_any().downcast_ref().expect("a [movidesk] configuration")
-}
-
-fn load_exporter_config(file: &Path, env: Vec<(String, String)>) -> chat_exporter::config::Config {
-    chat_exporter::config::load_from(Some(file), env)
-        .unwrap_or_else(|e| panic!("{}: the exporter rejects it: {e}", file.display()))
+/// Loads an exporter configuration file with the exporter's own loader, with its
+/// `[movidesk]` section as the platform reads it.
+fn load_exporter_config(
+    file: &Path,
+    env: Vec<(String, String)>,
+) -> (chat_exporter::platforms::Config, chat_exporter::platforms::movidesk::MovideskConfig) {
+    let rejected =
+        |e: chat_exporter::config::ConfigError| -> ! { panic!("{}: the exporter rejects it: {e}", file.display()) };
+    let config = chat_exporter::platforms::load_from(Some(file), env.clone()).unwrap_or_else(|e| rejected(e));
+    assert_eq!(config.platform.name(), "movidesk", "{}: a [movidesk] configuration", file.display());
+    let section = chat_exporter::platforms::read_section(Some(file), env).unwrap_or_else(|e| rejected(e));
+    let movidesk =
+        chat_exporter::platforms::movidesk::MovideskConfig::from_section(section.keys).unwrap_or_else(|e| rejected(e));
+    (config, movidesk)
 }
 
 fn parse_env_file(relative: &str) -> Vec<(String, String)> {
@@ -569,15 +574,15 @@ fn compose_simulator_and_exporter_agree() {
     for f in exp.get("env_file").map(|v| strings(v, "env_file")).unwrap_or_default() {
         env.extend(parse_env_file(&f));
     }
-    let config = load_exporter_config(&host_config, env.clone());
+    let (config, movidesk) = load_exporter_config(&host_config, env.clone());
     assert_eq!(
-        movidesk(&config).base_url,
+        movidesk.base_url,
         format!("http://simulator:{sim_port}/public/v1"),
         "{}: movidesk.base_url must point at the simulator service",
         host_config.display()
     );
     assert_eq!(
-        Some(movidesk(&config).token.expose().to_string()),
+        Some(movidesk.token.expose().to_string()),
         Some(sim_token),
         "the exporter's token (env_file) must be the simulator's --token"
     );
@@ -638,8 +643,8 @@ fn compose_movidesk_override() {
         env.extend(parse_env_file(&f));
     }
     env.extend(example_env.clone());
-    let config = load_exporter_config(&host_config, env);
-    assert_eq!(movidesk(&config).base_url, "https://api.movidesk.com/public/v1");
+    let (config, movidesk) = load_exporter_config(&host_config, env);
+    assert_eq!(movidesk.base_url, "https://api.movidesk.com/public/v1");
     assert!(config.state.enabled, "{}: a real account keeps its state file", host_config.display());
     let (_, named) = mounts(service(&base, "chat_exporter"), "chat_exporter");
     assert!(
@@ -648,7 +653,7 @@ fn compose_movidesk_override() {
         config.state.path.display()
     );
     let token = example_env.iter().find(|(k, _)| k == "CHAT_EXPORTER_MOVIDESK__TOKEN").unwrap().1.clone();
-    assert_eq!(Some(movidesk(&config).token.expose().to_string()), Some(token));
+    assert_eq!(Some(movidesk.token.expose().to_string()), Some(token));
 }
 
 /// Lay out Prometheus' mounts in a temporary directory, then run promtool on it.
@@ -1190,11 +1195,11 @@ fn kubernetes_manifests_are_consistent() {
     // The exporter accepts the ConfigMap's configuration (token file pointed at a stand-in).
     let token = dir.path().join("token");
     std::fs::write(&token, "x").unwrap();
-    let cfg = load_exporter_config(
+    let (cfg, movidesk) = load_exporter_config(
         &config_path,
         vec![("CHAT_EXPORTER_MOVIDESK__TOKEN_FILE".to_string(), token.display().to_string())],
     );
-    assert_eq!(movidesk(&cfg).base_url, "https://api.movidesk.com/public/v1");
+    assert_eq!(movidesk.base_url, "https://api.movidesk.com/public/v1");
     assert!(cfg.state.enabled, "the Kubernetes configuration keeps a state file");
     let state_mount = mounts
         .iter()
@@ -1354,11 +1359,11 @@ fn systemd_unit_is_hardened_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("movidesk-token");
     std::fs::write(&token, "x").unwrap();
-    let cfg = load_exporter_config(
+    let (_, movidesk) = load_exporter_config(
         &root().join("deploy/compose/chat_exporter.movidesk.toml"),
         vec![("CHAT_EXPORTER_MOVIDESK__TOKEN_FILE".to_string(), token.display().to_string())],
     );
-    assert_eq!(Some(movidesk(&cfg).token.expose()), Some("x"));
+    assert_eq!(Some(movidesk.token.expose()), Some("x"));
 
     // systemd's own check, with ExecStart pointed at the binary built for this test.
     let analyze = tools::require_tool(&["systemd-analyze"], "systemd");

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chat_exporter::budget::MAX_RETRY_AFTER;
 use chat_exporter::platforms::chatwoot::records as chatwoot;
-use chat_exporter::platforms::movidesk::{odata, tickets};
+use chat_exporter::platforms::movidesk::{odata, records as movidesk};
 use chat_exporter::platforms::rocketchat::{records as rocketchat, source::route_limit};
 use chat_exporter::self_metrics::SelfMetrics;
-use chat_exporter::source::client::{parse_retry_after, ApiClient, Hints, MAX_RETRY_AFTER};
+use chat_exporter::source::client::{parse_retry_after, ApiClient, Hints};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -99,9 +100,9 @@ proptest! {
 
     #[test]
     fn movidesk_records_never_panic(t in prop_oneof![any_json(), record_with(MOVIDESK_TICKET)], p in record_with(MOVIDESK_PERSON)) {
-        let _ = tickets::parse_ticket(&t, &[5, 6, 18, 20, 22, 23, 25]);
-        let _ = tickets::parse_person(&p);
-        let _ = tickets::parse_person(&t);
+        let _ = movidesk::parse_ticket(&t, &[5, 6, 18, 20, 22, 23, 25]);
+        let _ = movidesk::parse_person(&p);
+        let _ = movidesk::parse_person(&t);
     }
 
     #[test]
@@ -123,11 +124,11 @@ proptest! {
 
     #[test]
     fn movidesk_dates_never_panic_and_round_trip(s in ".{0,40}", secs in 0i64..253_402_300_799, nanos in 0u32..1_000_000_000) {
-        let _ = tickets::parse_datetime(&s);
+        let _ = movidesk::parse_datetime(&s);
         // Movidesk writes UTC without a zone, with up to 7 fractional digits.
         let at = DateTime::<Utc>::from_timestamp(secs, nanos / 100 * 100).unwrap();
-        prop_assert_eq!(tickets::parse_datetime(&at.format("%Y-%m-%dT%H:%M:%S%.f").to_string()), Some(at));
-        prop_assert_eq!(tickets::parse_datetime(&at.to_rfc3339()), Some(at));
+        prop_assert_eq!(movidesk::parse_datetime(&at.format("%Y-%m-%dT%H:%M:%S%.f").to_string()), Some(at));
+        prop_assert_eq!(movidesk::parse_datetime(&at.to_rfc3339()), Some(at));
     }
 
     #[test]

@@ -58,7 +58,7 @@ async fn the_budget_is_never_exceeded_over_a_simulated_day() {
         max_used = max_used.max(used);
     }
     sim.stop_clock();
-    let simulated = sim.state.now() - chat_exporter::simulator::SimOptions::default().start;
+    let simulated = sim.state.now() - manual_sim(41).start;
     assert!(simulated >= chrono::Duration::hours(23), "a whole day ran: {simulated}");
 
     // Once the platform stands still, the exporter catches up exactly.

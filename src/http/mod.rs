@@ -1,4 +1,5 @@
-//! The exporter's HTTP edge.
+//! The exporter's HTTP edge: what a scraper and a probe reach. May import `exposition`
+//! and `health`; its server (`web`) names nothing of the exporter.
 //!
 //! - [`routes`]: the router, its tower layers and the handlers (the metrics, the health
 //!   endpoints and a landing page);

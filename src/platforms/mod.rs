@@ -1,15 +1,14 @@
-//! The platforms: one folder each, holding its configuration section, its source and
-//! its simulator facade (with the ground truth of its metric contract). The rest of the
-//! exporter knows them only through [`Platform`]; adding one is its folder plus one line
-//! in [`platforms!`].
+//! The platforms, plugged in from the top: one folder each (its configuration section,
+//! its source, its simulator facade and that facade's ground truth), and the registry
+//! that loads the one section a configuration has. May import every layer below; nothing
+//! below names a platform. Adding one is its folder plus one line in [`platforms!`].
 
 use std::fmt::Debug;
+use std::path::Path;
 
-use axum::Router;
-
-use crate::config::{ConfigError, Polling};
+use crate::config::{self, ConfigError, Polling, StateConfig, ENV_PREFIX};
 use crate::self_metrics::SelfMetrics;
-use crate::simulator::{Features, Sample, SimState, World};
+use crate::simulator::Facade;
 use crate::source::Source;
 
 /// A chat platform the exporter can poll.
@@ -29,26 +28,12 @@ pub trait Platform: Sync + Send {
     /// Reads its section (the shared polling keys already taken out). Errors name the
     /// full key (`chatwoot.account_id`).
     fn load(&self, section: serde_json::Value) -> Result<Box<dyn SourceConfig>, ConfigError>;
-
-    /// What of the neutral world its API can show.
-    fn world_features(&self) -> Features;
-    /// Its API over the simulated world.
-    fn facade(&self) -> Router<SimState>;
-    /// Where its API is served under the simulator's address (for messages).
-    fn api_path(&self) -> &'static str;
-    /// The exact value of every chat metric, by its contract, computed from the world with
-    /// the facade's own label tables (never the source's).
-    fn truth(&self, world: &World) -> Vec<Sample>;
-    /// The section that points this platform's source at a simulator (`base` is
-    /// `http://HOST:PORT`) with `token`, whose API allows `per_minute` requests a minute
-    /// (per token, or per route where the platform limits routes).
-    fn demo_section(&self, base: &str, token: &str, per_minute: u32) -> serde_json::Value;
+    /// Its API in the simulator, for the demo and the tests.
+    fn facade(&self) -> &'static dyn Facade;
 }
 
 /// A platform's loaded section, ready to build its source.
 pub trait SourceConfig: Debug + Send + Sync {
-    /// For tests that look inside a platform's section.
-    fn as_any(&self) -> &dyn std::any::Any;
     fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source>;
     /// What the landing page says it polls (no secret).
     fn describe(&self) -> String;
@@ -84,4 +69,88 @@ pub fn names() -> String {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => names.join(""),
     }
+}
+
+/// A loaded, validated configuration: one platform and how to poll it.
+pub struct Config {
+    pub platform: &'static dyn Platform,
+    pub source: Box<dyn SourceConfig>,
+    pub polling: Polling,
+    pub state: StateConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("platform", &self.platform.name())
+            .field("source", &self.source)
+            .field("polling", &self.polling)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// The configuration's one platform section, its shared polling keys taken out and
+/// checked, and `[state]`: what [`load_from`] builds a [`Config`] from.
+pub struct Section {
+    pub platform: &'static dyn Platform,
+    /// The platform's own keys, for [`Platform::load`].
+    pub keys: serde_json::Value,
+    pub polling: Polling,
+    pub state: StateConfig,
+}
+
+/// Loads the file (if any), layers the environment over it, and validates every value.
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    load_from(file, std::env::vars().collect())
+}
+
+pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
+    let Section { platform, keys, polling, state } = read_section(file, env)?;
+    let source = platform.load(keys)?;
+    Ok(Config { platform, source, polling, state })
+}
+
+/// Reads the file and the environment, and picks the one platform section of them.
+pub fn read_section(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Section, ConfigError> {
+    let list_keys: Vec<String> =
+        ALL.iter().flat_map(|p| p.list_keys().iter().map(move |key| format!("{}.{key}", p.name()))).collect();
+    let mut top = config::read_sections(file, env, &list_keys)?;
+    let state = StateConfig::from_section(top.remove("state"))?;
+    let sections = || ALL.iter().map(|p| format!("[{}]", p.name())).collect::<Vec<_>>().join(", ");
+    let mut found = Vec::new();
+    for (name, section) in top {
+        let Some(platform) = find(&name) else {
+            return Err(ConfigError::new(
+                name,
+                format!("unknown section: expected one platform section ({}) and optionally [state]", sections()),
+            ));
+        };
+        found.push((platform, section));
+    }
+    if found.len() > 1 {
+        let names: Vec<String> = found.iter().map(|(p, _)| format!("[{}]", p.name())).collect();
+        return Err(ConfigError::new(
+            "config",
+            format!(
+                "{} are set: an exporter polls one platform; run one exporter per platform or account",
+                names.join(" and ")
+            ),
+        ));
+    }
+    let Some((platform, section)) = found.pop() else {
+        return Err(ConfigError::new(
+            "config",
+            format!(
+                "no platform section: add one of {} to --config.file, or set {ENV_PREFIX}_<PLATFORM>__TOKEN",
+                sections()
+            ),
+        ));
+    };
+    let name = platform.name();
+    let serde_json::Value::Object(mut keys) = section else {
+        return Err(ConfigError::new(name, "must be a section ([name] with keys)"));
+    };
+    let polling = Polling::take_from(&mut keys, platform.polling_defaults(), name)?;
+    Ok(Section { platform, keys: serde_json::Value::Object(keys), polling, state })
 }

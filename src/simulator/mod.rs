@@ -1,7 +1,7 @@
-//! The platform simulator: a deterministic contact centre (`world`) served through one
-//! platform's own API (its facade, in the platform's folder), with control endpoints
-//! under `/_sim/` for tests: ground truth, the clock, injected faults and the log of
-//! requests received.
+//! The platform simulator: a deterministic contact centre (`world`) served through the
+//! [`Facade`] it is handed (each platform's folder has one), with control endpoints under
+//! `/_sim/` for tests: ground truth, the clock, injected faults and the requests received.
+//! Imports nothing of the crate: it never names a platform.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::platforms::{self, Platform};
-
+pub mod facade;
 pub mod truth;
 pub mod world;
 
+pub use facade::Facade;
 pub use truth::{Sample, Samples, Truth};
 pub use world::{Channel, Conversation, Features, Scenario, World};
 
@@ -148,8 +148,8 @@ pub struct Rendering {
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
-    /// The platform whose API is served, and whose contract the truth follows.
-    pub platform: String,
+    /// The platform API served, and whose contract the truth follows.
+    pub facade: &'static dyn Facade,
     pub seed: u64,
     pub scenario: Scenario,
     /// Simulated time at the start.
@@ -171,10 +171,12 @@ pub struct SimOptions {
     pub features: Option<Features>,
 }
 
-impl Default for SimOptions {
-    fn default() -> Self {
+impl SimOptions {
+    /// A simulator of `facade`'s platform with the usual settings: seed 1, a normal day
+    /// from 03:00 UTC on 2 November 2026, 10 requests a minute, a manual clock.
+    pub fn new(facade: &'static dyn Facade) -> Self {
         SimOptions {
-            platform: platforms::ALL[0].name().to_string(),
+            facade,
             seed: 1,
             scenario: Scenario::Normal,
             start: DateTime::parse_from_rfc3339("2026-11-02T03:00:00Z").expect("valid").with_timezone(&Utc),
@@ -227,17 +229,17 @@ struct Window {
     blocked_until: Option<Instant>,
 }
 
-pub struct Inner {
-    pub world: World,
-    pub options: SimOptions,
-    pub faults: VecDeque<Fault>,
+struct Inner {
+    world: World,
+    options: SimOptions,
+    faults: VecDeque<Fault>,
     /// A fault every request gets until it is lifted: an outage.
-    pub outage: Option<Fault>,
-    pub rendering: Rendering,
+    outage: Option<Fault>,
+    rendering: Rendering,
     /// A server that ignores paging: `Some(n)` answers every list from its start, at
     /// most `n` records a page, whatever offset, skip, page or id bound is asked.
-    pub ignore_paging: Option<usize>,
-    pub requests: Vec<RequestRecord>,
+    ignore_paging: Option<usize>,
+    requests: Vec<RequestRecord>,
     started: Instant,
     windows: HashMap<String, Window>,
 }
@@ -280,19 +282,28 @@ impl Inner {
     }
 }
 
+/// The simulated world, read-only, while the simulator is locked.
+pub struct WorldRead<'a>(std::sync::MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for WorldRead<'_> {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.0.world
+    }
+}
+
 /// A handle on a running simulator; clones share it.
 #[derive(Clone)]
 pub struct SimState {
-    pub inner: Arc<Mutex<Inner>>,
-    pub platform: &'static dyn Platform,
+    inner: Arc<Mutex<Inner>>,
+    facade: &'static dyn Facade,
 }
 
 impl SimState {
-    /// A simulator of `options.platform`; panics on an unknown platform name (callers
-    /// check names first: `platforms::find`).
+    /// A simulator of `options.facade`'s platform.
     pub fn new(options: SimOptions) -> Self {
-        let platform = platforms::find(&options.platform).expect("a known platform");
-        let features = options.features.unwrap_or_else(|| platform.world_features());
+        let facade = options.facade;
+        let features = options.features.unwrap_or_else(|| facade.world_features());
         let mut world = World::new(options.seed, options.scenario, options.start, features);
         world.load = options.load;
         SimState {
@@ -307,12 +318,43 @@ impl SimState {
                 started: Instant::now(),
                 windows: HashMap::new(),
             })),
-            platform,
+            facade,
         }
     }
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The platform API this simulator serves.
+    pub fn facade(&self) -> &'static dyn Facade {
+        self.facade
+    }
+
+    /// Whether `given` is the token the simulated API accepts.
+    pub fn token_is(&self, given: &[u8]) -> bool {
+        self.lock().options.token.as_bytes() == given
+    }
+
+    /// The token the simulated API accepts.
+    pub fn token(&self) -> String {
+        self.lock().options.token.clone()
+    }
+
+    /// Requests a minute per limit key, `None` when unlimited.
+    pub fn rate_limit(&self) -> Option<u32> {
+        self.lock().options.rate_limit
+    }
+
+    /// How the answers are written now.
+    pub fn rendering(&self) -> Rendering {
+        self.lock().rendering
+    }
+
+    /// The world, read-only (a facade building an answer, a test looking inside); the
+    /// simulator waits while the guard lives.
+    pub fn world(&self) -> WorldRead<'_> {
+        WorldRead(self.lock())
     }
 
     /// Moves simulated time forward.
@@ -335,7 +377,7 @@ impl SimState {
         Truth {
             now: inner.world.now.to_rfc3339(),
             conversations: inner.world.conversations.len() as u64,
-            samples: truth::with_zero_series(self.platform.truth(&inner.world)),
+            samples: truth::with_zero_series(self.facade.truth(&inner.world)),
         }
     }
 
@@ -549,16 +591,49 @@ async fn requests_handler(State(state): State<SimState>) -> Json<Vec<RequestReco
     Json(state.requests())
 }
 
+/// The facade's API and the control endpoints. Every answer is dated by the platform's
+/// clock as read when the request came in, before the answer is built from the world, as
+/// real servers do: refusals too, whatever the handler.
 pub fn router(state: SimState) -> Router {
     state
-        .platform
-        .facade()
+        .facade
+        .router()
         .route("/_sim/truth", get(truth_handler))
         .route("/_sim/advance", post(advance))
         .route("/_sim/faults", post(faults_handler))
         .route("/_sim/requests", get(requests_handler))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ignore_paging))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), dated))
         .with_state(state)
+}
+
+/// The `Date` header of every answer: the platform's clock on arrival.
+async fn dated(
+    State(state): State<SimState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let date = state.date_header();
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(axum::http::header::DATE, date);
+    response
+}
+
+/// A request the facade refuses (bad credentials, the rate limit, a bad parameter), as
+/// the platform writes it: handlers return `Result<Response, Refusal>` and write
+/// `admit(..)?`.
+pub struct Refusal(pub Response);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl<R: IntoResponse> From<(StatusCode, R)> for Refusal {
+    fn from(response: (StatusCode, R)) -> Self {
+        Refusal(response.into_response())
+    }
 }
 
 /// A server that ignores paging (see [`Inner::ignore_paging`]): the query loses its
@@ -612,7 +687,7 @@ impl RunningSimulator {
 
     /// Where the platform's API is served.
     pub fn api_url(&self) -> String {
-        format!("{}{}", self.url(), self.state.platform.api_path())
+        format!("{}{}", self.url(), self.state.facade.api_path())
     }
 
     /// The platform section that points an exporter at this simulator, within its rate
@@ -622,7 +697,7 @@ impl RunningSimulator {
             let inner = self.state.lock();
             (inner.options.token.clone(), inner.options.rate_limit)
         };
-        self.state.platform.demo_section(&self.url(), &token, limit.unwrap_or(1_000_000))
+        self.state.facade.demo_section(&self.url(), &token, limit.unwrap_or(1_000_000))
     }
 
     /// Runs simulated time `speed` times faster than real time, from where it stands.

@@ -17,13 +17,9 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::SourceError;
-use crate::budget::{Outcome, RequestBudget};
+use crate::budget::{Outcome, RequestBudget, MAX_RETRY_AFTER};
 use crate::config::Polling;
 use crate::self_metrics::SelfMetrics;
-
-/// The longest wait a platform can impose with `Retry-After` (or a reset header): a
-/// larger value is taken as this one, so a hostile answer cannot stop polling for good.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Pages of one list read in one poll at most: beyond them the paging is a failure.
 pub const MAX_PAGES: usize = 1000;

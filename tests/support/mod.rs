@@ -48,13 +48,17 @@ pub fn manual_sim(seed: u64) -> SimOptions {
 /// Simulator options for tests of `platform`.
 pub fn manual_sim_of(platform: &str, seed: u64) -> SimOptions {
     SimOptions {
-        platform: platform.to_string(),
         seed,
         token: TOKEN.to_string(),
         rate_limit: None,
         speed: None,
-        ..SimOptions::default()
+        ..SimOptions::new(self::platform(platform).facade())
     }
+}
+
+/// The platform whose API a simulator serves.
+pub fn platform_of(sim: &RunningSimulator) -> &'static dyn Platform {
+    self::platform(sim.state.facade().name())
 }
 
 /// What an exporter is started with: a platform section (as a config file would give
@@ -68,7 +72,7 @@ pub struct Setup {
 
 /// Settings for lockstep tests: no budget waits, roster on every poll.
 pub fn fast_setup(sim: &RunningSimulator) -> Setup {
-    let platform = sim.state.platform;
+    let platform = platform_of(sim);
     let polling = Polling {
         requests_per_minute: 1_000_000,
         roster_interval: Duration::ZERO,
@@ -97,13 +101,17 @@ impl Setup {
 /// outage, a restart) leave no trace in the conversation's fields. The README says so,
 /// under what each platform's API cannot give.
 pub fn without_blind_spots(platform: &str) -> chat_exporter::simulator::Features {
-    chat_exporter::simulator::Features { reopen: false, transfer: false, ..self::platform(platform).world_features() }
+    chat_exporter::simulator::Features {
+        reopen: false,
+        transfer: false,
+        ..self::platform(platform).facade().world_features()
+    }
 }
 
 /// A configuration file for the simulator's platform: its section, then `extra` lines
 /// (more keys of the section, then other sections).
 pub fn config_file(sim: &RunningSimulator, extra: &str) -> String {
-    let mut text = format!("[{}]\n", sim.state.platform.name());
+    let mut text = format!("[{}]\n", sim.state.facade().name());
     for (key, value) in sim.section().as_object().expect("a section is a table") {
         text.push_str(&format!("{key} = {value}\n"));
     }

@@ -16,13 +16,45 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::simulator::world::{Presence, State as ConvState};
-use crate::simulator::{logged_query, respond, Admission, HostileRecords, Channel, Conversation, Fault, SimState, World};
+use crate::simulator::{
+    logged_query, respond, Admission, Channel, Conversation, Facade, Fault, Features, HostileRecords, Refusal, Sample,
+    SimState, World,
+};
 
 pub const ACCOUNT_ID: u64 = 7;
 pub const API_PATH: &str = "/api/v1/accounts/7";
 pub const PAGE_SIZE: usize = 25;
 
-pub fn router() -> Router<SimState> {
+/// Chatwoot's API in the simulator.
+pub struct ChatwootFacade;
+
+impl Facade for ChatwootFacade {
+    fn name(&self) -> &'static str {
+        super::NAME
+    }
+
+    fn world_features(&self) -> Features {
+        Features { bot: true, hold: true, reopen: true, transfer: true, soft_delete: false }
+    }
+
+    fn router(&self) -> Router<SimState> {
+        router()
+    }
+
+    fn api_path(&self) -> &'static str {
+        API_PATH
+    }
+
+    fn truth(&self, world: &World) -> Vec<Sample> {
+        super::truth::truth(world)
+    }
+
+    fn demo_section(&self, base: &str, token: &str, _per_minute: u32) -> Value {
+        json!({ "base_url": base, "account_id": ACCOUNT_ID, "token": token })
+    }
+}
+
+fn router() -> Router<SimState> {
     Router::new()
         .route("/api/v1/accounts/{account}/conversations", get(conversations))
         .route("/api/v1/accounts/{account}/conversations/meta", get(meta))
@@ -179,31 +211,24 @@ fn admit(
     account: u64,
     headers: &HeaderMap,
     params: &[(String, String)],
-) -> Result<Option<Fault>, Box<Response>> {
+) -> Result<Option<Fault>, Refusal> {
     let token = headers.get("api_access_token").or_else(|| headers.get("api-access-token"));
-    let expected = state.lock().options.token.clone();
-    let authorized = token.is_some_and(|t| t.as_bytes() == expected.as_bytes());
+    let authorized = token.is_some_and(|t| state.token_is(t.as_bytes()));
     match state.admit(endpoint, logged_query(params, &[]), authorized, "ip") {
-        Admission::Unauthorized if token.is_none() => Err(Box::new(
-            (StatusCode::UNAUTHORIZED, Json(json!({"errors": ["You need to sign in or sign up before continuing."]})))
-                .into_response(),
-        )),
+        Admission::Unauthorized if token.is_none() => Err(Refusal::from((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"errors": ["You need to sign in or sign up before continuing."]})),
+        ))),
         Admission::Unauthorized => {
-            Err(Box::new((StatusCode::UNAUTHORIZED, Json(json!({"error": "Invalid Access Token"}))).into_response()))
+            Err(Refusal::from((StatusCode::UNAUTHORIZED, Json(json!({"error": "Invalid Access Token"})))))
         }
         // rack-attack's default answer: plain text, no Retry-After.
-        Admission::RateLimited(_) => Err(Box::new(
+        Admission::RateLimited(_) => Err(Refusal(
             (StatusCode::TOO_MANY_REQUESTS, [("content-type", "text/plain")], "Retry later\n").into_response(),
         )),
-        Admission::Serve { .. } if account != ACCOUNT_ID => Err(Box::new(not_found())),
+        Admission::Serve { .. } if account != ACCOUNT_ID => Err(Refusal(not_found())),
         Admission::Serve { fault, .. } => Ok(fault),
     }
-}
-
-/// The platform's clock in the `Date` header, as read when the request came in.
-fn with_date(mut response: Response, date: axum::http::HeaderValue) -> Response {
-    response.headers_mut().insert(axum::http::header::DATE, date);
-    response
 }
 
 /// The records a hostile Chatwoot answers with: one unreadable, and a conversation
@@ -224,16 +249,11 @@ async fn conversations(
     Path(account): Path<u64>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "conversations", account, &headers, &params) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "conversations", account, &headers, &params)?;
     let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     let body = {
-        let inner = state.lock();
-        let world = &inner.world;
+        let world = &state.world();
         let status = param("status").unwrap_or("open");
         let mut items: Vec<&Conversation> = world
             .conversations
@@ -269,7 +289,7 @@ async fn conversations(
         json!({"data": {"meta": {"mine_count": 0, "assigned_count": all_count - unassigned,
             "unassigned_count": unassigned, "all_count": all_count}, "payload": items}})
     };
-    with_date(respond(body, fault, &["data", "payload"], hostile()).await, date)
+    Ok(respond(body, fault, &["data", "payload"], hostile()).await)
 }
 
 async fn meta(
@@ -277,21 +297,17 @@ async fn meta(
     Path(account): Path<u64>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "conversations_meta", account, &headers, &params) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "conversations_meta", account, &headers, &params)?;
     let body = {
-        let inner = state.lock();
+        let world = state.world();
         let open: Vec<&Conversation> =
-            inner.world.open_conversations().filter(|c| matches!(c.state, ConvState::Waiting | ConvState::Attending)).collect();
+            world.open_conversations().filter(|c| matches!(c.state, ConvState::Waiting | ConvState::Attending)).collect();
         let unassigned = open.iter().filter(|c| c.state == ConvState::Waiting).count();
         json!({"meta": {"mine_count": 0, "assigned_count": open.len() - unassigned, "unassigned_count": unassigned,
             "all_count": open.len()}})
     };
-    with_date(respond(body, fault, &[], hostile()).await, date)
+    Ok(respond(body, fault, &[], hostile()).await)
 }
 
 async fn agents(
@@ -299,15 +315,10 @@ async fn agents(
     Path(account): Path<u64>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "agents", account, &headers, &params) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "agents", account, &headers, &params)?;
     let body = {
-        let inner = state.lock();
-        let world = &inner.world;
+        let world = &state.world();
         // Agents who left were removed from the account.
         let mut list: Vec<(String, Value)> = (0..world.agents.len())
             .filter(|i| world.agents[*i].active)
@@ -316,7 +327,7 @@ async fn agents(
         list.sort_by(|a, b| a.0.cmp(&b.0));
         Value::Array(list.into_iter().map(|(_, v)| v).collect())
     };
-    with_date(respond(body, fault, &[], hostile()).await, date)
+    Ok(respond(body, fault, &[], hostile()).await)
 }
 
 async fn inboxes(
@@ -324,15 +335,10 @@ async fn inboxes(
     Path(account): Path<u64>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "inboxes", account, &headers, &params) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "inboxes", account, &headers, &params)?;
     let body = {
-        let inner = state.lock();
-        let items: Vec<Value> = inbox_ids(&inner.world)
+        let items: Vec<Value> = inbox_ids(&state.world())
             .into_iter()
             .enumerate()
             .map(|(i, (name, class, medium))| {
@@ -347,7 +353,7 @@ async fn inboxes(
             .collect();
         json!({ "payload": items })
     };
-    with_date(respond(body, fault, &["payload"], hostile()).await, date)
+    Ok(respond(body, fault, &["payload"], hostile()).await)
 }
 
 async fn teams(
@@ -355,15 +361,10 @@ async fn teams(
     Path(account): Path<u64>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "teams", account, &headers, &params) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "teams", account, &headers, &params)?;
     let body = {
-        let inner = state.lock();
-        let items: Vec<Value> = teams_list(&inner.world)
+        let items: Vec<Value> = teams_list(&state.world())
             .into_iter()
             .enumerate()
             .map(|(i, name)| {
@@ -373,7 +374,7 @@ async fn teams(
             .collect();
         Value::Array(items)
     };
-    with_date(respond(body, fault, &[], hostile()).await, date)
+    Ok(respond(body, fault, &[], hostile()).await)
 }
 
 async fn team_members(
@@ -381,18 +382,13 @@ async fn team_members(
     Path((account, team)): Path<(u64, u64)>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "team_members", account, &headers, &params) {
-        Ok(f) => f,
-        Err(r) => return *r,
-    };
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "team_members", account, &headers, &params)?;
     let body = {
-        let inner = state.lock();
-        let world = &inner.world;
+        let world = &state.world();
         let teams = teams_list(world);
         let Some(name) = team.checked_sub(1).and_then(|i| teams.get(i as usize)) else {
-            return not_found();
+            return Err(Refusal(not_found()));
         };
         let members: BTreeMap<usize, Value> = (0..world.agents.len())
             .filter(|i| world.agents[*i].active && world.agents[*i].groups.contains(name))
@@ -400,5 +396,5 @@ async fn team_members(
             .collect();
         Value::Array(members.into_values().collect())
     };
-    with_date(respond(body, fault, &[], hostile()).await, date)
+    Ok(respond(body, fault, &[], hostile()).await)
 }

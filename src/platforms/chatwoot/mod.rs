@@ -1,17 +1,17 @@
-//! Chatwoot: a chat is a conversation of a non-e-mail inbox. `source` polls its
-//! application API, `facade` serves that API over the simulated world, and `truth` says
-//! what the exporter must report for it (the contract in shared/platforms/chatwoot.md,
-//! restated in docs/metrics.md).
+//! Chatwoot: a chat is a conversation of a non-e-mail inbox. Its `[chatwoot]` section is
+//! here; `source` polls its application API (reading `records`), `facade` serves that API
+//! over the simulated world, and `truth` says what the exporter must report for it (the
+//! contract restated in docs/metrics.md). May import every layer below `platforms`,
+//! never another platform.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::Router;
 use serde::Deserialize;
 
 use crate::config::{self, ConfigError, Polling, Secret};
 use crate::self_metrics::SelfMetrics;
-use crate::simulator::{Features, Sample, SimState, World};
+use crate::simulator::Facade;
 use crate::source::Source;
 
 pub mod facade;
@@ -64,26 +64,10 @@ impl ChatwootConfig {
     pub fn account_url(&self) -> String {
         format!("{}/api/v1/accounts/{}", self.base_url, self.account_id)
     }
-}
 
-impl super::Platform for Chatwoot {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn title(&self) -> &'static str {
-        "Chatwoot"
-    }
-
-    fn section_keys(&self) -> &'static [&'static str] {
-        serde_aux::serde_introspection::serde_introspect::<Section>()
-    }
-
-    fn polling_defaults(&self) -> Polling {
-        Polling { requests_per_minute: 60, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
-    }
-
-    fn load(&self, section: serde_json::Value) -> Result<Box<dyn super::SourceConfig>, ConfigError> {
+    /// Reads the `[chatwoot]` section (the shared polling keys already taken out). Errors
+    /// name the full key (`chatwoot.account_id`).
+    pub fn from_section(section: serde_json::Value) -> Result<ChatwootConfig, ConfigError> {
         let s: Section = config::deserialize_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let base_url = s.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
@@ -109,35 +93,37 @@ impl super::Platform for Chatwoot {
             config::duration::within("chatwoot.overlap", overlap, Duration::from_secs(10), Duration::from_secs(86_400))?;
             cfg.overlap = overlap;
         }
-        Ok(Box::new(cfg))
+        Ok(cfg)
+    }
+}
+
+impl super::Platform for Chatwoot {
+    fn name(&self) -> &'static str {
+        NAME
     }
 
-    fn world_features(&self) -> Features {
-        Features { bot: true, hold: true, reopen: true, transfer: true, soft_delete: false }
+    fn title(&self) -> &'static str {
+        "Chatwoot"
     }
 
-    fn facade(&self) -> Router<SimState> {
-        facade::router()
+    fn section_keys(&self) -> &'static [&'static str] {
+        serde_aux::serde_introspection::serde_introspect::<Section>()
     }
 
-    fn api_path(&self) -> &'static str {
-        facade::API_PATH
+    fn polling_defaults(&self) -> Polling {
+        Polling { requests_per_minute: 60, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
     }
 
-    fn truth(&self, world: &World) -> Vec<Sample> {
-        truth::truth(world)
+    fn load(&self, section: serde_json::Value) -> Result<Box<dyn super::SourceConfig>, ConfigError> {
+        Ok(Box::new(ChatwootConfig::from_section(section)?))
     }
 
-    fn demo_section(&self, base: &str, token: &str, _per_minute: u32) -> serde_json::Value {
-        serde_json::json!({ "base_url": base, "account_id": facade::ACCOUNT_ID, "token": token })
+    fn facade(&self) -> &'static dyn Facade {
+        &facade::ChatwootFacade
     }
 }
 
 impl super::SourceConfig for ChatwootConfig {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source> {
         Box::new(ChatwootSource::new(self.clone(), polling, metrics))
     }

@@ -23,7 +23,7 @@ use crate::config::Polling;
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Answer, Hints};
-use crate::source::{from_the_future, latest_believable, Source, SourceError};
+use crate::source::{from_the_future, latest_believable, CursorError, Source, SourceError};
 
 /// `updated_within` for "every conversation": ten years.
 const EVERYTHING: u64 = 10 * 365 * 86_400;
@@ -319,13 +319,13 @@ impl Source for ChatwootSource {
         serde_json::json!({ "window_read": self.window_read.and_then(|m| m.platform), "started": self.started })
     }
 
-    fn restore_state(&mut self, state: Value) -> Result<(), String> {
+    fn restore_state(&mut self, state: Value) -> Result<(), CursorError> {
         #[derive(serde::Deserialize)]
         struct Saved {
             window_read: Option<DateTime<Utc>>,
             started: bool,
         }
-        let saved: Saved = serde_json::from_value(state).map_err(|e| format!("chatwoot cursor: {e}"))?;
+        let saved: Saved = serde_json::from_value(state).map_err(|cause| CursorError { platform: NAME, cause })?;
         self.window_read = saved.started.then_some(WindowMark { platform: saved.window_read, local: None });
         self.started = saved.started;
         self.polls = 0;

@@ -14,12 +14,46 @@ use serde_json::{json, Map, Value};
 
 use super::odata::{order_values, parse_filter, parse_orderby};
 use crate::simulator::world::{Outcome, Stage, State as ConvState};
-use crate::simulator::{logged_query, respond, Admission, HostileRecords, Channel, Conversation, DateStyle, Rendering, SimState, World};
+use crate::simulator::{
+    logged_query, respond, Admission, Channel, Conversation, DateStyle, Facade, Fault, Features, HostileRecords, Refusal,
+    Rendering, Sample, SimState, World,
+};
 
 pub const API_PATH: &str = "/public/v1";
 pub const MAX_PAGE: usize = 100;
 
-pub fn router() -> Router<SimState> {
+/// Movidesk's API in the simulator.
+pub struct MovideskFacade;
+
+impl Facade for MovideskFacade {
+    fn name(&self) -> &'static str {
+        super::NAME
+    }
+
+    fn world_features(&self) -> Features {
+        // Movidesk shows deleted tickets (`isDeleted`); it has no bot, hold or transfer
+        // states the exporter reads, and tickets are not reopened in this model.
+        Features { soft_delete: true, ..Features::default() }
+    }
+
+    fn router(&self) -> Router<SimState> {
+        router()
+    }
+
+    fn api_path(&self) -> &'static str {
+        API_PATH
+    }
+
+    fn truth(&self, world: &World) -> Vec<Sample> {
+        super::truth::truth(world)
+    }
+
+    fn demo_section(&self, base: &str, token: &str, _per_minute: u32) -> Value {
+        json!({ "base_url": format!("{base}{API_PATH}"), "token": token })
+    }
+}
+
+fn router() -> Router<SimState> {
     Router::new().route("/public/v1/tickets", get(tickets)).route("/public/v1/persons", get(persons))
 }
 
@@ -236,27 +270,20 @@ fn query_list(mut items: Vec<Value>, params: &HashMap<String, String>, keep: &[&
 
 /// Checks the token (in the query string) and the per-token rate limit, and takes the
 /// next injected fault; a refusal comes back as Movidesk writes it.
-fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, String>) -> Result<Option<crate::simulator::Fault>, Box<Response>> {
+fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, String>) -> Result<Option<Fault>, Refusal> {
     let pairs: Vec<(String, String)> = params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let token_ok = params.get("token").is_some_and(|t| *t == state.lock().options.token);
+    let token_ok = params.get("token").is_some_and(|t| state.token_is(t.as_bytes()));
     match state.admit(endpoint, logged_query(&pairs, &["token"]), token_ok, "token") {
         Admission::Serve { fault, .. } => Ok(fault),
-        Admission::Unauthorized => Err(Box::new(error(StatusCode::UNAUTHORIZED, "invalid token"))),
+        Admission::Unauthorized => Err(Refusal(error(StatusCode::UNAUTHORIZED, "invalid token"))),
         Admission::RateLimited(limit) => {
             let mut headers = HeaderMap::new();
             headers.insert("retry-after", HeaderValue::from_str(&limit.retry_after.to_string()).expect("digits"));
-            Err(Box::new(
+            Err(Refusal(
                 (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"}))).into_response(),
             ))
         }
     }
-}
-
-/// The platform's clock in the `Date` header, as real servers send it: the moment the
-/// request was read, before the answer is built from the world.
-fn with_date(mut response: Response, date: HeaderValue) -> Response {
-    response.headers_mut().insert(axum::http::header::DATE, date);
-    response
 }
 
 /// The records a hostile Movidesk answers with: one unreadable, and a ticket stamped in
@@ -275,19 +302,17 @@ fn hostile() -> HostileRecords {
     }
 }
 
-async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "tickets", &params) {
-        Ok(f) => f,
-        Err(r) => return with_date(*r, date),
-    };
+async fn tickets(
+    State(state): State<SimState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "tickets", &params)?;
+    let rendering = state.rendering();
     let page = {
-        let guard = state.lock();
-        let world = &guard.world;
+        let world = &state.world();
         let expand_owner = params.get("$expand").is_some_and(|e| e.split(',').any(|x| x.trim() == "owner"));
         let bounds = params.get("$filter").and_then(|f| parse_filter(f).ok()).map(|f| f.bounds()).unwrap_or_default();
         let first = bounds.id_after.map_or(0, |id| (id as usize).min(world.conversations.len()));
-        let rendering = guard.rendering;
         let items: Vec<Value> = world.conversations[first..]
             .iter()
             .filter(|c| !c.purged)
@@ -298,23 +323,20 @@ async fn tickets(State(state): State<SimState>, Query(params): Query<HashMap<Str
         let keep: &[&str] = if expand_owner { &["owner"] } else { &[] };
         query_list(items, &params, keep)
     };
-    let response = match page {
-        Ok(items) => respond(Value::Array(items), fault, &[], hostile()).await,
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
-    };
-    with_date(response, date)
+    match page {
+        Ok(items) => Ok(respond(Value::Array(items), fault, &[], hostile()).await),
+        Err(e) => Err(Refusal(error(StatusCode::BAD_REQUEST, &e))),
+    }
 }
 
-async fn persons(State(state): State<SimState>, Query(params): Query<HashMap<String, String>>) -> Response {
-    let date = state.date_header();
-    let fault = match admit(&state, "persons", &params) {
-        Ok(f) => f,
-        Err(r) => return with_date(*r, date),
-    };
-    let page = query_list(persons_json(&state.lock().world), &params, &[]);
-    let response = match page {
-        Ok(items) => respond(Value::Array(items), fault, &[], hostile()).await,
-        Err(e) => error(StatusCode::BAD_REQUEST, &e),
-    };
-    with_date(response, date)
+async fn persons(
+    State(state): State<SimState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Refusal> {
+    let fault = admit(&state, "persons", &params)?;
+    let page = query_list(persons_json(&state.world()), &params, &[]);
+    match page {
+        Ok(items) => Ok(respond(Value::Array(items), fault, &[], hostile()).await),
+        Err(e) => Err(Refusal(error(StatusCode::BAD_REQUEST, &e))),
+    }
 }

@@ -1,22 +1,22 @@
 //! Movidesk (Zenvia Customer Cloud): a chat is a ticket whose `origin` is a chat channel.
-//! `source` polls its public API, `facade` serves that API over the simulated world, and
-//! `truth` says what the exporter must report for it.
+//! Its `[movidesk]` section is here; `source` polls its public API (reading `records`),
+//! `facade` serves that API over the simulated world, and `truth` says what the exporter
+//! must report for it. May import every layer below `platforms`, never another platform.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::Router;
 use serde::Deserialize;
 
 use crate::config::{self, ConfigError, Polling, Secret};
 use crate::self_metrics::SelfMetrics;
-use crate::simulator::{Features, Sample, SimState, World};
+use crate::simulator::Facade;
 use crate::source::Source;
 
 pub mod facade;
 pub mod odata;
 pub mod source;
-pub mod tickets;
+pub mod records;
 mod truth;
 
 pub use source::MovideskSource;
@@ -69,30 +69,10 @@ impl MovideskConfig {
             page_size: 100,
         }
     }
-}
 
-impl super::Platform for Movidesk {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn title(&self) -> &'static str {
-        "Movidesk"
-    }
-
-    fn section_keys(&self) -> &'static [&'static str] {
-        serde_aux::serde_introspection::serde_introspect::<Section>()
-    }
-
-    fn polling_defaults(&self) -> Polling {
-        Polling { requests_per_minute: DOCUMENTED_LIMIT, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
-    }
-
-    fn list_keys(&self) -> &'static [&'static str] {
-        &["chat_origins"]
-    }
-
-    fn load(&self, section: serde_json::Value) -> Result<Box<dyn super::SourceConfig>, ConfigError> {
+    /// Reads the `[movidesk]` section (the shared polling keys already taken out). Errors
+    /// name the full key (`movidesk.page_size`).
+    pub fn from_section(section: serde_json::Value) -> Result<MovideskConfig, ConfigError> {
         let s: Section = config::deserialize_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let base_url = s.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
@@ -121,37 +101,41 @@ impl super::Platform for Movidesk {
             }
             cfg.page_size = page_size;
         }
-        Ok(Box::new(cfg))
+        Ok(cfg)
+    }
+}
+
+impl super::Platform for Movidesk {
+    fn name(&self) -> &'static str {
+        NAME
     }
 
-    fn world_features(&self) -> Features {
-        // Movidesk shows deleted tickets (`isDeleted`); it has no bot, hold or transfer
-        // states the exporter reads, and tickets are not reopened in this model.
-        Features { soft_delete: true, ..Features::default() }
+    fn title(&self) -> &'static str {
+        "Movidesk"
     }
 
-    fn facade(&self) -> Router<SimState> {
-        facade::router()
+    fn section_keys(&self) -> &'static [&'static str] {
+        serde_aux::serde_introspection::serde_introspect::<Section>()
     }
 
-    fn api_path(&self) -> &'static str {
-        facade::API_PATH
+    fn polling_defaults(&self) -> Polling {
+        Polling { requests_per_minute: DOCUMENTED_LIMIT, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
     }
 
-    fn truth(&self, world: &World) -> Vec<Sample> {
-        truth::truth(world)
+    fn list_keys(&self) -> &'static [&'static str] {
+        &["chat_origins"]
     }
 
-    fn demo_section(&self, base: &str, token: &str, _per_minute: u32) -> serde_json::Value {
-        serde_json::json!({ "base_url": format!("{base}{}", facade::API_PATH), "token": token })
+    fn load(&self, section: serde_json::Value) -> Result<Box<dyn super::SourceConfig>, ConfigError> {
+        Ok(Box::new(MovideskConfig::from_section(section)?))
+    }
+
+    fn facade(&self) -> &'static dyn Facade {
+        &facade::MovideskFacade
     }
 }
 
 impl super::SourceConfig for MovideskConfig {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source> {
         Box::new(MovideskSource::new(self.clone(), polling, metrics))
     }

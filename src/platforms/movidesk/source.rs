@@ -16,14 +16,14 @@ use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use serde_json::Value;
 
-use super::tickets::{id_string, parse_datetime, parse_id, parse_person, parse_ticket};
+use super::records::{id_string, parse_datetime, parse_id, parse_person, parse_ticket};
 use super::{MovideskConfig, NAME};
 use crate::budget::RequestBudget;
 use crate::config::Polling;
 use crate::model::{ChatId, ChatObservation, Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Hints, List, PageGuard};
-use crate::source::{from_the_future, latest_believable, Source, SourceError};
+use crate::source::{from_the_future, latest_believable, CursorError, Source, SourceError};
 
 /// Pages of the open chats' listing read by each poll after the first, beside its window.
 /// One: at Movidesk's 10 requests a minute and a poll every 15 s, a poll has room for
@@ -426,13 +426,13 @@ impl Source for MovideskSource {
         serde_json::json!({ "cursor": self.cursor, "started": self.started })
     }
 
-    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String> {
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), CursorError> {
         #[derive(serde::Deserialize)]
         struct Saved {
             cursor: Option<DateTime<Utc>>,
             started: bool,
         }
-        let saved: Saved = serde_json::from_value(state).map_err(|e| format!("movidesk cursor: {e}"))?;
+        let saved: Saved = serde_json::from_value(state).map_err(|cause| CursorError { platform: NAME, cause })?;
         self.cursor = saved.cursor;
         self.started = saved.started;
         // The first poll after a restart reconciles the open chats and reads the roster.

@@ -16,13 +16,52 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::simulator::world::{Outcome, Presence, State as ConvState};
-use crate::simulator::{logged_query, respond, Admission, HostileRecords, Channel, Conversation, Fault, LimitStatus, SimState, World};
+use crate::simulator::{
+    logged_query, respond, Admission, Channel, Conversation, Facade, Fault, Features, HostileRecords, LimitStatus, Refusal,
+    Sample, SimState, World,
+};
 
 pub const API_PATH: &str = "/api/v1";
 /// The id of the user the exporter's token belongs to.
 pub const EXPORTER_USER_ID: &str = "exporterUserId01";
 
-pub fn router() -> Router<SimState> {
+/// Rocket.Chat's API in the simulator.
+pub struct RocketChatFacade;
+
+impl Facade for RocketChatFacade {
+    fn name(&self) -> &'static str {
+        super::NAME
+    }
+
+    fn world_features(&self) -> Features {
+        // Rooms are not reopened (a returning visitor gets a new room) and deleted rooms
+        // vanish.
+        Features { bot: true, hold: true, reopen: false, transfer: true, soft_delete: false }
+    }
+
+    fn router(&self) -> Router<SimState> {
+        router()
+    }
+
+    fn api_path(&self) -> &'static str {
+        API_PATH
+    }
+
+    fn truth(&self, world: &World) -> Vec<Sample> {
+        super::truth::truth(world)
+    }
+
+    fn demo_section(&self, base: &str, token: &str, per_minute: u32) -> Value {
+        json!({
+            "base_url": base,
+            "user_id": EXPORTER_USER_ID,
+            "token": token,
+            "requests_per_minute_per_route": per_minute,
+        })
+    }
+}
+
+fn router() -> Router<SimState> {
     Router::new()
         .route("/api/v1/livechat/inquiries.list", get(inquiries))
         .route("/api/v1/livechat/rooms", get(rooms))
@@ -202,28 +241,22 @@ fn admit(
     headers: &HeaderMap,
     params: &[(String, String)],
     allowed: Option<&[&str]>,
-) -> Result<(Option<Fault>, Option<LimitStatus>), Box<Response>> {
+) -> Result<(Option<Fault>, Option<LimitStatus>), Refusal> {
     let user = headers.get("x-user-id").and_then(|v| v.to_str().ok());
     let token = headers.get("x-auth-token").and_then(|v| v.to_str().ok());
-    let expected = state.lock().options.token.clone();
-    let authorized = user == Some(EXPORTER_USER_ID) && token == Some(expected.as_str());
-    let date = state.date_header();
-    let dated = |mut r: Response| {
-        r.headers_mut().insert(axum::http::header::DATE, date.clone());
-        Box::new(r)
-    };
+    let authorized = user == Some(EXPORTER_USER_ID) && token.is_some_and(|t| state.token_is(t.as_bytes()));
     match state.admit(route, logged_query(params, &[]), authorized, route) {
         Admission::Unauthorized => {
             let message = "You must be logged in to do this.";
             let body = json!({"success": false, "error": message, "status": "error", "message": message});
-            Err(dated((StatusCode::UNAUTHORIZED, Json(body)).into_response()))
+            Err(Refusal::from((StatusCode::UNAUTHORIZED, Json(body))))
         }
         Admission::RateLimited(limit) => {
             let error = format!(
                 "Error, too many requests. Please slow down. You must wait {} seconds before trying this endpoint again. [error-too-many-requests]",
                 limit.retry_after
             );
-            Err(dated(with_limit(state, failure(StatusCode::TOO_MANY_REQUESTS, &error, None), Some(limit))))
+            Err(Refusal(with_limit(state, failure(StatusCode::TOO_MANY_REQUESTS, &error, None), Some(limit))))
         }
         Admission::Serve { fault, limit } => {
             if let Some(allowed) = allowed {
@@ -234,7 +267,7 @@ fn admit(
                         "must NOT have additional properties [invalid-params]",
                         Some("invalid-params"),
                     );
-                    return Err(dated(with_limit(state, r, limit)));
+                    return Err(Refusal(with_limit(state, r, limit)));
                 }
             }
             Ok((fault, limit))
@@ -257,14 +290,14 @@ fn paging(params: &[(String, String)]) -> (usize, usize) {
 }
 
 /// `sort`: JSON of fields and 1 or -1; `Err` as Rocket.Chat's 400.
-fn sort_spec(params: &[(String, String)], default: (&str, i64)) -> Result<Vec<(String, i64)>, Response> {
+fn sort_spec(params: &[(String, String)], default: (&str, i64)) -> Result<Vec<(String, i64)>, Refusal> {
     let Some(raw) = param(params, "sort") else { return Ok(vec![(default.0.to_string(), default.1)]) };
     let invalid = || {
-        failure(
+        Refusal(failure(
             StatusCode::BAD_REQUEST,
             &format!("Invalid sort parameter provided: \"{raw}\" [error-invalid-sort]"),
             Some("error-invalid-sort"),
-        )
+        ))
     };
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(raw) else { return Err(invalid()) };
     fields
@@ -293,29 +326,25 @@ fn hostile() -> HostileRecords {
     HostileRecords { garbage: json!({"_id": 7, "t": "l", "_updatedAt": "yesterday", "status": null}), from_the_future }
 }
 
-async fn finish(state: &SimState, body: Value, key: &str, fault: Option<Fault>, limit: Option<LimitStatus>) -> Response {
-    let date = state.date_header();
-    let mut response = with_limit(state, respond(body, fault, &[key], hostile()).await, limit);
-    response.headers_mut().insert(axum::http::header::DATE, date);
-    response
+async fn finish(
+    state: &SimState,
+    body: Value,
+    key: &str,
+    fault: Option<Fault>,
+    limit: Option<LimitStatus>,
+) -> Result<Response, Refusal> {
+    Ok(with_limit(state, respond(body, fault, &[key], hostile()).await, limit))
 }
 
 fn visible(c: &Conversation) -> bool {
     !c.purged && !c.deleted()
 }
 
-async fn inquiries(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Response {
-    let (fault, limit) = match admit(&state, "inquiries", &headers, &params, Some(&["count", "offset", "sort", "department"])) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let sort = match sort_spec(&params, ("ts", -1)) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn inquiries(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Result<Response, Refusal> {
+    let (fault, limit) = admit(&state, "inquiries", &headers, &params, Some(&["count", "offset", "sort", "department"]))?;
+    let sort = sort_spec(&params, ("ts", -1))?;
     let body = {
-        let inner = state.lock();
-        let world = &inner.world;
+        let world = &state.world();
         // Queued inquiries only; a pre-queued (`ready`) one is not listed.
         let waiting: Vec<&Conversation> =
             world.open_conversations().filter(|c| visible(c) && c.state == ConvState::Waiting).collect();
@@ -341,15 +370,9 @@ const ROOM_PARAMS: &[&str] = &[
     "departmentId", "open", "onhold", "queued", "tags", "units",
 ];
 
-async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Response {
-    let (fault, limit) = match admit(&state, "rooms", &headers, &params, Some(ROOM_PARAMS)) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let sort = match sort_spec(&params, ("ts", -1)) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Result<Response, Refusal> {
+    let (fault, limit) = admit(&state, "rooms", &headers, &params, Some(ROOM_PARAMS))?;
+    let sort = sort_spec(&params, ("ts", -1))?;
     let truthy = |k: &str| param(&params, k).is_some_and(|v| matches!(v, "t" | "true" | "1"));
     let open = match param(&params, "open") {
         Some("true") => Some(true),
@@ -357,8 +380,7 @@ async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params):
         _ => None,
     };
     let body = {
-        let inner = state.lock();
-        let world = &inner.world;
+        let world = &state.world();
         let items: Vec<&Conversation> = world
             .conversations
             .iter()
@@ -392,19 +414,13 @@ async fn transfer_history(
     Path(rid): Path<String>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
+) -> Result<Response, Refusal> {
     // This route checks no parameters; one rate-limit counter covers every room.
-    let (fault, limit) = match admit(&state, "transfer_history", &headers, &params, None) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let (fault, limit) = admit(&state, "transfer_history", &headers, &params, None)?;
     let body = {
-        let inner = state.lock();
-        let world = &inner.world;
+        let world = &state.world();
         let id = rid.strip_prefix('R').and_then(|n| n.parse::<u64>().ok());
-        let Some(c) = id.and_then(|id| world.conversation(id)).filter(|c| visible(c)) else {
-            return with_limit(&state, failure(StatusCode::BAD_REQUEST, "invalid-room", None), limit);
-        };
+        id.and_then(|id| world.conversation(id)).filter(|c| visible(c)).map(|c| {
         let items: Vec<Value> = c
             .transfers
             .iter()
@@ -425,10 +441,15 @@ async fn transfer_history(
                 item
             })
             .collect();
-        let total = items.len();
-        let (offset, count) = paging(&params);
-        let page: Vec<Value> = items.into_iter().skip(offset).take(count).collect();
-        list_body("history", page, total, &params)
+            let total = items.len();
+            let (offset, count) = paging(&params);
+            let page: Vec<Value> = items.into_iter().skip(offset).take(count).collect();
+            list_body("history", page, total, &params)
+        })
+    };
+    // The world is let go first: the rate-limit headers read the clock.
+    let Some(body) = body else {
+        return Err(Refusal(with_limit(&state, failure(StatusCode::BAD_REQUEST, "invalid-room", None), limit)));
     };
     finish(&state, body, "history", fault, limit).await
 }
@@ -438,18 +459,14 @@ async fn users(
     Path(kind): Path<String>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
-) -> Response {
+) -> Result<Response, Refusal> {
     let allowed: &[&str] = &["text", "onlyAvailable", "excludeId", "showIdleAgents", "count", "offset", "sort", "query", "fields"];
-    let (fault, limit) = match admit(&state, "users_agent", &headers, &params, Some(allowed)) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let (fault, limit) = admit(&state, "users_agent", &headers, &params, Some(allowed))?;
     if kind != "agent" {
-        return with_limit(&state, failure(StatusCode::BAD_REQUEST, "Invalid type", None), limit);
+        return Err(Refusal(with_limit(&state, failure(StatusCode::BAD_REQUEST, "Invalid type", None), limit)));
     }
     let body = {
-        let inner = state.lock();
-        let world = &inner.world;
+        let world = &state.world();
         let mut items: Vec<Value> =
             (0..world.agents.len()).filter(|i| world.agents[*i].active).map(|i| agent_json(world, i)).collect();
         items.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -460,16 +477,16 @@ async fn users(
     finish(&state, body, "users", fault, limit).await
 }
 
-async fn departments(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Response {
+async fn departments(
+    State(state): State<SimState>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, Refusal> {
     let allowed: &[&str] =
         &["text", "onlyMyDepartments", "enabled", "excludeDepartmentId", "showArchived", "count", "offset", "sort", "query"];
-    let (fault, limit) = match admit(&state, "department", &headers, &params, Some(allowed)) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let (fault, limit) = admit(&state, "department", &headers, &params, Some(allowed))?;
     let body = {
-        let inner = state.lock();
-        let items: Vec<Value> = departments_list(&inner.world)
+        let items: Vec<Value> = departments_list(&state.world())
             .iter()
             .enumerate()
             .map(|(i, name)| {

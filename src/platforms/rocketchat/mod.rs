@@ -1,17 +1,17 @@
-//! Rocket.Chat Omnichannel: a chat is a livechat room of any source but e-mail. `source`
-//! polls its REST API, `facade` serves that API over the simulated world, and `truth`
-//! says what the exporter must report for it (the contract in
-//! shared/platforms/rocketchat.md, restated in docs/metrics.md).
+//! Rocket.Chat Omnichannel: a chat is a livechat room of any source but e-mail. Its
+//! `[rocketchat]` section is here; `source` polls its REST API (reading `records`),
+//! `facade` serves that API over the simulated world, and `truth` says what the exporter
+//! must report for it (the contract restated in docs/metrics.md). May import every layer
+//! below `platforms`, never another platform.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::Router;
 use serde::Deserialize;
 
 use crate::config::{self, ConfigError, Polling, Secret};
 use crate::self_metrics::SelfMetrics;
-use crate::simulator::{Features, Sample, SimState, World};
+use crate::simulator::Facade;
 use crate::source::Source;
 
 pub mod facade;
@@ -65,26 +65,10 @@ impl RocketChatConfig {
             overlap: Duration::from_secs(60),
         }
     }
-}
 
-impl super::Platform for RocketChat {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn title(&self) -> &'static str {
-        "Rocket.Chat"
-    }
-
-    fn section_keys(&self) -> &'static [&'static str] {
-        serde_aux::serde_introspection::serde_introspect::<Section>()
-    }
-
-    fn polling_defaults(&self) -> Polling {
-        Polling { requests_per_minute: 60, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
-    }
-
-    fn load(&self, section: serde_json::Value) -> Result<Box<dyn super::SourceConfig>, ConfigError> {
+    /// Reads the `[rocketchat]` section (the shared polling keys already taken out). Errors
+    /// name the full key (`rocketchat.user_id`).
+    pub fn from_section(section: serde_json::Value) -> Result<RocketChatConfig, ConfigError> {
         let s: Section = config::deserialize_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let Some(base_url) = s.base_url else {
@@ -117,42 +101,37 @@ impl super::Platform for RocketChat {
             config::duration::within("rocketchat.overlap", overlap, Duration::from_secs(10), Duration::from_secs(86_400))?;
             cfg.overlap = overlap;
         }
-        Ok(Box::new(cfg))
+        Ok(cfg)
+    }
+}
+
+impl super::Platform for RocketChat {
+    fn name(&self) -> &'static str {
+        NAME
     }
 
-    fn world_features(&self) -> Features {
-        // Rooms are not reopened (a returning visitor gets a new room) and deleted rooms
-        // vanish.
-        Features { bot: true, hold: true, reopen: false, transfer: true, soft_delete: false }
+    fn title(&self) -> &'static str {
+        "Rocket.Chat"
     }
 
-    fn facade(&self) -> Router<SimState> {
-        facade::router()
+    fn section_keys(&self) -> &'static [&'static str] {
+        serde_aux::serde_introspection::serde_introspect::<Section>()
     }
 
-    fn api_path(&self) -> &'static str {
-        facade::API_PATH
+    fn polling_defaults(&self) -> Polling {
+        Polling { requests_per_minute: 60, roster_interval: Duration::from_secs(600), ..Polling::defaults() }
     }
 
-    fn truth(&self, world: &World) -> Vec<Sample> {
-        truth::truth(world)
+    fn load(&self, section: serde_json::Value) -> Result<Box<dyn super::SourceConfig>, ConfigError> {
+        Ok(Box::new(RocketChatConfig::from_section(section)?))
     }
 
-    fn demo_section(&self, base: &str, token: &str, per_minute: u32) -> serde_json::Value {
-        serde_json::json!({
-            "base_url": base,
-            "user_id": facade::EXPORTER_USER_ID,
-            "token": token,
-            "requests_per_minute_per_route": per_minute,
-        })
+    fn facade(&self) -> &'static dyn Facade {
+        &facade::RocketChatFacade
     }
 }
 
 impl super::SourceConfig for RocketChatConfig {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
     fn build(&self, polling: &Polling, metrics: SelfMetrics) -> Box<dyn Source> {
         Box::new(RocketChatSource::new(self.clone(), polling, metrics))
     }

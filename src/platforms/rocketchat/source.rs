@@ -26,7 +26,7 @@ use crate::config::Polling;
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Answer, Hints, List, PageGuard, RouteLimit};
-use crate::source::{from_the_future, latest_believable, Source, SourceError};
+use crate::source::{from_the_future, latest_believable, CursorError, Source, SourceError};
 
 /// Items per page: Rocket.Chat caps `count` at 100.
 const PAGE: usize = 100;
@@ -361,14 +361,14 @@ impl Source for RocketChatSource {
         serde_json::json!({ "cursor": self.cursor, "start": self.start, "started": self.started })
     }
 
-    fn restore_state(&mut self, state: Value) -> Result<(), String> {
+    fn restore_state(&mut self, state: Value) -> Result<(), CursorError> {
         #[derive(serde::Deserialize)]
         struct Saved {
             cursor: Option<DateTime<Utc>>,
             start: Option<DateTime<Utc>>,
             started: bool,
         }
-        let saved: Saved = serde_json::from_value(state).map_err(|e| format!("rocketchat cursor: {e}"))?;
+        let saved: Saved = serde_json::from_value(state).map_err(|cause| CursorError { platform: NAME, cause })?;
         self.cursor = saved.cursor;
         self.start = saved.start;
         self.started = saved.started;
