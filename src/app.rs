@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::cli::{parse_listen_address, Cli, DemoOptions, SimulateArgs, RESERVED_PATHS};
-use crate::config;
+use crate::cli::{parse_listen_address, Cli, DemoOptions, FlagError, SimulateArgs, RESERVED_PATHS};
+use crate::config::{self, ConfigError};
 use crate::http::web as web_config;
 use crate::http::{router, AppState};
 use crate::platforms::{self, Config};
@@ -16,27 +16,54 @@ use crate::self_metrics::SelfMetrics;
 use crate::simulator::{self, RunningSimulator, SimOptions};
 use crate::state::StateStore;
 
+/// Why the exporter, the simulator or the health check stopped, as one line that names
+/// the flag or key at fault (`main` prints it).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Flag(#[from] FlagError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    WebConfig(#[from] web_config::WebConfigError),
+    #[error("state.path: {}: {source}", path.display())]
+    StateDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("state.path: {0}")]
+    State(#[from] crate::state::StateError),
+    #[error("simulator: {0}")]
+    Simulator(#[source] std::io::Error),
+    /// The server stopped with an error, or its address could not be read.
+    #[error("{0}")]
+    Server(#[from] std::io::Error),
+    #[error("the {task} task ended unexpectedly ({how}); exiting so that the service manager restarts the exporter")]
+    TaskEnded { task: &'static str, how: String },
+    #[error("{url}: {detail}")]
+    Unhealthy { url: String, detail: String },
+    #[error("{0}")]
+    HealthcheckClient(#[source] reqwest::Error),
+}
+
 /// Runs the exporter until SIGTERM or Ctrl-C.
-pub async fn run(cli: Cli) -> Result<(), String> {
+pub async fn run(cli: Cli) -> Result<(), AppError> {
     if !cli.telemetry_path.starts_with('/') || RESERVED_PATHS.contains(&cli.telemetry_path.as_str()) {
-        return Err(format!(
-            "--web.telemetry-path: '{}' must start with '/' and be none of {}",
-            cli.telemetry_path,
-            RESERVED_PATHS.join(", ")
-        ));
+        return Err(FlagError::new(
+            "--web.telemetry-path",
+            format!("'{}' must start with '/' and be none of {}", cli.telemetry_path, RESERVED_PATHS.join(", ")),
+        )
+        .into());
     }
     let addrs = parse_listen_address(&cli.listen_address)?;
-    let web = web_config::load_optional(cli.web_config_file.as_deref()).map_err(|e| e.to_string())?;
+    let web = web_config::load_optional(cli.web_config_file.as_deref())?;
     // The demo's simulator is new at each start, so a state file would not match it.
     let (cfg, _simulator) = if cli.demo {
         let (cfg, sim) = start_demo(&cli.demo_options).await?;
         (cfg, Some(sim))
     } else {
-        (platforms::load(cli.config_file.as_deref()).map_err(|e| e.to_string())?, None)
+        (platforms::load(cli.config_file.as_deref())?, None)
     };
     let state = (cfg.state.enabled && !cli.demo).then(|| StateStore::new(&cfg.state.path));
     if let Some(store) = &state {
-        store.prepare().map_err(|e| format!("state.path: {}: {e}", store.path().display()))?;
+        store.prepare().map_err(|source| AppError::StateDir { path: store.path().to_path_buf(), source })?;
     }
     if !cli.demo {
         for warning in cfg.source.warnings(&cfg.polling) {
@@ -44,14 +71,14 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
     }
     let listener = bind(&addrs).await?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let bound = listener.local_addr()?;
 
     let metrics = SelfMetrics::new();
     let source = cfg.source.build(&cfg.polling, metrics.clone());
     let mut poller =
         Poller::new(source, metrics, cfg.polling.poll_interval).with_series_retention(cfg.polling.series_retention);
     if let Some(store) = state {
-        let (resumed, warning) = poller.with_state(store).map_err(|e| format!("state.path: {e}"))?;
+        let (resumed, warning) = poller.with_state(store)?;
         poller = resumed;
         if let Some(warning) = warning {
             tracing::error!("{warning}");
@@ -98,7 +125,7 @@ pub async fn serve_while_running<S>(
     server: S,
     tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
     stopping: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), String>
+) -> Result<(), AppError>
 where
     S: std::future::Future<Output = std::io::Result<()>>,
 {
@@ -108,25 +135,22 @@ where
     tokio::select! {
         served = &mut server => {
             futures_util::future::join_all(ended.into_inner()).await;
-            served.map_err(|e| e.to_string())
+            Ok(served?)
         }
         (ended, index, others) = &mut ended => {
             if *stopping.borrow() {
-                let served = server.await.map_err(|e| e.to_string());
+                let served = server.await;
                 futures_util::future::join_all(others).await;
-                served
+                Ok(served?)
             } else {
                 let how = match ended {
                     Ok(()) => "returned".to_string(),
                     Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e.into_panic().as_ref())),
                     Err(e) => e.to_string(),
                 };
-                let message = format!(
-                    "the {} task ended unexpectedly ({how}); exiting so that the service manager restarts the exporter",
-                    names[index]
-                );
-                tracing::error!("{message}");
-                Err(message)
+                let error = AppError::TaskEnded { task: names[index], how };
+                tracing::error!("{error}");
+                Err(error)
             }
         }
     }
@@ -142,12 +166,12 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// The first address that can be bound, or the last error.
-async fn bind(addrs: &[std::net::SocketAddr]) -> Result<TcpListener, String> {
-    let mut error = String::from("--web.listen-address: no address to listen on");
+async fn bind(addrs: &[std::net::SocketAddr]) -> Result<TcpListener, FlagError> {
+    let mut error = FlagError::new("--web.listen-address", "no address to listen on");
     for addr in addrs {
         match TcpListener::bind(addr).await {
             Ok(l) => return Ok(l),
-            Err(e) => error = format!("--web.listen-address: cannot listen on {addr}: {e}"),
+            Err(e) => error = FlagError::new("--web.listen-address", format!("cannot listen on {addr}: {e}")),
         }
     }
     Err(error)
@@ -172,19 +196,20 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn platform(flag: &str, name: &str) -> Result<&'static dyn platforms::Platform, String> {
-    platforms::find(name).ok_or_else(|| format!("{flag}: unknown platform '{name}' (expected {})", platforms::names()))
+fn platform(flag: &'static str, name: &str) -> Result<&'static dyn platforms::Platform, FlagError> {
+    platforms::find(name)
+        .ok_or_else(|| FlagError::new(flag, format!("unknown platform '{name}' (expected {})", platforms::names())))
 }
 
 /// Starts the simulator the demo polls, and the configuration that points at it.
-async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), String> {
+async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), AppError> {
     let platform = platform("--demo.platform", &demo.platform)?;
-    let scenario = demo.scenario.parse().map_err(|e| format!("--demo.scenario: {e}"))?;
+    let scenario = demo.scenario.parse().map_err(|e| FlagError::new("--demo.scenario", e))?;
     if !(demo.speed > 0.0 && demo.speed.is_finite() && demo.speed <= 10_000.0) {
-        return Err("--demo.speed: must be a number above 0 and at most 10000".to_string());
+        return Err(FlagError::new("--demo.speed", "must be a number above 0 and at most 10000").into());
     }
     if demo.rate_limit == 0 {
-        return Err("--demo.rate-limit: must be at least 1".to_string());
+        return Err(FlagError::new("--demo.rate-limit", "must be at least 1").into());
     }
     let token = "demo-token";
     let options = SimOptions {
@@ -196,8 +221,8 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), St
         speed: Some(demo.speed),
         ..SimOptions::new(platform.facade())
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("simulator: {e}"))?;
-    let sim = simulator::serve(listener, options).await.map_err(|e| format!("simulator: {e}"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(AppError::Simulator)?;
+    let sim = simulator::serve(listener, options).await.map_err(AppError::Simulator)?;
     println!(
         "simulator listening on {} ({} API at {}, ground truth at {}/_sim/truth)",
         sim.url(),
@@ -205,7 +230,7 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), St
         sim.api_url(),
         sim.url()
     );
-    let source = platform.load(sim.section()).map_err(|e| e.to_string())?;
+    let source = platform.load(sim.section())?;
     let polling = config::Polling {
         requests_per_minute: demo.rate_limit,
         // Each poll costs a request or two, plus a reconciliation every tenth and the
@@ -219,11 +244,11 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), St
 }
 
 /// `chat_exporter simulate`: a platform's API simulator on its own.
-pub async fn simulate(args: &SimulateArgs) -> Result<(), String> {
+pub async fn simulate(args: &SimulateArgs) -> Result<(), AppError> {
     let platform = platform("--platform", &args.platform)?;
-    let scenario = args.scenario.parse().map_err(|e| format!("--scenario: {e}"))?;
+    let scenario = args.scenario.parse().map_err(|e| FlagError::new("--scenario", e))?;
     if !(args.speed > 0.0 && args.speed.is_finite() && args.speed <= 10_000.0) {
-        return Err("--speed: must be a number above 0 and at most 10000".to_string());
+        return Err(FlagError::new("--speed", "must be a number above 0 and at most 10000").into());
     }
     let options = SimOptions {
         seed: args.seed,
@@ -237,8 +262,8 @@ pub async fn simulate(args: &SimulateArgs) -> Result<(), String> {
     };
     let listener = TcpListener::bind(&args.listen_address)
         .await
-        .map_err(|e| format!("--listen-address: cannot listen on {}: {e}", args.listen_address))?;
-    let sim = simulator::serve(listener, options).await.map_err(|e| e.to_string())?;
+        .map_err(|e| FlagError::new("--listen-address", format!("cannot listen on {}: {e}", args.listen_address)))?;
+    let sim = simulator::serve(listener, options).await?;
     println!("simulator listening on {} ({} API at {})", sim.url(), platform.title(), sim.api_url());
     shutdown_signal().await;
     Ok(())
@@ -246,27 +271,27 @@ pub async fn simulate(args: &SimulateArgs) -> Result<(), String> {
 
 /// `chat_exporter healthcheck`: exit 0 if the URL answers 2xx. A failure names its
 /// underlying cause (refused, TLS, timeout...), not only "error sending request".
-pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result<(), String> {
+pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result<(), AppError> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("--ca-file: {}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|e| FlagError::new("--ca-file", format!("{}: {e}", path.display())))?;
         let ca = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| format!("--ca-file: {}: not a PEM certificate: {e}", path.display()))?;
+            .map_err(|e| FlagError::new("--ca-file", format!("{}: not a PEM certificate: {e}", path.display())))?;
         builder = builder.add_root_certificate(ca);
     }
-    let client = builder.build().map_err(|e| e.to_string())?;
+    let client = builder.build().map_err(AppError::HealthcheckClient)?;
     match client.get(url).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(format!("{url}: HTTP {}", r.status())),
+        Ok(r) => Err(AppError::Unhealthy { url: url.to_string(), detail: format!("HTTP {}", r.status()) }),
         Err(e) => {
             let e = e.without_url();
-            let mut message = format!("{url}: {e}");
+            let mut detail = e.to_string();
             let mut cause = std::error::Error::source(&e);
             while let Some(c) = cause {
-                message.push_str(&format!(": {c}"));
+                detail.push_str(&format!(": {c}"));
                 cause = c.source();
             }
-            Err(message)
+            Err(AppError::Unhealthy { url: url.to_string(), detail })
         }
     }
 }
@@ -297,7 +322,9 @@ mod tests {
         )
         .await
         .expect("the dead poller is noticed");
-        let message = outcome.expect_err("a dead poller is an error");
+        let error = outcome.expect_err("a dead poller is an error");
+        assert!(matches!(&error, AppError::TaskEnded { task: "poller", .. }), "{error:?}");
+        let message = error.to_string();
         assert!(message.contains("poller task ended unexpectedly"), "{message}");
         assert!(message.contains("panicked: the scripted source panics"), "{message}");
     }

@@ -108,8 +108,8 @@ pub struct SimulateArgs {
 /// The addresses to try, in order. Prometheus-style ":9877" means every interface: IPv6
 /// and IPv4 (`[::]`, dual-stack on Linux), then IPv4 alone where IPv6 is off. Host names
 /// are resolved.
-pub fn parse_listen_address(value: &str) -> Result<Vec<SocketAddr>, String> {
-    let invalid = || format!("--web.listen-address: '{value}' is not HOST:PORT or :PORT");
+pub fn parse_listen_address(value: &str) -> Result<Vec<SocketAddr>, FlagError> {
+    let invalid = || FlagError::new("--web.listen-address", format!("'{value}' is not HOST:PORT or :PORT"));
     if let Some(port) = value.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| invalid())?;
         return Ok(vec![SocketAddr::from(([0u16; 8], port)), SocketAddr::from(([0u8; 4], port))]);
@@ -120,6 +120,20 @@ pub fn parse_listen_address(value: &str) -> Result<Vec<SocketAddr>, String> {
         return Err(invalid());
     }
     Ok(addrs)
+}
+
+/// A flag's value that cannot be used: one line naming the flag and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct FlagError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+impl FlagError {
+    pub fn new(flag: &'static str, message: impl Into<String>) -> Self {
+        FlagError { flag, message: message.into() }
+    }
 }
 
 /// Paths the exporter serves itself, which the telemetry path must not take.
