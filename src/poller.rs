@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::exposition::{self, Exposition, SharedExposition};
 use crate::self_metrics::SelfMetrics;
 use crate::source::{Reason, Source, SourceError};
-use crate::state::{StateError, StateFile, StateStore, STATE_VERSION};
+use crate::state::{self, ResumeError, Resumed, StateError, StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
 /// A failing source is reminded in the log a minute after the first warning, then at
@@ -90,6 +90,8 @@ impl Health {
 pub struct Poller {
     source: Box<dyn Source>,
     tracker: Tracker,
+    /// As configured, for the tracker resumed from the state file as for the first.
+    series_retention: Option<Duration>,
     metrics: SelfMetrics,
     exposition: SharedExposition,
     health: Arc<Health>,
@@ -123,6 +125,7 @@ impl Poller {
         let mut exporter = Poller {
             source,
             tracker: Tracker::new(),
+            series_retention: None,
             metrics,
             exposition: SharedExposition::new(),
             health,
@@ -145,6 +148,7 @@ impl Poller {
 
     /// How long a label set stays exported after it was last seen (`series_retention`).
     pub fn with_series_retention(mut self, retention: Duration) -> Self {
+        self.series_retention = Some(retention);
         self.tracker.set_series_retention(retention);
         self
     }
@@ -158,21 +162,19 @@ impl Poller {
         match store.load(self.source.name(), &self.source.account()) {
             Ok(None) => {}
             Ok(Some(saved)) => {
-                let restored = Tracker::from_state(saved.tracker).and_then(|mut t| {
-                    let mut source_state = saved.source_state;
-                    for changes in saved.changes {
-                        t.apply_changes(changes.tracker)?;
-                        source_state = changes.source_state.unwrap_or(source_state);
-                    }
-                    self.source.restore_state(source_state).map(|()| t)
+                let resumed = state::resume(saved).and_then(|Resumed { tracker, source_state, saved_at }| {
+                    self.source.restore_state(source_state).map_err(ResumeError::Source)?;
+                    Ok((tracker, saved_at))
                 });
-                match restored {
-                    Ok(mut tracker) => {
-                        tracker.series_retention = self.tracker.series_retention;
+                match resumed {
+                    Ok((mut tracker, saved_at)) => {
+                        if let Some(retention) = self.series_retention {
+                            tracker.set_series_retention(retention);
+                        }
                         self.tracker = tracker;
-                        self.last_saved_at = Some(saved.saved_at);
-                        self.metrics.state_last_save.set(saved.saved_at.timestamp_millis() as f64 / 1000.0);
-                        tracing::info!(path = %store.path().display(), saved_at = %saved.saved_at, "resumed from the state file");
+                        self.last_saved_at = Some(saved_at);
+                        self.metrics.state_last_save.set(saved_at.timestamp_millis() as f64 / 1000.0);
+                        tracing::info!(path = %store.path().display(), saved_at = %saved_at, "resumed from the state file");
                     }
                     Err(detail) => {
                         let aside = store.set_aside("corrupt")?;
