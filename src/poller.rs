@@ -1,6 +1,5 @@
 //! The poll loop: ask the source, feed the tracker, publish one exposition per poll.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::exposition::{self, Exposition, SharedExposition};
+use crate::health::Health;
 use crate::self_metrics::SelfMetrics;
 use crate::source::{Reason, Source, SourceError};
 use crate::state::{self, ResumeError, Resumed, StateError, StateFile, StateStore, STATE_VERSION};
@@ -18,74 +18,6 @@ use crate::tracker::Tracker;
 /// doubling intervals up to an hour: visible, never a flood.
 const REMINDER_FIRST: Duration = Duration::from_secs(60);
 const REMINDER_MAX: Duration = Duration::from_secs(3600);
-
-/// What `/-/ready` and the landing page say while the first poll runs.
-pub const STARTING: &str = "starting: first poll in progress";
-
-/// What the landing page and `/-/ready` say about the source.
-#[derive(Debug, Default)]
-pub struct Health {
-    ready: AtomicBool,
-    state: Mutex<HealthState>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct HealthState {
-    pub source: String,
-    pub last_success: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    /// Why the last save of the state file failed, while it fails: the chat values
-    /// served are frozen at the last save.
-    pub state_error: Option<String>,
-    pub polls: u64,
-}
-
-impl HealthState {
-    /// Why the chat values served are not current, if they are not.
-    pub fn not_ready_because(&self) -> Option<String> {
-        match (&self.last_error, &self.state_error, self.last_success) {
-            (Some(e), _, _) => Some(format!("{}: {e}", self.source)),
-            (None, Some(e), _) => Some(e.clone()),
-            (None, None, None) if self.polls == 0 => Some(format!("{}: {STARTING}", self.source)),
-            (None, None, None) => Some(format!("{}: no successful poll yet", self.source)),
-            (None, None, Some(_)) => None,
-        }
-    }
-}
-
-impl Health {
-    pub fn new(source: &str) -> Self {
-        Health {
-            ready: AtomicBool::new(false),
-            state: Mutex::new(HealthState { source: source.to_string(), ..Default::default() }),
-        }
-    }
-    /// Ready while the chat values served are current: the last poll succeeded and its
-    /// values were saved (when there is a state file).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-    pub fn state(&self) -> HealthState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    /// Records a poll and, when it succeeded, whether its values were saved.
-    fn record(&self, result: &Result<(), SourceError>, saved: Option<Result<(), String>>) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.polls += 1;
-        match result {
-            Ok(()) => {
-                s.last_success = Some(Utc::now());
-                s.last_error = None;
-            }
-            Err(e) => s.last_error = Some(e.to_string()),
-        }
-        // A failed poll saves nothing: the state file's last word stands.
-        if let Some(saved) = saved {
-            s.state_error = saved.err();
-        }
-        self.ready.store(s.not_ready_because().is_none(), Ordering::Relaxed);
-    }
-}
 
 pub struct Poller {
     source: Box<dyn Source>,
@@ -340,7 +272,7 @@ impl Poller {
         if saved == Some(Ok(())) && std::mem::take(&mut self.chats_stale) {
             self.refresh_chats();
         }
-        self.health.record(&result, saved);
+        self.health.record(result.as_ref().map_err(SourceError::to_string).copied(), saved);
         self.publish();
         crate::memory::release_freed();
         result
