@@ -95,7 +95,7 @@ impl Poller {
             Ok(None) => {}
             Ok(Some(saved)) => {
                 let resumed = state::resume(saved).and_then(|Resumed { tracker, source_state, saved_at }| {
-                    self.source.restore_state(source_state).map_err(ResumeError::Source)?;
+                    self.source.restore_state(source_state).map_err(|e| ResumeError::Source(e.into()))?;
                     Ok((tracker, saved_at))
                 });
                 match resumed {

@@ -72,9 +72,10 @@ pub enum StateError {
 pub enum ResumeError {
     #[error(transparent)]
     Tracker(#[from] SavedStateError),
-    /// The source refused its saved state.
-    #[error("{0}")]
-    Source(String),
+    /// The source refused its saved state (its own error, whatever its type: this
+    /// module does not name the source's).
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// What a state file resumes: the tracker, and the source's state to hand back to it.

@@ -378,7 +378,7 @@ mod tests {
         )
     }
 
-    pub(super) fn finished_with(t: &Tracker, first_contact: FirstContact) -> u64 {
+    fn finished_with(t: &Tracker, first_contact: FirstContact) -> u64 {
         t.counters().finished.get(&(labels(), "Ana".to_string(), first_contact)).copied().unwrap_or(0)
     }
 
