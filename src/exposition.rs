@@ -9,7 +9,7 @@ use prometheus::Encoder as _;
 
 use crate::model::ChatLabels;
 use crate::self_metrics::SelfMetrics;
-use crate::tracker::{AgentStatus, ChatCounters, ChatGauges, Histogram, DURATION_BUCKETS, WAIT_BUCKETS};
+use crate::tracker::export::{AgentStatus, ChatCounters, ChatGauges, Histogram, DURATION_BUCKETS, WAIT_BUCKETS};
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

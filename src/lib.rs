@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod exposition;
+pub mod health;
 pub mod http;
 pub mod memory;
 pub mod model;

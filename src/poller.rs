@@ -1,6 +1,5 @@
 //! The poll loop: ask the source, feed the tracker, publish one exposition per poll.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,9 +8,10 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use crate::exposition::{self, Exposition, SharedExposition};
+use crate::health::Health;
 use crate::self_metrics::SelfMetrics;
 use crate::source::{Reason, Source, SourceError};
-use crate::state::{StateError, StateFile, StateStore, STATE_VERSION};
+use crate::state::{self, Resumed, StateError, StateFile, StateStore, STATE_VERSION};
 use crate::tracker::Tracker;
 
 /// A failing source is reminded in the log a minute after the first warning, then at
@@ -19,77 +19,11 @@ use crate::tracker::Tracker;
 const REMINDER_FIRST: Duration = Duration::from_secs(60);
 const REMINDER_MAX: Duration = Duration::from_secs(3600);
 
-/// What `/-/ready` and the landing page say while the first poll runs.
-pub const STARTING: &str = "starting: first poll in progress";
-
-/// What the landing page and `/-/ready` say about the source.
-#[derive(Debug, Default)]
-pub struct Health {
-    ready: AtomicBool,
-    state: Mutex<HealthState>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct HealthState {
-    pub source: String,
-    pub last_success: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    /// Why the last save of the state file failed, while it fails: the chat values
-    /// served are frozen at the last save.
-    pub state_error: Option<String>,
-    pub polls: u64,
-}
-
-impl HealthState {
-    /// Why the chat values served are not current, if they are not.
-    pub fn not_ready_because(&self) -> Option<String> {
-        match (&self.last_error, &self.state_error, self.last_success) {
-            (Some(e), _, _) => Some(format!("{}: {e}", self.source)),
-            (None, Some(e), _) => Some(e.clone()),
-            (None, None, None) if self.polls == 0 => Some(format!("{}: {STARTING}", self.source)),
-            (None, None, None) => Some(format!("{}: no successful poll yet", self.source)),
-            (None, None, Some(_)) => None,
-        }
-    }
-}
-
-impl Health {
-    pub fn new(source: &str) -> Self {
-        Health {
-            ready: AtomicBool::new(false),
-            state: Mutex::new(HealthState { source: source.to_string(), ..Default::default() }),
-        }
-    }
-    /// Ready while the chat values served are current: the last poll succeeded and its
-    /// values were saved (when there is a state file).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-    pub fn state(&self) -> HealthState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-    /// Records a poll and, when it succeeded, whether its values were saved.
-    fn record(&self, result: &Result<(), SourceError>, saved: Option<Result<(), String>>) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.polls += 1;
-        match result {
-            Ok(()) => {
-                s.last_success = Some(Utc::now());
-                s.last_error = None;
-            }
-            Err(e) => s.last_error = Some(e.to_string()),
-        }
-        // A failed poll saves nothing: the state file's last word stands.
-        if let Some(saved) = saved {
-            s.state_error = saved.err();
-        }
-        self.ready.store(s.not_ready_because().is_none(), Ordering::Relaxed);
-    }
-}
-
 pub struct Poller {
     source: Box<dyn Source>,
     tracker: Tracker,
+    /// As configured, for the tracker resumed from the state file as for the first.
+    series_retention: Option<Duration>,
     metrics: SelfMetrics,
     exposition: SharedExposition,
     health: Arc<Health>,
@@ -123,6 +57,7 @@ impl Poller {
         let mut exporter = Poller {
             source,
             tracker: Tracker::new(),
+            series_retention: None,
             metrics,
             exposition: SharedExposition::new(),
             health,
@@ -145,6 +80,7 @@ impl Poller {
 
     /// How long a label set stays exported after it was last seen (`series_retention`).
     pub fn with_series_retention(mut self, retention: Duration) -> Self {
+        self.series_retention = Some(retention);
         self.tracker.set_series_retention(retention);
         self
     }
@@ -158,21 +94,19 @@ impl Poller {
         match store.load(self.source.name(), &self.source.account()) {
             Ok(None) => {}
             Ok(Some(saved)) => {
-                let restored = Tracker::from_state(saved.tracker).and_then(|mut t| {
-                    let mut source_state = saved.source_state;
-                    for changes in saved.changes {
-                        t.apply_changes(changes.tracker)?;
-                        source_state = changes.source_state.unwrap_or(source_state);
-                    }
-                    self.source.restore_state(source_state).map(|()| t).map_err(|e| e.to_string())
+                let resumed = state::resume(saved).and_then(|Resumed { tracker, source_state, saved_at }| {
+                    self.source.restore_state(source_state)?;
+                    Ok((tracker, saved_at))
                 });
-                match restored {
-                    Ok(mut tracker) => {
-                        tracker.series_retention = self.tracker.series_retention;
+                match resumed {
+                    Ok((mut tracker, saved_at)) => {
+                        if let Some(retention) = self.series_retention {
+                            tracker.set_series_retention(retention);
+                        }
                         self.tracker = tracker;
-                        self.last_saved_at = Some(saved.saved_at);
-                        self.metrics.state_last_save.set(saved.saved_at.timestamp_millis() as f64 / 1000.0);
-                        tracing::info!(path = %store.path().display(), saved_at = %saved.saved_at, "resumed from the state file");
+                        self.last_saved_at = Some(saved_at);
+                        self.metrics.state_last_save.set(saved_at.timestamp_millis() as f64 / 1000.0);
+                        tracing::info!(path = %store.path().display(), saved_at = %saved_at, "resumed from the state file");
                     }
                     Err(detail) => {
                         let aside = store.set_aside("corrupt")?;
@@ -338,7 +272,7 @@ impl Poller {
         if saved == Some(Ok(())) && std::mem::take(&mut self.chats_stale) {
             self.refresh_chats();
         }
-        self.health.record(&result, saved);
+        self.health.record(result.as_ref().map_err(SourceError::to_string).copied(), saved);
         self.publish();
         crate::memory::release_freed();
         result

@@ -10,6 +10,9 @@
 //! (compaction), so reading it back stays proportional to the state. A line cut short by
 //! a crash (no newline) was never acknowledged, so its values were never served: it is
 //! ignored, and the next save compacts it away.
+//!
+//! Resuming ([`resume`]) replays the snapshot and the lines after it into a tracker.
+//! May import `tracker`, `model` and the source's cursor error (`source::error`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -18,7 +21,9 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::tracker::{TrackerChanges, TrackerState};
+use crate::source::error::CursorError;
+use crate::tracker::saved::{SavedStateError, TrackerChanges, TrackerState};
+use crate::tracker::Tracker;
 
 /// Bumped whenever the file's meaning changes; other versions are set aside, not read.
 /// Version 1 was the snapshot alone, which version 2 reads as a snapshot with no change
@@ -61,6 +66,37 @@ pub enum StateError {
     Corrupt { path: PathBuf, detail: String, set_aside: PathBuf },
     #[error("state file {path} {detail}; set aside as {set_aside}")]
     Incompatible { path: PathBuf, detail: String, set_aside: PathBuf },
+}
+
+/// A state file that was read but cannot be resumed from: it is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    #[error(transparent)]
+    Tracker(#[from] SavedStateError),
+    /// The source refused its saved state.
+    #[error(transparent)]
+    Source(#[from] CursorError),
+}
+
+/// What a state file resumes: the tracker, and the source's state to hand back to it.
+#[derive(Debug)]
+pub struct Resumed {
+    pub tracker: Tracker,
+    pub source_state: serde_json::Value,
+    pub saved_at: DateTime<Utc>,
+}
+
+/// Replays a loaded state file: its snapshot, then each line after it in order (the
+/// source's state being the last one given). The tracker resumed has the default
+/// series retention.
+pub fn resume(saved: StateFile) -> Result<Resumed, ResumeError> {
+    let mut tracker = Tracker::from_state(saved.tracker)?;
+    let mut source_state = saved.source_state;
+    for changes in saved.changes {
+        tracker.apply_changes(changes.tracker)?;
+        source_state = changes.source_state.unwrap_or(source_state);
+    }
+    Ok(Resumed { tracker, source_state, saved_at: saved.saved_at })
 }
 
 pub struct StateStore {
@@ -243,7 +279,7 @@ impl StateStore {
 mod tests {
     use super::*;
     use crate::model::{ChatId, ChatLabels};
-    use crate::tracker::{OpenChat, Tracker};
+    use crate::tracker::OpenChat;
 
     fn snapshot(cursor: i64) -> StateFile {
         StateFile {

@@ -31,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("source", &["budget", "config", "model", "self_metrics", "source::error"]),
     ("source::error", &[]),
     ("budget", &["self_metrics"]),
-    ("state", &["tracker", "model"]),
+    ("state", &["tracker", "model", "source::error"]),
     ("tracker", &["model"]),
     ("exposition", &["tracker", "model", "self_metrics"]),
     ("health", &[]),

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 
 use chat_exporter::model::{AgentRef, ChatId, ChatLabels, FirstContact, Presence, RosterAgent};
 use chat_exporter::state::{StateFile, StateStore, STATE_VERSION};
-use chat_exporter::tracker::{Histogram, OpenChat, Tracker, TrackerState, DURATION_BUCKETS, WAIT_BUCKETS};
+use chat_exporter::tracker::export::{Histogram, DURATION_BUCKETS, WAIT_BUCKETS};
+use chat_exporter::tracker::saved::TrackerState;
+use chat_exporter::tracker::{OpenChat, Tracker};
 
 const ODD_STRINGS: &[&str] = &[
     "",

@@ -17,7 +17,7 @@ use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::exposition::{SharedExposition, CONTENT_TYPE};
-use crate::poller::Health;
+use crate::health::Health;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -114,7 +114,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     let s = state.health.state();
     let status = match (state.health.is_ready(), s.polls) {
         (true, _) => "up",
-        (false, 0) => crate::poller::STARTING,
+        (false, 0) => crate::health::STARTING,
         (false, _) => "down",
     };
     let last_success = s.last_success.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".to_string());

@@ -336,16 +336,6 @@ impl SimState {
         self.lock().options.token.as_bytes() == given
     }
 
-    /// The token the simulated API accepts.
-    pub fn token(&self) -> String {
-        self.lock().options.token.clone()
-    }
-
-    /// Requests a minute per limit key, `None` when unlimited.
-    pub fn rate_limit(&self) -> Option<u32> {
-        self.lock().options.rate_limit
-    }
-
     /// How the answers are written now.
     pub fn rendering(&self) -> Rendering {
         self.lock().rendering

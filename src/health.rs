@@ -1,0 +1,76 @@
+//! The source's health as `/-/ready` and the landing page tell it: written by the poller,
+//! read by the HTTP edge.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+/// What `/-/ready` and the landing page say while the first poll runs.
+pub const STARTING: &str = "starting: first poll in progress";
+
+/// What the landing page and `/-/ready` say about the source.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    state: Mutex<HealthState>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct HealthState {
+    pub source: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Why the last save of the state file failed, while it fails: the chat values
+    /// served are frozen at the last save.
+    pub state_error: Option<String>,
+    pub polls: u64,
+}
+
+impl HealthState {
+    /// Why the chat values served are not current, if they are not.
+    pub fn not_ready_because(&self) -> Option<String> {
+        match (&self.last_error, &self.state_error, self.last_success) {
+            (Some(e), _, _) => Some(format!("{}: {e}", self.source)),
+            (None, Some(e), _) => Some(e.clone()),
+            (None, None, None) if self.polls == 0 => Some(format!("{}: {STARTING}", self.source)),
+            (None, None, None) => Some(format!("{}: no successful poll yet", self.source)),
+            (None, None, Some(_)) => None,
+        }
+    }
+}
+
+impl Health {
+    pub fn new(source: &str) -> Self {
+        Health {
+            ready: AtomicBool::new(false),
+            state: Mutex::new(HealthState { source: source.to_string(), ..Default::default() }),
+        }
+    }
+    /// Ready while the chat values served are current: the last poll succeeded and its
+    /// values were saved (when there is a state file).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    pub fn state(&self) -> HealthState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// Records a poll (its error, if it failed) and, when it succeeded, whether its
+    /// values were saved.
+    pub(crate) fn record(&self, polled: Result<(), String>, saved: Option<Result<(), String>>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.polls += 1;
+        match polled {
+            Ok(()) => {
+                s.last_success = Some(Utc::now());
+                s.last_error = None;
+            }
+            Err(e) => s.last_error = Some(e),
+        }
+        // A failed poll saves nothing: the state file's last word stands.
+        if let Some(saved) = saved {
+            s.state_error = saved.err();
+        }
+        self.ready.store(s.not_ready_because().is_none(), Ordering::Relaxed);
+    }
+}
