@@ -1,4 +1,5 @@
-//! The server loop and its bounds.
+//! The server loop and its bounds: the top of the module, it may import every other file
+//! here (config, tls, auth, error, throttle); nothing here imports it.
 //!
 //! Each accepted connection runs in its own task: the TLS handshake (when TLS is on), then
 //! hyper's HTTP/1.1 connection driver (`hyper::server::conn::http1`), with the axum router
@@ -27,12 +28,11 @@
 //!   handshakes, connections closed at the cap, accept errors) are logged at most once per
 //!   [`WARN_INTERVAL`] each, with the number of occurrences not logged.
 //!
-//! The request side (request timeout, requests in flight, load shedding) is in the router's
-//! layers ([`crate::http::routes`]), and the bcrypt bounds are in [`super::auth`].
+//! The request side (request timeout, requests in flight, load shedding) is in the layers of
+//! the router handed to [`serve`], and the bcrypt bounds are in [`super::auth`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -55,6 +55,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use super::config::WebConfig;
+use super::throttle::ThrottledWarn;
+pub use super::throttle::WARN_INTERVAL;
 use super::tls;
 pub use super::tls::TLS_HANDSHAKE_TIMEOUT;
 
@@ -85,9 +87,6 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Time given, once `shutdown` completes, to requests in progress to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// At most one warning per kind and per this interval for events a client can cause in bulk.
-pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The server's bounds; [`serve`] uses [`Limits::default`] (the constants above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -533,41 +532,6 @@ static CAP_REACHED: ThrottledWarn =
 static TLS_HANDSHAKE_FAILED: ThrottledWarn = ThrottledWarn::new("TLS handshake failed");
 static TLS_HANDSHAKE_TIMED_OUT: ThrottledWarn = ThrottledWarn::new("TLS handshake timed out");
 
-/// A warning logged at most once per [`WARN_INTERVAL`]; the next one logged says how many
-/// were not.
-pub(super) struct ThrottledWarn {
-    what: &'static str,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl ThrottledWarn {
-    pub(super) const fn new(what: &'static str) -> Self {
-        ThrottledWarn { what, state: Mutex::new((None, 0)) }
-    }
-
-    pub(super) fn hit(&self, detail: &dyn fmt::Display) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if state.0.is_some_and(|last| now.duration_since(last) < WARN_INTERVAL) {
-            state.1 += 1;
-            return;
-        }
-        let suppressed = std::mem::take(&mut state.1);
-        state.0 = Some(now);
-        drop(state);
-        if suppressed == 0 {
-            tracing::warn!(detail = %detail, "{}", self.what);
-        } else {
-            tracing::warn!(
-                detail = %detail,
-                suppressed,
-                "{} ({suppressed} more since the last such warning, not logged)",
-                self.what
-            );
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -581,17 +545,6 @@ mod tests {
     use super::super::test_support::self_signed;
     use super::super::ClientAuthType;
     use super::*;
-
-    #[test]
-    fn throttled_warnings_count_what_they_do_not_log() {
-        let warn = ThrottledWarn::new("test");
-        for _ in 0..1000 {
-            warn.hit(&"x");
-        }
-        let state = warn.state.lock().unwrap();
-        assert!(state.0.is_some());
-        assert_eq!(state.1, 999, "one logged, the rest counted for the next line");
-    }
 
     #[test]
     fn the_cap_closes_the_connection_waiting_longest_and_a_busy_one_last() {
