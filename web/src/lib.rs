@@ -1,5 +1,5 @@
 //! The HTTP server: `--web.config.file` (TLS, basic auth, rate limit, headers) and its loop.
-//! May import outside crates only, never the exporter; inside: serve → config → {tls, auth} → {error, throttle}.
+//! May import outside crates only, never chat_exporter; inside: serve → config → {tls, auth} → {error, throttle}.
 //!
 //! `--web.config.file`: TLS and basic authentication for the exporter's HTTP server.
 //!

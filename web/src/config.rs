@@ -11,12 +11,12 @@ use axum::Router;
 use rustls::ServerConfig;
 use serde::Deserialize;
 
-use super::auth::{
+use crate::auth::{
     guard_layer, parse_basic_auth_users, parse_http_server_config, parse_rate_limit, BasicAuth, RawHttp, RawRateLimit,
     RawUsers,
 };
-use super::error::WebConfigError;
-use super::tls::{build_tls, ClientAuthType, RawTls};
+use crate::error::WebConfigError;
+use crate::tls::{build_tls, ClientAuthType, RawTls};
 
 /// The file: one key per section, each section's schema in the file that serves it.
 #[derive(Debug, Default, Deserialize)]
@@ -138,7 +138,7 @@ impl WebConfig {
 
     /// Wrap `app` with what the file asks for at the HTTP level: extra response headers, the
     /// rate limit and basic authentication (except on
-    /// [`UNAUTHENTICATED_PATHS`](super::UNAUTHENTICATED_PATHS)). The server loop (`serve`)
+    /// [`UNAUTHENTICATED_PATHS`](crate::UNAUTHENTICATED_PATHS)). The server loop (`serve`)
     /// calls this; call it yourself only when serving by other means.
     pub fn layer(&self, app: Router) -> Router {
         if self.headers.is_empty() && self.rate_limit.is_none() && self.auth.is_none() {

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::error::WebConfigError;
+use crate::error::WebConfigError;
 
 /// Time a client gets to finish the TLS handshake, from the accepted TCP connection. A real
 /// handshake takes a few round trips (milliseconds, or a second or two over a bad link);
@@ -44,7 +44,7 @@ const PLAIN_HTTP_ON_TLS_RESPONSE: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-
 /// `tls_server_config` as written in the file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTls {
+pub(crate) struct RawTls {
     cert: Option<String>,
     key: Option<String>,
     client_ca: Option<String>,
@@ -170,7 +170,7 @@ fn parse_version(key: &str, value: &str) -> Result<u8, WebConfigError> {
 
 type TlsBuild = (Option<Arc<ServerConfig>>, ClientAuthType);
 
-pub(super) fn build_tls(raw: RawTls, base_dir: &Path) -> Result<TlsBuild, WebConfigError> {
+pub(crate) fn build_tls(raw: RawTls, base_dir: &Path) -> Result<TlsBuild, WebConfigError> {
     let key_name = |k: &str| format!("tls_server_config.{k}");
 
     let cert = pem_source(base_dir, raw.cert_file, raw.cert, "cert_file", "cert")?;
@@ -522,7 +522,7 @@ impl ClientCertVerifier for AcceptAnyClientCert {
 /// (answered with a 400) or closed at once. The caller bounds it with
 /// [`TLS_HANDSHAKE_TIMEOUT`] (the server loop runs each connection in its own task, so a slow
 /// handshake delays no one else).
-pub(super) async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::Result<Option<TlsStream<TcpStream>>> {
+pub(crate) async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::Result<Option<TlsStream<TcpStream>>> {
     let _ = tcp.set_nodelay(true);
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
@@ -553,8 +553,8 @@ pub(super) async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::self_signed;
     use super::*;
+    use crate::test_support::self_signed;
 
     #[test]
     fn rotated_certificates_are_picked_up_and_broken_ones_ignored() {

@@ -29,7 +29,7 @@
 //!   [`WARN_INTERVAL`] each, with the number of occurrences not logged.
 //!
 //! The request side (request timeout, requests in flight, load shedding) is in the layers of
-//! the router handed to [`serve`], and the bcrypt bounds are in [`super::auth`].
+//! the router handed to [`serve`], and the bcrypt bounds are in [`crate::auth`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -54,11 +54,11 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use super::config::WebConfig;
-use super::throttle::ThrottledWarn;
-pub use super::throttle::WARN_INTERVAL;
-use super::tls;
-pub use super::tls::TLS_HANDSHAKE_TIMEOUT;
+use crate::config::WebConfig;
+use crate::throttle::ThrottledWarn;
+pub use crate::throttle::WARN_INTERVAL;
+use crate::tls;
+pub use crate::tls::TLS_HANDSHAKE_TIMEOUT;
 
 /// Connections open at once. A Prometheus server keeps one connection per target (two or
 /// three with HA pairs and a browser or two): 512 is two orders of magnitude above need, and
@@ -123,7 +123,7 @@ impl Default for Limits {
 ///
 /// With `web` set, its TLS (when configured) applies to every connection and its headers,
 /// rate limit and basic authentication to every request (authentication except on
-/// [`UNAUTHENTICATED_PATHS`](super::UNAUTHENTICATED_PATHS)). Without it, plain HTTP. On the
+/// [`UNAUTHENTICATED_PATHS`](crate::UNAUTHENTICATED_PATHS)). Without it, plain HTTP. On the
 /// TLS port a client speaking plain HTTP gets `400 Client sent an HTTP request to an HTTPS
 /// server.`. The connection bounds are the module's constants.
 pub async fn serve<F>(listener: TcpListener, app: Router, web: Option<WebConfig>, shutdown: F) -> io::Result<()>
@@ -542,9 +542,9 @@ mod tests {
 
     use axum::http::header::WWW_AUTHENTICATE;
 
-    use super::super::test_support::self_signed;
-    use super::super::ClientAuthType;
     use super::*;
+    use crate::test_support::self_signed;
+    use crate::ClientAuthType;
 
     #[test]
     fn the_cap_closes_the_connection_waiting_longest_and_a_busy_one_last() {

@@ -10,17 +10,17 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A warning logged at most once per [`WARN_INTERVAL`]; the next one logged says how many
 /// were not.
-pub(super) struct ThrottledWarn {
+pub(crate) struct ThrottledWarn {
     what: &'static str,
     state: Mutex<(Option<Instant>, u64)>,
 }
 
 impl ThrottledWarn {
-    pub(super) const fn new(what: &'static str) -> Self {
+    pub(crate) const fn new(what: &'static str) -> Self {
         ThrottledWarn { what, state: Mutex::new((None, 0)) }
     }
 
-    pub(super) fn hit(&self, detail: &dyn fmt::Display) {
+    pub(crate) fn hit(&self, detail: &dyn fmt::Display) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if state.0.is_some_and(|last| now.duration_since(last) < WARN_INTERVAL) {

@@ -15,7 +15,7 @@ pub struct WebConfigError {
 }
 
 impl WebConfigError {
-    pub(super) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         WebConfigError { file: None, key: key.into(), message: message.into() }
     }
 }

@@ -21,8 +21,8 @@ use prometheus::IntCounter;
 use serde::Deserialize;
 use tokio::sync::{Notify, Semaphore};
 
-use super::error::WebConfigError;
-use super::throttle::ThrottledWarn;
+use crate::error::WebConfigError;
+use crate::throttle::ThrottledWarn;
 
 static CHECKS_SHED: ThrottledWarn =
     ThrottledWarn::new("credential check refused with 503: too many in progress (bcrypt is the bottleneck)");
@@ -39,8 +39,8 @@ const AUTH_CACHE_CAPACITY: usize = 1024;
 
 /// The process-wide counter of requests rejected with 401 (missing or wrong credentials).
 ///
-/// Register it once in the exporter's registry:
-/// `registry.register(Box::new(http::web::unauthorized_requests_total().clone()))`.
+/// Register it once in the application's registry:
+/// `registry.register(Box::new(chat_exporter_web::unauthorized_requests_total().clone()))`.
 /// Clones share the value.
 pub fn unauthorized_requests_total() -> &'static IntCounter {
     static COUNTER: OnceLock<IntCounter> = OnceLock::new();
@@ -70,7 +70,7 @@ const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
 /// `http_server_config` as written in the file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawHttp {
+pub(crate) struct RawHttp {
     http2: Option<bool>,
     headers: Option<BTreeMap<String, String>>,
 }
@@ -78,16 +78,16 @@ pub(super) struct RawHttp {
 /// `rate_limit` as written in the file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawRateLimit {
+pub(crate) struct RawRateLimit {
     burst: Option<u32>,
     interval: Option<String>,
 }
 
 /// `basic_auth_users` as written in the file: user name to bcrypt hash.
-pub(super) type RawUsers = BTreeMap<String, String>;
+pub(crate) type RawUsers = BTreeMap<String, String>;
 
 /// `http_server_config`: the extra response headers, checked against [`ALLOWED_HEADERS`].
-pub(super) fn parse_http_server_config(raw: Option<RawHttp>) -> Result<Vec<(HeaderName, HeaderValue)>, WebConfigError> {
+pub(crate) fn parse_http_server_config(raw: Option<RawHttp>) -> Result<Vec<(HeaderName, HeaderValue)>, WebConfigError> {
     let mut headers = Vec::new();
     if let Some(http) = raw {
         // `http2` is accepted for compatibility; this server speaks HTTP/1.1 only.
@@ -100,7 +100,7 @@ pub(super) fn parse_http_server_config(raw: Option<RawHttp>) -> Result<Vec<(Head
 }
 
 /// `rate_limit`: `(burst, interval)`, or `None` when no interval is set.
-pub(super) fn parse_rate_limit(raw: Option<RawRateLimit>) -> Result<Option<(u32, Duration)>, WebConfigError> {
+pub(crate) fn parse_rate_limit(raw: Option<RawRateLimit>) -> Result<Option<(u32, Duration)>, WebConfigError> {
     let Some(RawRateLimit { burst, interval }) = raw else {
         return Ok(None);
     };
@@ -124,7 +124,7 @@ pub(super) fn parse_rate_limit(raw: Option<RawRateLimit>) -> Result<Option<(u32,
 
 /// `basic_auth_users`: the checker, or `None` when no user is configured. The hashes are
 /// checked here, so that a bad one fails at startup.
-pub(super) fn parse_basic_auth_users(raw: Option<RawUsers>) -> Result<Option<Arc<BasicAuth>>, WebConfigError> {
+pub(crate) fn parse_basic_auth_users(raw: Option<RawUsers>) -> Result<Option<Arc<BasicAuth>>, WebConfigError> {
     let users = raw.unwrap_or_default();
     for (user, hash) in &users {
         if user.contains(':') {
@@ -592,7 +592,7 @@ impl TokenBucket {
 
 /// Wrap `app` with the guard: extra response headers, the rate limit and basic
 /// authentication (except on [`UNAUTHENTICATED_PATHS`]).
-pub(super) fn guard_layer(
+pub(crate) fn guard_layer(
     app: Router,
     auth: Option<Arc<BasicAuth>>,
     headers: Vec<(HeaderName, HeaderValue)>,
