@@ -237,7 +237,7 @@ struct Credentials {
 }
 
 impl BasicAuth {
-    /// `users` maps user names to bcrypt hashes (checked by [`parse_basic_auth_users`]).
+    /// `users` maps user names to bcrypt hashes (checked by `parse_basic_auth_users`).
     ///
     /// Makes the dummy hash for unknown users at the highest cost among them, which takes as
     /// long as one verification (about 250 ms at cost 12) and measures it.

@@ -1,4 +1,4 @@
-//! [`ThrottledWarn`]: a warning logged at most once per [`WARN_INTERVAL`], for events a
+//! `ThrottledWarn`: a warning logged at most once per [`WARN_INTERVAL`], for events a
 //! client can cause in bulk. May import: std and tracing only (nothing else in this module).
 
 use std::fmt;
