@@ -22,6 +22,7 @@ ENV CHAT_EXPORTER_REVISION=${REVISION}
 
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+COPY web ./web
 
 # The cache mounts keep the crate registry and the build directory between builds; the
 # binary is copied out of the cached target directory before the mount goes away.

@@ -34,4 +34,4 @@ for tool in "${!package[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || { echo "scripts/test.sh: $tool still missing after install" >&2; exit 1; }
 done
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --workspace --all-targets "$@"

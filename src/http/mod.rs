@@ -7,6 +7,7 @@
 //!   the server loop with its bounds ([`web::serve()`]).
 
 pub mod routes;
-pub mod web;
+/// The web crate (web/), at its former path `crate::http::web`.
+pub use chat_exporter_web as web;
 
 pub use routes::{router, AppState};

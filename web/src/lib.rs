@@ -1,3 +1,6 @@
+//! The HTTP server: `--web.config.file` (TLS, basic auth, rate limit, headers) and its loop.
+//! May import outside crates only, never chat_exporter; inside: serve → config → {tls, auth} → {error, throttle}.
+//!
 //! `--web.config.file`: TLS and basic authentication for the exporter's HTTP server.
 //!
 //! The file has the format that Prometheus and its official exporters read through the
@@ -39,9 +42,14 @@
 //! The health endpoints [`UNAUTHENTICATED_PATHS`] never ask for credentials and are not
 //! rate-limited, so liveness and readiness probes keep working; TLS still applies to them.
 //!
-//! The code is split by concern: [`config`] parses and validates the file, [`tls`] builds
-//! the rustls configuration and runs the TLS accept path, [`auth`] checks basic-auth
-//! credentials (with the rate limit and extra headers), [`serve`](mod@serve) runs the server loop.
+//! The code is split by concern, each file owning the schema of the sections it serves, and
+//! the imports run one way, from the top down:
+//! - [`serve`](mod@serve) runs the server loop;
+//! - [`config`] reads the file, assembles it from its sections and builds the layers;
+//! - [`tls`] (`tls_server_config`) builds the rustls configuration and runs the TLS accept
+//!   path; [`auth`] (`basic_auth_users`, `rate_limit`, `http_server_config`) checks basic-auth
+//!   credentials, with the rate limit and extra headers;
+//! - [`error`] has the error every section reports in, [`throttle`] the rate-limited warnings.
 //!
 //! Entry points for the server code:
 //! - [`WebConfig::load`] (or [`load_optional`]) at startup, failing fast on a bad file;
@@ -49,15 +57,19 @@
 
 pub mod auth;
 pub mod config;
+pub mod error;
 pub mod serve;
+pub mod throttle;
 pub mod tls;
 
 pub use auth::{
     unauthorized_requests_total, AuthOutcome, BasicAuth, Overloaded, UnauthorizedReason, UNAUTHENTICATED_PATHS,
     UNAUTHORIZED_METRIC_NAME,
 };
-pub use config::{load_optional, ClientAuthType, WebConfig, WebConfigError};
+pub use config::{load_optional, WebConfig};
+pub use error::WebConfigError;
 pub use serve::{serve, serve_with_limits, Limits};
+pub use tls::ClientAuthType;
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -1,6 +1,6 @@
-//! The web config file: parsing and validation (exporter-toolkit format).
+//! The web config file (exporter-toolkit format): reads it, assembles it from the sections
+//! that tls and auth own, and builds the layers. May import: tls, auth, error (never serve).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,59 +11,14 @@ use axum::Router;
 use rustls::ServerConfig;
 use serde::Deserialize;
 
-use super::auth::{guard_layer, BasicAuth};
-use super::tls::build_tls;
+use crate::auth::{
+    guard_layer, parse_basic_auth_users, parse_http_server_config, parse_rate_limit, BasicAuth, RawHttp, RawRateLimit,
+    RawUsers,
+};
+use crate::error::WebConfigError;
+use crate::tls::{build_tls, ClientAuthType, RawTls};
 
-/// Headers that `http_server_config.headers` may set, with their allowed values (none listed:
-/// any value), as in the exporter-toolkit.
-const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
-    ("Strict-Transport-Security", &[]),
-    ("X-Content-Type-Options", &["nosniff"]),
-    ("X-Frame-Options", &["deny", "sameorigin"]),
-    ("X-XSS-Protection", &[]),
-    ("Content-Security-Policy", &[]),
-];
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------------------------
-
-/// An invalid or unreadable web config file. `Display` gives `FILE: KEY: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebConfigError {
-    /// The web config file, when the configuration came from a file.
-    pub file: Option<PathBuf>,
-    /// The key the error is about (`tls_server_config.cert_file`), empty for the whole file.
-    pub key: String,
-    pub message: String,
-}
-
-impl WebConfigError {
-    pub(super) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        WebConfigError { file: None, key: key.into(), message: message.into() }
-    }
-}
-
-impl fmt::Display for WebConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("web config")?;
-        if let Some(file) = &self.file {
-            write!(f, " {}", file.display())?;
-        }
-        f.write_str(": ")?;
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for WebConfigError {}
-
-// ---------------------------------------------------------------------------------------------
-// File format
-// ---------------------------------------------------------------------------------------------
-
+/// The file: one key per section, each section's schema in the file that serves it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -74,67 +29,7 @@ struct RawConfig {
     #[serde(default)]
     rate_limit: Option<RawRateLimit>,
     #[serde(default)]
-    basic_auth_users: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTls {
-    pub(super) cert: Option<String>,
-    pub(super) key: Option<String>,
-    pub(super) client_ca: Option<String>,
-    pub(super) cert_file: Option<String>,
-    pub(super) key_file: Option<String>,
-    pub(super) client_auth_type: Option<String>,
-    pub(super) client_ca_file: Option<String>,
-    pub(super) cipher_suites: Option<Vec<String>>,
-    pub(super) curve_preferences: Option<Vec<String>>,
-    pub(super) min_version: Option<String>,
-    pub(super) max_version: Option<String>,
-    pub(super) prefer_server_cipher_suites: Option<bool>,
-    pub(super) client_allowed_sans: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttp {
-    http2: Option<bool>,
-    headers: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    burst: Option<u32>,
-    interval: Option<String>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validated configuration
-// ---------------------------------------------------------------------------------------------
-
-/// Client certificate policy (`tls_server_config.client_auth_type`), named as in Go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuthType {
-    NoClientCert,
-    RequestClientCert,
-    RequireAnyClientCert,
-    VerifyClientCertIfGiven,
-    RequireAndVerifyClientCert,
-}
-
-impl ClientAuthType {
-    pub(super) fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "" | "NoClientCert" => ClientAuthType::NoClientCert,
-            "RequestClientCert" => ClientAuthType::RequestClientCert,
-            // "RequireClientCert" is the exporter-toolkit's backwards-compatible spelling.
-            "RequireAnyClientCert" | "RequireClientCert" => ClientAuthType::RequireAnyClientCert,
-            "VerifyClientCertIfGiven" => ClientAuthType::VerifyClientCertIfGiven,
-            "RequireAndVerifyClientCert" => ClientAuthType::RequireAndVerifyClientCert,
-            _ => return None,
-        })
-    }
+    basic_auth_users: Option<RawUsers>,
 }
 
 /// A parsed and validated web config file.
@@ -205,46 +100,9 @@ impl WebConfig {
             None => (None, ClientAuthType::NoClientCert),
         };
 
-        let mut headers = Vec::new();
-        if let Some(http) = raw.http_server_config {
-            // `http2` is accepted for compatibility; this server speaks HTTP/1.1 only.
-            let _ = http.http2;
-            for (name, value) in http.headers.unwrap_or_default() {
-                headers.push(validate_header(&name, &value)?);
-            }
-        }
-
-        let rate_limit = match raw.rate_limit {
-            None => None,
-            Some(RawRateLimit { burst, interval }) => {
-                let interval = match interval.as_deref().map(str::trim) {
-                    None | Some("") | Some("0") | Some("0s") => Duration::ZERO,
-                    Some(text) => humantime::parse_duration(text).map_err(|e| {
-                        WebConfigError::new("rate_limit.interval", format!("invalid duration {text:?}: {e}"))
-                    })?,
-                };
-                let burst = burst.unwrap_or(0);
-                if interval.is_zero() {
-                    None
-                } else if burst == 0 {
-                    return Err(WebConfigError::new(
-                        "rate_limit.burst",
-                        "must be at least 1 when rate_limit.interval is set (0 would refuse every request)",
-                    ));
-                } else {
-                    Some((burst, interval))
-                }
-            }
-        };
-
-        let users = raw.basic_auth_users.unwrap_or_default();
-        for (user, hash) in &users {
-            if user.contains(':') {
-                return Err(WebConfigError::new(format!("basic_auth_users.{user}"), "a user name cannot contain ':'"));
-            }
-            validate_bcrypt_hash(hash).map_err(|m| WebConfigError::new(format!("basic_auth_users.{user}"), m))?;
-        }
-        let auth = if users.is_empty() { None } else { Some(Arc::new(BasicAuth::new(users))) };
+        let headers = parse_http_server_config(raw.http_server_config)?;
+        let rate_limit = parse_rate_limit(raw.rate_limit)?;
+        let auth = parse_basic_auth_users(raw.basic_auth_users)?;
 
         Ok(WebConfig { file: None, tls, client_auth, auth, headers, rate_limit })
     }
@@ -279,45 +137,14 @@ impl WebConfig {
     }
 
     /// Wrap `app` with what the file asks for at the HTTP level: extra response headers, the
-    /// rate limit and basic authentication (except on [`UNAUTHENTICATED_PATHS`](super::UNAUTHENTICATED_PATHS)). [`serve`](super::serve())
+    /// rate limit and basic authentication (except on
+    /// [`UNAUTHENTICATED_PATHS`](crate::UNAUTHENTICATED_PATHS)). The server loop (`serve`)
     /// calls this; call it yourself only when serving by other means.
     pub fn layer(&self, app: Router) -> Router {
         if self.headers.is_empty() && self.rate_limit.is_none() && self.auth.is_none() {
             return app;
         }
         guard_layer(app, self.auth.clone(), self.headers.clone(), self.rate_limit)
-    }
-}
-
-fn validate_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), WebConfigError> {
-    let key = format!("http_server_config.headers.{name}");
-    let Some((canonical, allowed)) = ALLOWED_HEADERS.iter().find(|(h, _)| h.eq_ignore_ascii_case(name)) else {
-        let names: Vec<&str> = ALLOWED_HEADERS.iter().map(|(h, _)| *h).collect();
-        return Err(WebConfigError::new(
-            key,
-            format!("this header can not be configured (allowed: {})", names.join(", ")),
-        ));
-    };
-    if !allowed.is_empty() && !allowed.contains(&value) {
-        return Err(WebConfigError::new(key, format!("invalid value {value:?}, expected one of {allowed:?}")));
-    }
-    let header_value = HeaderValue::from_str(value)
-        .map_err(|_| WebConfigError::new(key.clone(), format!("invalid header value {value:?}")))?;
-    let header_name = HeaderName::from_bytes(canonical.as_bytes()).expect("static header name");
-    Ok((header_name, header_value))
-}
-
-fn validate_bcrypt_hash(hash: &str) -> Result<(), String> {
-    let hash = hash.trim();
-    let parts: Result<bcrypt::HashParts, _> = hash.parse();
-    match parts {
-        // bcrypt's costs are 4 to 31; anything else could not be verified (nor the dummy
-        // hash for unknown users made at that cost).
-        Ok(parts) if !(4..=31).contains(&parts.get_cost()) => {
-            Err(format!("bcrypt cost {} is outside 4..=31", parts.get_cost()))
-        }
-        Ok(_) => Ok(()),
-        Err(e) => Err(format!("not a bcrypt hash ({e}); generate one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`")),
     }
 }
 

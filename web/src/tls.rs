@@ -1,5 +1,6 @@
-//! TLS: the rustls server configuration built from `tls_server_config`, certificate
-//! reloading, and the TLS accept path (handshake in its own task, with a timeout).
+//! TLS: the `tls_server_config` section (schema and validation), the rustls server
+//! configuration built from it, certificate reloading, and the TLS accept path (handshake in
+//! its own task, with a timeout). May import: error (never config, serve or auth).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,12 +17,13 @@ use rustls::{
     CipherSuite, DigitallySignedStruct, DistinguishedName, NamedGroup, RootCertStore, ServerConfig, SignatureScheme,
     SupportedCipherSuite, SupportedProtocolVersion,
 };
+use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::config::{ClientAuthType, RawTls, WebConfigError};
+use crate::error::WebConfigError;
 
 /// Time a client gets to finish the TLS handshake, from the accepted TCP connection. A real
 /// handshake takes a few round trips (milliseconds, or a second or two over a bad link);
@@ -34,6 +36,53 @@ const CERT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a plain-HTTP client gets on the TLS port (same words as Go's net/http).
 const PLAIN_HTTP_ON_TLS_RESPONSE: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+// ---------------------------------------------------------------------------------------------
+// The `tls_server_config` section
+// ---------------------------------------------------------------------------------------------
+
+/// `tls_server_config` as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    cert: Option<String>,
+    key: Option<String>,
+    client_ca: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    cipher_suites: Option<Vec<String>>,
+    curve_preferences: Option<Vec<String>>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    prefer_server_cipher_suites: Option<bool>,
+    client_allowed_sans: Option<Vec<String>>,
+}
+
+/// Client certificate policy (`tls_server_config.client_auth_type`), named as in Go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthType {
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+impl ClientAuthType {
+    fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "" | "NoClientCert" => ClientAuthType::NoClientCert,
+            "RequestClientCert" => ClientAuthType::RequestClientCert,
+            // "RequireClientCert" is the exporter-toolkit's backwards-compatible spelling.
+            "RequireAnyClientCert" | "RequireClientCert" => ClientAuthType::RequireAnyClientCert,
+            "VerifyClientCertIfGiven" => ClientAuthType::VerifyClientCertIfGiven,
+            "RequireAndVerifyClientCert" => ClientAuthType::RequireAndVerifyClientCert,
+            _ => return None,
+        })
+    }
+}
 
 /// Where a PEM document comes from: a file (re-read when it changes) or inline text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +170,7 @@ fn parse_version(key: &str, value: &str) -> Result<u8, WebConfigError> {
 
 type TlsBuild = (Option<Arc<ServerConfig>>, ClientAuthType);
 
-pub(super) fn build_tls(raw: RawTls, base_dir: &Path) -> Result<TlsBuild, WebConfigError> {
+pub(crate) fn build_tls(raw: RawTls, base_dir: &Path) -> Result<TlsBuild, WebConfigError> {
     let key_name = |k: &str| format!("tls_server_config.{k}");
 
     let cert = pem_source(base_dir, raw.cert_file, raw.cert, "cert_file", "cert")?;
@@ -473,7 +522,7 @@ impl ClientCertVerifier for AcceptAnyClientCert {
 /// (answered with a 400) or closed at once. The caller bounds it with
 /// [`TLS_HANDSHAKE_TIMEOUT`] (the server loop runs each connection in its own task, so a slow
 /// handshake delays no one else).
-pub(super) async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::Result<Option<TlsStream<TcpStream>>> {
+pub(crate) async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::Result<Option<TlsStream<TcpStream>>> {
     let _ = tcp.set_nodelay(true);
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await? == 0 {
@@ -504,8 +553,8 @@ pub(super) async fn handshake(acceptor: TlsAcceptor, mut tcp: TcpStream) -> io::
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::self_signed;
     use super::*;
+    use crate::test_support::self_signed;
 
     #[test]
     fn rotated_certificates_are_picked_up_and_broken_ones_ignored() {

@@ -1,4 +1,5 @@
-//! The server loop and its bounds.
+//! The server loop and its bounds: the top of the module, it may import every other file
+//! here (config, tls, auth, error, throttle); nothing here imports it.
 //!
 //! Each accepted connection runs in its own task: the TLS handshake (when TLS is on), then
 //! hyper's HTTP/1.1 connection driver (`hyper::server::conn::http1`), with the axum router
@@ -27,12 +28,11 @@
 //!   handshakes, connections closed at the cap, accept errors) are logged at most once per
 //!   [`WARN_INTERVAL`] each, with the number of occurrences not logged.
 //!
-//! The request side (request timeout, requests in flight, load shedding) is in the router's
-//! layers ([`crate::http::routes`]), and the bcrypt bounds are in [`super::auth`].
+//! The request side (request timeout, requests in flight, load shedding) is in the layers of
+//! the router handed to [`serve`], and the bcrypt bounds are in [`crate::auth`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -54,9 +54,11 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use super::config::WebConfig;
-use super::tls;
-pub use super::tls::TLS_HANDSHAKE_TIMEOUT;
+use crate::config::WebConfig;
+use crate::throttle::ThrottledWarn;
+pub use crate::throttle::WARN_INTERVAL;
+use crate::tls;
+pub use crate::tls::TLS_HANDSHAKE_TIMEOUT;
 
 /// Connections open at once. A Prometheus server keeps one connection per target (two or
 /// three with HA pairs and a browser or two): 512 is two orders of magnitude above need, and
@@ -85,9 +87,6 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Time given, once `shutdown` completes, to requests in progress to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// At most one warning per kind and per this interval for events a client can cause in bulk.
-pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The server's bounds; [`serve`] uses [`Limits::default`] (the constants above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +123,7 @@ impl Default for Limits {
 ///
 /// With `web` set, its TLS (when configured) applies to every connection and its headers,
 /// rate limit and basic authentication to every request (authentication except on
-/// [`UNAUTHENTICATED_PATHS`](super::UNAUTHENTICATED_PATHS)). Without it, plain HTTP. On the
+/// [`UNAUTHENTICATED_PATHS`](crate::UNAUTHENTICATED_PATHS)). Without it, plain HTTP. On the
 /// TLS port a client speaking plain HTTP gets `400 Client sent an HTTP request to an HTTPS
 /// server.`. The connection bounds are the module's constants.
 pub async fn serve<F>(listener: TcpListener, app: Router, web: Option<WebConfig>, shutdown: F) -> io::Result<()>
@@ -533,41 +532,6 @@ static CAP_REACHED: ThrottledWarn =
 static TLS_HANDSHAKE_FAILED: ThrottledWarn = ThrottledWarn::new("TLS handshake failed");
 static TLS_HANDSHAKE_TIMED_OUT: ThrottledWarn = ThrottledWarn::new("TLS handshake timed out");
 
-/// A warning logged at most once per [`WARN_INTERVAL`]; the next one logged says how many
-/// were not.
-pub(super) struct ThrottledWarn {
-    what: &'static str,
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl ThrottledWarn {
-    pub(super) const fn new(what: &'static str) -> Self {
-        ThrottledWarn { what, state: Mutex::new((None, 0)) }
-    }
-
-    pub(super) fn hit(&self, detail: &dyn fmt::Display) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if state.0.is_some_and(|last| now.duration_since(last) < WARN_INTERVAL) {
-            state.1 += 1;
-            return;
-        }
-        let suppressed = std::mem::take(&mut state.1);
-        state.0 = Some(now);
-        drop(state);
-        if suppressed == 0 {
-            tracing::warn!(detail = %detail, "{}", self.what);
-        } else {
-            tracing::warn!(
-                detail = %detail,
-                suppressed,
-                "{} ({suppressed} more since the last such warning, not logged)",
-                self.what
-            );
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
@@ -578,20 +542,9 @@ mod tests {
 
     use axum::http::header::WWW_AUTHENTICATE;
 
-    use super::super::test_support::self_signed;
-    use super::super::ClientAuthType;
     use super::*;
-
-    #[test]
-    fn throttled_warnings_count_what_they_do_not_log() {
-        let warn = ThrottledWarn::new("test");
-        for _ in 0..1000 {
-            warn.hit(&"x");
-        }
-        let state = warn.state.lock().unwrap();
-        assert!(state.0.is_some());
-        assert_eq!(state.1, 999, "one logged, the rest counted for the next line");
-    }
+    use crate::test_support::self_signed;
+    use crate::ClientAuthType;
 
     #[test]
     fn the_cap_closes_the_connection_waiting_longest_and_a_busy_one_last() {

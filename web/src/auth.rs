@@ -1,5 +1,7 @@
 //! Basic authentication (`basic_auth_users`, bcrypt) and the request guard that enforces it
-//! together with the rate limit and the extra response headers.
+//! together with the rate limit (`rate_limit`) and the extra response headers
+//! (`http_server_config`): those sections' schema and validation, and the middleware.
+//! May import: error and throttle (never config, serve or tls).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -16,9 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine as _;
 use prometheus::IntCounter;
+use serde::Deserialize;
 use tokio::sync::{Notify, Semaphore};
 
-use super::serve::ThrottledWarn;
+use crate::error::WebConfigError;
+use crate::throttle::ThrottledWarn;
 
 static CHECKS_SHED: ThrottledWarn =
     ThrottledWarn::new("credential check refused with 503: too many in progress (bcrypt is the bottleneck)");
@@ -35,8 +39,8 @@ const AUTH_CACHE_CAPACITY: usize = 1024;
 
 /// The process-wide counter of requests rejected with 401 (missing or wrong credentials).
 ///
-/// Register it once in the exporter's registry:
-/// `registry.register(Box::new(http::web::unauthorized_requests_total().clone()))`.
+/// Register it once in the application's registry:
+/// `registry.register(Box::new(chat_exporter_web::unauthorized_requests_total().clone()))`.
 /// Clones share the value.
 pub fn unauthorized_requests_total() -> &'static IntCounter {
     static COUNTER: OnceLock<IntCounter> = OnceLock::new();
@@ -47,6 +51,120 @@ pub fn unauthorized_requests_total() -> &'static IntCounter {
         )
         .expect("valid metric name and help")
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sections served here: `http_server_config`, `rate_limit`, `basic_auth_users`
+// ---------------------------------------------------------------------------------------------
+
+/// Headers that `http_server_config.headers` may set, with their allowed values (none listed:
+/// any value), as in the exporter-toolkit.
+const ALLOWED_HEADERS: &[(&str, &[&str])] = &[
+    ("Strict-Transport-Security", &[]),
+    ("X-Content-Type-Options", &["nosniff"]),
+    ("X-Frame-Options", &["deny", "sameorigin"]),
+    ("X-XSS-Protection", &[]),
+    ("Content-Security-Policy", &[]),
+];
+
+/// `http_server_config` as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    http2: Option<bool>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// `rate_limit` as written in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    burst: Option<u32>,
+    interval: Option<String>,
+}
+
+/// `basic_auth_users` as written in the file: user name to bcrypt hash.
+pub(crate) type RawUsers = BTreeMap<String, String>;
+
+/// `http_server_config`: the extra response headers, checked against [`ALLOWED_HEADERS`].
+pub(crate) fn parse_http_server_config(raw: Option<RawHttp>) -> Result<Vec<(HeaderName, HeaderValue)>, WebConfigError> {
+    let mut headers = Vec::new();
+    if let Some(http) = raw {
+        // `http2` is accepted for compatibility; this server speaks HTTP/1.1 only.
+        let _ = http.http2;
+        for (name, value) in http.headers.unwrap_or_default() {
+            headers.push(validate_header(&name, &value)?);
+        }
+    }
+    Ok(headers)
+}
+
+/// `rate_limit`: `(burst, interval)`, or `None` when no interval is set.
+pub(crate) fn parse_rate_limit(raw: Option<RawRateLimit>) -> Result<Option<(u32, Duration)>, WebConfigError> {
+    let Some(RawRateLimit { burst, interval }) = raw else {
+        return Ok(None);
+    };
+    let interval = match interval.as_deref().map(str::trim) {
+        None | Some("") | Some("0") | Some("0s") => Duration::ZERO,
+        Some(text) => humantime::parse_duration(text)
+            .map_err(|e| WebConfigError::new("rate_limit.interval", format!("invalid duration {text:?}: {e}")))?,
+    };
+    let burst = burst.unwrap_or(0);
+    if interval.is_zero() {
+        Ok(None)
+    } else if burst == 0 {
+        Err(WebConfigError::new(
+            "rate_limit.burst",
+            "must be at least 1 when rate_limit.interval is set (0 would refuse every request)",
+        ))
+    } else {
+        Ok(Some((burst, interval)))
+    }
+}
+
+/// `basic_auth_users`: the checker, or `None` when no user is configured. The hashes are
+/// checked here, so that a bad one fails at startup.
+pub(crate) fn parse_basic_auth_users(raw: Option<RawUsers>) -> Result<Option<Arc<BasicAuth>>, WebConfigError> {
+    let users = raw.unwrap_or_default();
+    for (user, hash) in &users {
+        if user.contains(':') {
+            return Err(WebConfigError::new(format!("basic_auth_users.{user}"), "a user name cannot contain ':'"));
+        }
+        validate_bcrypt_hash(hash).map_err(|m| WebConfigError::new(format!("basic_auth_users.{user}"), m))?;
+    }
+    Ok(if users.is_empty() { None } else { Some(Arc::new(BasicAuth::new(users))) })
+}
+
+fn validate_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), WebConfigError> {
+    let key = format!("http_server_config.headers.{name}");
+    let Some((canonical, allowed)) = ALLOWED_HEADERS.iter().find(|(h, _)| h.eq_ignore_ascii_case(name)) else {
+        let names: Vec<&str> = ALLOWED_HEADERS.iter().map(|(h, _)| *h).collect();
+        return Err(WebConfigError::new(
+            key,
+            format!("this header can not be configured (allowed: {})", names.join(", ")),
+        ));
+    };
+    if !allowed.is_empty() && !allowed.contains(&value) {
+        return Err(WebConfigError::new(key, format!("invalid value {value:?}, expected one of {allowed:?}")));
+    }
+    let header_value = HeaderValue::from_str(value)
+        .map_err(|_| WebConfigError::new(key.clone(), format!("invalid header value {value:?}")))?;
+    let header_name = HeaderName::from_bytes(canonical.as_bytes()).expect("static header name");
+    Ok((header_name, header_value))
+}
+
+fn validate_bcrypt_hash(hash: &str) -> Result<(), String> {
+    let hash = hash.trim();
+    let parts: Result<bcrypt::HashParts, _> = hash.parse();
+    match parts {
+        // bcrypt's costs are 4 to 31; anything else could not be verified (nor the dummy
+        // hash for unknown users made at that cost).
+        Ok(parts) if !(4..=31).contains(&parts.get_cost()) => {
+            Err(format!("bcrypt cost {} is outside 4..=31", parts.get_cost()))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("not a bcrypt hash ({e}); generate one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -119,7 +237,7 @@ struct Credentials {
 }
 
 impl BasicAuth {
-    /// `users` maps user names to bcrypt hashes (checked by [`WebConfig::load`](super::WebConfig::load)).
+    /// `users` maps user names to bcrypt hashes (checked by `parse_basic_auth_users`).
     ///
     /// Makes the dummy hash for unknown users at the highest cost among them, which takes as
     /// long as one verification (about 250 ms at cost 12) and measures it.
@@ -473,8 +591,8 @@ impl TokenBucket {
 }
 
 /// Wrap `app` with the guard: extra response headers, the rate limit and basic
-/// authentication (see [`WebConfig::layer`](super::WebConfig::layer)).
-pub(super) fn guard_layer(
+/// authentication (except on [`UNAUTHENTICATED_PATHS`]).
+pub(crate) fn guard_layer(
     app: Router,
     auth: Option<Arc<BasicAuth>>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -543,13 +661,12 @@ fn unauthorized_response() -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use super::super::WebConfig;
     use super::*;
 
-    fn parse(yaml: &str) -> WebConfig {
-        WebConfig::from_yaml_str(yaml, Path::new("/nonexistent")).unwrap()
+    /// The checker for the `basic_auth_users` section of `yaml`.
+    fn parse(yaml: &str) -> Arc<BasicAuth> {
+        let mut file: BTreeMap<String, RawUsers> = serde_yaml::from_str(yaml).unwrap();
+        parse_basic_auth_users(file.remove("basic_auth_users")).unwrap().expect("users configured")
     }
 
     fn basic(user: &str, password: &str) -> HeaderValue {
@@ -560,8 +677,7 @@ mod tests {
     #[test]
     fn basic_auth_checks_and_caches() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let config = parse(&format!("basic_auth_users:\n  prometheus: '{hash}'\n"));
-        let auth = config.basic_auth().unwrap();
+        let auth = parse(&format!("basic_auth_users:\n  prometheus: '{hash}'\n"));
         assert_eq!(auth.check(None), AuthOutcome::Unauthorized(UnauthorizedReason::MissingCredentials));
         assert_eq!(
             auth.check(Some(&HeaderValue::from_static("Bearer x"))),
