@@ -139,7 +139,7 @@ impl SelfMetrics {
             registry.register(collector).expect("metric names are unique");
         }
         registry
-            .register(Box::new(crate::http::web::unauthorized_requests_total().clone()))
+            .register(Box::new(chat_exporter_web::unauthorized_requests_total().clone()))
             .expect("registered once per registry");
         #[cfg(target_os = "linux")]
         registry
