@@ -45,6 +45,7 @@ pub enum AppError {
 
 /// Runs the exporter until SIGTERM or Ctrl-C.
 pub async fn run(cli: Cli) -> Result<(), AppError> {
+    let stop_signals = Signals::register()?;
     if !cli.telemetry_path.starts_with('/') || RESERVED_PATHS.contains(&cli.telemetry_path.as_str()) {
         return Err(FlagError::new(
             "--web.telemetry-path",
@@ -107,7 +108,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     tracing::info!(address = %bound, path = %cli.telemetry_path, platform = cfg.platform.name(), "listening");
     let server = web_config::serve(listener, router(app), web, wait_for(stop_rx.clone()));
     let signals = tokio::spawn(async move {
-        shutdown_signal().await;
+        stop_signals.stop().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
@@ -181,19 +182,45 @@ async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The signals the exporter answers, registered as soon as it starts (a signal that comes
+/// before its handler takes the default action, which ends the process): SIGTERM and
+/// Ctrl-C stop it; SIGHUP, which would end it silently, is logged and ignored, since
+/// nothing is reloaded (the configuration is read at start; TLS certificates are re-read
+/// when they change on disk).
+pub struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn register() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals { terminate: signal(SignalKind::terminate())?, hangup: signal(SignalKind::hangup())? })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Waits for SIGTERM or Ctrl-C.
+    pub async fn stop(mut self) {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = self.terminate.recv() => return,
+                _ = self.hangup.recv() => tracing::warn!(
+                    "SIGHUP ignored: the configuration is read at start (restart the exporter to change it); \
+                     TLS certificates are re-read when they change on disk"
+                ),
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn platform(flag: &'static str, name: &str) -> Result<&'static dyn platforms::Platform, FlagError> {
@@ -245,6 +272,7 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), Ap
 
 /// `chat_exporter simulate`: a platform's API simulator on its own.
 pub async fn simulate(args: &SimulateArgs) -> Result<(), AppError> {
+    let signals = Signals::register()?;
     let platform = platform("--platform", &args.platform)?;
     let scenario = args.scenario.parse().map_err(|e| FlagError::new("--scenario", e))?;
     if !(args.speed > 0.0 && args.speed.is_finite() && args.speed <= 10_000.0) {
@@ -265,7 +293,7 @@ pub async fn simulate(args: &SimulateArgs) -> Result<(), AppError> {
         .map_err(|e| FlagError::new("--listen-address", format!("cannot listen on {}: {e}", args.listen_address)))?;
     let sim = simulator::serve(listener, options).await?;
     println!("simulator listening on {} ({} API at {})", sim.url(), platform.title(), sim.api_url());
-    shutdown_signal().await;
+    signals.stop().await;
     Ok(())
 }
 

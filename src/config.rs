@@ -286,7 +286,7 @@ pub fn resolve_token(section: &str, token: Option<Secret>, token_file: Option<&P
         }
         (Some(t), None) => Ok(Secret::new(t.expose().trim())),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
+            let text = read_token_file(path)
                 .map_err(|e| ConfigError::new(format!("{section}.token_file"), format!("{}: {e}", path.display())))?;
             let token = text.trim();
             if token.is_empty() {
@@ -302,6 +302,31 @@ pub fn resolve_token(section: &str, token: Option<Secret>, token_file: Option<&P
             format!("missing: set {section}.token, {section}.token_file or {env}"),
         )),
     }
+}
+
+/// The most a token file may hold. A token is tens of bytes; a larger file is not a
+/// token file (`/dev/zero`, a log), and is refused rather than read into memory.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
+/// A token file's text. Only a regular file is opened (through links, as Kubernetes
+/// mounts secrets): a FIFO nobody writes to would hang the start, a device could be read
+/// forever. At most [`MAX_TOKEN_FILE_BYTES`] are read.
+fn read_token_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err(
+            "not a regular file (a directory, a FIFO or a device): point it at the file holding the token".to_string()
+        );
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!("larger than {} KiB: not a token file", MAX_TOKEN_FILE_BYTES / 1024));
+    }
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text: not a token file".to_string())
 }
 
 /// A platform's base URL: http(s), with a host, and nothing secret in it (it is shown
@@ -371,5 +396,51 @@ pub mod duration {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `resolve_token` on `path`, within five seconds (a read that hangs fails the test
+    /// instead of hanging it).
+    fn token_from(path: &Path) -> Result<Secret, ConfigError> {
+        let path = path.to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(resolve_token("movidesk", None, Some(&path))));
+        rx.recv_timeout(Duration::from_secs(5)).expect("reading the token file does not hang")
+    }
+
+    fn refused(path: &Path, why: &str) {
+        let e = token_from(path).expect_err("refused");
+        assert_eq!(e.key, "movidesk.token_file");
+        assert!(e.message.starts_with(&path.display().to_string()) && e.message.contains(why), "{e}");
+    }
+
+    /// A token file that is no file, or too big to be a token, is refused at once, naming
+    /// the key: `/dev/zero` is not read for ever, a FIFO nobody writes to does not hang.
+    #[test]
+    fn token_files_are_regular_files_of_a_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        refused(Path::new("/dev/zero"), "not a regular file");
+        refused(dir.path(), "not a regular file");
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        assert!(made.success());
+        refused(&fifo, "not a regular file");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_TOKEN_FILE_BYTES as usize + 1]).unwrap();
+        refused(&big, "larger than 64 KiB");
+        let latin1 = dir.path().join("latin1");
+        std::fs::write(&latin1, b"Jos\xe9").unwrap();
+        refused(&latin1, "not UTF-8");
+
+        let good = dir.path().join("token");
+        std::fs::write(&good, format!("  {}\n", "t".repeat(MAX_TOKEN_FILE_BYTES as usize - 4))).unwrap();
+        assert_eq!(token_from(&good).unwrap().expose().len(), MAX_TOKEN_FILE_BYTES as usize - 4);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(token_from(&link).is_ok(), "a link to a file, as Kubernetes mounts secrets");
     }
 }

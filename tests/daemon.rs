@@ -41,6 +41,7 @@ fn config_errors_name_the_key_in_one_line() {
         ),
         (format!("[movidesk]\n{token_line}[state]\npath = \"\"\n"), vec![], "state.path"),
         ("[movidesk]\ntoken_file = \"/nonexistent/token\"\n".to_string(), vec![], "movidesk.token_file"),
+        ("[movidesk]\ntoken_file = \"/dev/zero\"\n".to_string(), vec![], "movidesk.token_file"),
         ("[movidesk]\npoll_interval = \"30s\"\n".to_string(), vec![], "movidesk.token"),
         (
             format!("[movidesk]\n{token_line}"),
@@ -188,9 +189,10 @@ async fn metrics_are_served_gzipped_when_asked() {
     assert_eq!(sim.state.requests().len(), before);
 }
 
-/// The one-command demo serves live metrics where it says, and SIGTERM stops it cleanly.
+/// The one-command demo serves live metrics where it says, SIGHUP is logged and ignored,
+/// and SIGTERM stops it cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_serves_metrics_and_stops_on_sigterm() {
+async fn demo_serves_metrics_ignores_sighup_and_stops_on_sigterm() {
     let mut proc = ExporterProcess::start(
         &[
             "--demo",
@@ -238,6 +240,16 @@ async fn demo_serves_metrics_and_stops_on_sigterm() {
     assert!(landing.contains("href=\"/custom\""));
     assert_eq!(reqwest::get(proc.base_url() + "/-/healthy").await.unwrap().status(), 200);
     assert_eq!(reqwest::get(proc.base_url() + "/metrics").await.unwrap().status(), 404);
+    // SIGHUP (a terminal closed, a habit of reloading) is logged and ignored.
+    let pid = proc.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proc.stderr.lock().unwrap().contains("SIGHUP ignored") {
+        assert!(proc.exited().is_none(), "SIGHUP ended the exporter: {}", proc.all_output());
+        assert!(std::time::Instant::now() < deadline, "SIGHUP not logged: {}", proc.all_output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reqwest::get(proc.base_url() + "/-/healthy").await.unwrap().status(), 200);
     let status = proc.terminate();
     assert!(status.success(), "exit after SIGTERM: {status}");
 }
