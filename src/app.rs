@@ -62,9 +62,10 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     } else {
         (platforms::load(cli.config_file.as_deref())?, None)
     };
-    let state = (cfg.state.enabled && !cli.demo).then(|| StateStore::new(&cfg.state.path));
-    if let Some(store) = &state {
+    let mut state = (cfg.state.enabled && !cli.demo).then(|| StateStore::new(&cfg.state.path));
+    if let Some(store) = &mut state {
         store.prepare().map_err(|source| AppError::StateDir { path: store.path().to_path_buf(), source })?;
+        store.lock()?;
     }
     if !cli.demo {
         for warning in cfg.source.warnings(&cfg.polling) {

@@ -66,6 +66,13 @@ pub enum StateError {
     Corrupt { path: PathBuf, detail: String, set_aside: PathBuf },
     #[error("state file {path} {detail}; set aside as {set_aside}")]
     Incompatible { path: PathBuf, detail: String, set_aside: PathBuf },
+    #[error("cannot lock state file {path} (through {lock}): {source}")]
+    Lock { path: PathBuf, lock: PathBuf, source: std::io::Error },
+    #[error(
+        "state file {path} is in use by another exporter ({holder}): give each exporter its own state.path, \
+         or stop the other one"
+    )]
+    InUse { path: PathBuf, holder: String },
 }
 
 /// A state file that was read but cannot be resumed from: it is inconsistent.
@@ -108,6 +115,8 @@ pub struct StateStore {
     appended_bytes: u64,
     /// The source's state as last written.
     saved_source_state: Option<serde_json::Value>,
+    /// The lock held on the file while this store lives (see [`StateStore::lock`]).
+    lock: Option<File>,
 }
 
 impl StateStore {
@@ -118,6 +127,7 @@ impl StateStore {
             snapshot_bytes: 0,
             appended_bytes: 0,
             saved_source_state: None,
+            lock: None,
         }
     }
 
@@ -133,6 +143,38 @@ impl StateStore {
         let probe = dir.join(format!(".{}.probe", self.file_name()));
         File::create(&probe)?;
         fs::remove_file(probe)
+    }
+
+    /// Takes the state file's lock for as long as this store lives, as Prometheus locks
+    /// its TSDB: two exporters pointed at one file (a copied unit, two replicas on one
+    /// volume) would each append to the other's snapshot. The lock is an advisory lock on
+    /// `.<name>.lock` beside the file, which names the holder's process id; the kernel
+    /// lets it go when the process ends, however it ends, so a stale lock never blocks a
+    /// restart.
+    pub fn lock(&mut self) -> Result<(), StateError> {
+        use std::io::Read as _;
+        let lock = self.dir().join(format!(".{}.lock", self.file_name()));
+        let failed = |source| StateError::Lock { path: self.path.clone(), lock: lock.clone(), source };
+        let mut file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock).map_err(failed)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(failed)?;
+                file.write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(failed)?;
+                self.lock = Some(file);
+                Ok(())
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = (&mut file).take(64).read_to_string(&mut text);
+                let holder = match text.trim() {
+                    pid if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) => format!("process {pid}"),
+                    _ => format!("which holds {}", lock.display()),
+                };
+                Err(StateError::InUse { path: self.path.clone(), holder })
+            }
+            Err(fs::TryLockError::Error(e)) => Err(failed(e)),
+        }
     }
 
     fn dir(&self) -> PathBuf {

@@ -299,3 +299,37 @@ async fn a_read_only_state_file_shows_and_values_resume_exactly() {
     let stderr = proc.stderr.lock().unwrap().clone();
     assert_eq!(stderr.matches("cannot write the state file").count(), 1, "logged once, not every poll: {stderr}");
 }
+
+/// One state file, one exporter: a second exporter pointed at the file of a running one
+/// refuses to start, in one line naming the file and the other's process id; once the
+/// first is killed (SIGKILL: its lock is left, stale), the next start takes the file over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_exporters_never_share_a_state_file() {
+    let sim = start_simulator(manual_sim(36)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.json");
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(&sim, &state_path)).unwrap();
+    let args = ["--config.file", config_path.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"];
+    let mut first = ExporterProcess::start(&args, &[]);
+    ready(&first).await;
+
+    let (code, _, stderr) = support::process::run_to_end(&args, &[]);
+    assert_ne!(code, 0, "the second exporter must not start: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    let pid = first.child.id().to_string();
+    for part in ["state.path", state_path.to_str().unwrap(), "in use by another exporter", &format!("process {pid}")] {
+        assert!(lines[0].contains(part), "names {part}: {}", lines[0]);
+    }
+    assert!(first.exited().is_none(), "the first one goes on");
+    sim.state.advance(3600);
+    converges(&first, &sim, "the first exporter, undisturbed").await;
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let next = ExporterProcess::start(&args, &[]);
+    ready(&next).await;
+    sim.state.advance(3600);
+    converges(&next, &sim, "after a SIGKILL, the next start").await;
+}
