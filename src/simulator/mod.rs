@@ -144,6 +144,9 @@ pub struct Rendering {
     /// stamped a second before its creation: a change stamped earlier than the one
     /// already seen for that chat (a platform writing `lastUpdate` from another clock).
     pub answers_stamped_before_creation: bool,
+    /// The answers of the platform's older version, where its shapes differ (each facade
+    /// says how).
+    pub older_version: bool,
 }
 
 #[derive(Debug, Clone)]

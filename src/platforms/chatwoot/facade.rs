@@ -199,6 +199,30 @@ fn conversation_json(world: &World, c: &Conversation) -> Value {
     })
 }
 
+/// `body` as the version simulated writes it. Older versions (their API description, and
+/// conversation views before `updated_at` was added) write an agent's presence
+/// `available` where the server now sends `online`, and a conversation without
+/// `updated_at`, its `timestamp` (the last activity) its only time of change.
+fn rendered(state: &SimState, mut body: Value) -> Value {
+    fn older(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("updated_at");
+                if m.get("availability_status").and_then(Value::as_str) == Some("online") {
+                    m.insert("availability_status".into(), json!("available"));
+                }
+                m.values_mut().for_each(older);
+            }
+            Value::Array(items) => items.iter_mut().for_each(older),
+            _ => {}
+        }
+    }
+    if state.rendering().older_version {
+        older(&mut body);
+    }
+    body
+}
+
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"error": "Resource could not be found"}))).into_response()
 }
@@ -289,7 +313,7 @@ async fn conversations(
         json!({"data": {"meta": {"mine_count": 0, "assigned_count": all_count - unassigned,
             "unassigned_count": unassigned, "all_count": all_count}, "payload": items}})
     };
-    Ok(respond(body, fault, &["data", "payload"], hostile()).await)
+    Ok(respond(rendered(&state, body), fault, &["data", "payload"], hostile()).await)
 }
 
 async fn meta(
@@ -307,7 +331,7 @@ async fn meta(
         json!({"meta": {"mine_count": 0, "assigned_count": open.len() - unassigned, "unassigned_count": unassigned,
             "all_count": open.len()}})
     };
-    Ok(respond(body, fault, &[], hostile()).await)
+    Ok(respond(rendered(&state, body), fault, &[], hostile()).await)
 }
 
 async fn agents(
@@ -327,7 +351,7 @@ async fn agents(
         list.sort_by(|a, b| a.0.cmp(&b.0));
         Value::Array(list.into_iter().map(|(_, v)| v).collect())
     };
-    Ok(respond(body, fault, &[], hostile()).await)
+    Ok(respond(rendered(&state, body), fault, &[], hostile()).await)
 }
 
 async fn inboxes(
@@ -353,7 +377,7 @@ async fn inboxes(
             .collect();
         json!({ "payload": items })
     };
-    Ok(respond(body, fault, &["payload"], hostile()).await)
+    Ok(respond(rendered(&state, body), fault, &["payload"], hostile()).await)
 }
 
 async fn teams(
@@ -374,7 +398,7 @@ async fn teams(
             .collect();
         Value::Array(items)
     };
-    Ok(respond(body, fault, &[], hostile()).await)
+    Ok(respond(rendered(&state, body), fault, &[], hostile()).await)
 }
 
 async fn team_members(
@@ -396,5 +420,5 @@ async fn team_members(
             .collect();
         Value::Array(members.into_values().collect())
     };
-    Ok(respond(body, fault, &[], hostile()).await)
+    Ok(respond(rendered(&state, body), fault, &[], hostile()).await)
 }

@@ -58,7 +58,9 @@ pub fn parse_agent(v: &Value) -> Result<(AgentRef, Option<Presence>), String> {
     let id = v.get("id").and_then(Value::as_u64).ok_or("agent without a numeric id")?;
     let name = v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
     let presence = match v.get("availability_status").and_then(Value::as_str) {
-        Some("online") => Some(Presence::Available),
+        // `online` as the server sends it, `available` as its API description (and older
+        // versions) write it.
+        Some("online" | "available") => Some(Presence::Available),
         Some("busy") => Some(Presence::Busy),
         Some("offline") => Some(Presence::Offline),
         _ => None,
@@ -86,7 +88,11 @@ pub fn parse_conversation(
     let inbox_id = v.get("inbox_id").and_then(Value::as_u64).ok_or_else(|| invalid("no inbox_id"))?;
     let inbox = inbox(inbox_id).ok_or(ConversationError::UnknownInbox(inbox_id))?;
     let Some(origin) = inbox.origin else { return Ok(None) };
-    let last_update = seconds(v.get("updated_at")).ok_or_else(|| invalid("updated_at missing or not a time"))?;
+    // Older versions' views have no `updated_at`: their last activity (`timestamp`) is the
+    // time of change they give.
+    let last_update = seconds(v.get("updated_at"))
+        .or_else(|| v.get("updated_at").is_none().then(|| seconds(v.get("timestamp"))).flatten())
+        .ok_or_else(|| invalid("updated_at (or, without it, timestamp) missing or not a time"))?;
     let created = seconds(v.get("created_at"));
     let meta = v.get("meta");
     let agent = meta
