@@ -114,3 +114,32 @@ async fn each_routes_limit_is_read_from_its_headers_and_never_exceeded() {
     assert!(started.elapsed() >= Duration::from_secs(4), "nine polls of one call per route need three windows");
     assert_samples_eq(&chat_samples(&exp.scrape().await), &truth_samples(&sim.state.truth()), "within the limits");
 }
+
+/// Transfer records written before a server upgrade (`transferredBy.type` where newer
+/// ones write `userType`, and `previousDepartment` as an object): a room's first agent
+/// and department are still read from them (`records::tests`), and a day of them is read
+/// exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_transfer_records_are_read_exactly() {
+    let sim = start_simulator(manual_sim_of("rocketchat", 23)).await;
+    sim.state.set_rendering(chat_exporter::simulator::Rendering { older_version: true, ..Default::default() });
+    sim.state.advance(8 * 3600);
+    sim.state.reset_counts();
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
+    for hour in 1..=6 {
+        exp.follow(&sim.state, 60, 60).await;
+        assert_samples_eq(
+            &chat_samples(&exp.scrape().await),
+            &truth_samples(&sim.state.truth()),
+            &format!("hour {hour}"),
+        );
+    }
+    let transferred = sim.state.with_world(|w| {
+        w.conversations
+            .iter()
+            .filter(|c| !c.is_open() && c.transfers.iter().any(|t| t.from_group != t.to_group))
+            .count()
+    });
+    assert!(transferred > 0, "rooms moved between departments and closed");
+}

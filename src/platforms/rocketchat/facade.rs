@@ -417,6 +417,9 @@ async fn transfer_history(
 ) -> Result<Response, Refusal> {
     // This route checks no parameters; one rate-limit counter covers every room.
     let (fault, limit) = admit(&state, "transfer_history", &headers, &params, None)?;
+    // Records written before a server upgrade: `transferredBy.type` where newer ones write
+    // `userType`, and the previous department as an object.
+    let older = state.rendering().older_version;
     let body = {
         let world = &state.world();
         let id = rid.strip_prefix('R').and_then(|n| n.parse::<u64>().ok());
@@ -426,14 +429,15 @@ async fn transfer_history(
             .iter()
             .map(|t| {
                 let (from, to) = (&world.agents[t.from_agent], &world.agents[t.to_agent]);
+                let user_type = if older { "type" } else { "userType" };
                 let mut item = json!({
-                    "transferredBy": {"_id": from.id, "username": from.username, "name": from.name, "userType": "agent"},
+                    "transferredBy": {"_id": from.id, "username": from.username, "name": from.name, user_type: "agent"},
                     "ts": iso(t.at),
                     "scope": if t.from_group == t.to_group { "agent" } else { "department" },
                     "transferredTo": {"_id": to.id, "username": to.username, "name": to.name},
                 });
                 if let Some(d) = department_id(world, &t.from_group) {
-                    item["previousDepartment"] = json!(d);
+                    item["previousDepartment"] = if older { json!({"_id": d, "name": t.from_group}) } else { json!(d) };
                 }
                 if t.from_group != t.to_group {
                     item["nextDepartment"] = json!({"_id": department_id(world, &t.to_group), "name": t.to_group});

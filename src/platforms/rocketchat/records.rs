@@ -103,12 +103,17 @@ pub struct History {
 pub fn parse_history(items: &[Value], departments: &HashMap<String, String>) -> History {
     let first = items.first().and_then(|t| {
         let by = t.get("transferredBy")?;
-        // Only a transfer by the serving agent names who served before it.
-        if by.get("userType").and_then(Value::as_str) != Some("agent") {
+        // Only a transfer by the serving agent names who served before it. Records written
+        // before a server upgrade say `type` where newer ones say `userType`.
+        let user_type = by.get("userType").or_else(|| by.get("type"));
+        if user_type.and_then(Value::as_str) != Some("agent") {
             return None;
         }
         let agent = AgentRef { id: text(by.get("_id"))?, name: text(by.get("username"))? };
-        let department = text(t.get("previousDepartment")).map(|d| departments.get(&d).cloned().unwrap_or_default());
+        // An id, or (older records) an object with one.
+        let previous = t.get("previousDepartment");
+        let department = text(previous.and_then(|d| d.get("_id")).or(previous))
+            .map(|d| departments.get(&d).cloned().unwrap_or_default());
         Some((agent, department))
     });
     History { transferred: !items.is_empty(), first }
@@ -153,6 +158,26 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transfer written by today's server and the same one written before an upgrade
+    /// (`transferredBy.type`, `previousDepartment` as an object) name the same first agent
+    /// and department.
+    #[test]
+    fn transfer_records_of_older_servers_name_the_first_agent_and_department() {
+        let departments: HashMap<String, String> = [("dep1".to_string(), "Suporte".to_string())].into();
+        let agent = AgentRef { id: "u1".into(), name: "ana".into() };
+        let newer = serde_json::json!([{"transferredBy": {"_id": "u1", "username": "ana", "userType": "agent"},
+            "previousDepartment": "dep1", "scope": "department"}]);
+        let older = serde_json::json!([{"transferredBy": {"_id": "u1", "username": "ana", "type": "agent"},
+            "previousDepartment": {"_id": "dep1", "name": "Suporte"}, "scope": "department"}]);
+        for items in [newer, older] {
+            let history = parse_history(items.as_array().unwrap(), &departments);
+            assert!(history.transferred);
+            assert_eq!(history.first, Some((agent.clone(), Some("Suporte".to_string()))), "{items}");
+        }
+        let by_a_visitor = serde_json::json!([{"transferredBy": {"_id": "v", "username": "v", "type": "visitor"}}]);
+        assert_eq!(parse_history(by_a_visitor.as_array().unwrap(), &departments).first, None);
+    }
 
     #[test]
     fn presence_follows_the_contracts_table() {
