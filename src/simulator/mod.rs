@@ -615,17 +615,23 @@ async fn dated(
 /// A request the facade refuses (bad credentials, the rate limit, a bad parameter), as
 /// the platform writes it: handlers return `Result<Response, Refusal>` and write
 /// `admit(..)?`.
-pub struct Refusal(pub Response);
+pub struct Refusal(Box<Response>);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
+    }
+}
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Self {
+        Refusal(Box::new(response))
     }
 }
 
 impl<R: IntoResponse> From<(StatusCode, R)> for Refusal {
     fn from(response: (StatusCode, R)) -> Self {
-        Refusal(response.into_response())
+        Refusal(Box::new(response.into_response()))
     }
 }
 

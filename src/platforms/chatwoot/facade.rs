@@ -247,10 +247,10 @@ fn admit(
             Err(Refusal::from((StatusCode::UNAUTHORIZED, Json(json!({"error": "Invalid Access Token"})))))
         }
         // rack-attack's default answer: plain text, no Retry-After.
-        Admission::RateLimited(_) => Err(Refusal(
+        Admission::RateLimited(_) => Err(Refusal::from(
             (StatusCode::TOO_MANY_REQUESTS, [("content-type", "text/plain")], "Retry later\n").into_response(),
         )),
-        Admission::Serve { .. } if account != ACCOUNT_ID => Err(Refusal(not_found())),
+        Admission::Serve { .. } if account != ACCOUNT_ID => Err(Refusal::from(not_found())),
         Admission::Serve { fault, .. } => Ok(fault),
     }
 }
@@ -412,7 +412,7 @@ async fn team_members(
         let world = &state.world();
         let teams = teams_list(world);
         let Some(name) = team.checked_sub(1).and_then(|i| teams.get(i as usize)) else {
-            return Err(Refusal(not_found()));
+            return Err(Refusal::from(not_found()));
         };
         let members: BTreeMap<usize, Value> = (0..world.agents.len())
             .filter(|i| world.agents[*i].active && world.agents[*i].groups.contains(name))

@@ -275,11 +275,11 @@ fn admit(state: &SimState, endpoint: &'static str, params: &HashMap<String, Stri
     let token_ok = params.get("token").is_some_and(|t| state.token_is(t.as_bytes()));
     match state.admit(endpoint, logged_query(&pairs, &["token"]), token_ok, "token") {
         Admission::Serve { fault, .. } => Ok(fault),
-        Admission::Unauthorized => Err(Refusal(error(StatusCode::UNAUTHORIZED, "invalid token"))),
+        Admission::Unauthorized => Err(Refusal::from(error(StatusCode::UNAUTHORIZED, "invalid token"))),
         Admission::RateLimited(limit) => {
             let mut headers = HeaderMap::new();
             headers.insert("retry-after", HeaderValue::from_str(&limit.retry_after.to_string()).expect("digits"));
-            Err(Refusal(
+            Err(Refusal::from(
                 (StatusCode::TOO_MANY_REQUESTS, headers, axum::Json(json!({"error": "too many requests"}))).into_response(),
             ))
         }
@@ -325,7 +325,7 @@ async fn tickets(
     };
     match page {
         Ok(items) => Ok(respond(Value::Array(items), fault, &[], hostile()).await),
-        Err(e) => Err(Refusal(error(StatusCode::BAD_REQUEST, &e))),
+        Err(e) => Err(Refusal::from(error(StatusCode::BAD_REQUEST, &e))),
     }
 }
 
@@ -337,6 +337,6 @@ async fn persons(
     let page = query_list(persons_json(&state.world()), &params, &[]);
     match page {
         Ok(items) => Ok(respond(Value::Array(items), fault, &[], hostile()).await),
-        Err(e) => Err(Refusal(error(StatusCode::BAD_REQUEST, &e))),
+        Err(e) => Err(Refusal::from(error(StatusCode::BAD_REQUEST, &e))),
     }
 }

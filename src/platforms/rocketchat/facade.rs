@@ -256,7 +256,7 @@ fn admit(
                 "Error, too many requests. Please slow down. You must wait {} seconds before trying this endpoint again. [error-too-many-requests]",
                 limit.retry_after
             );
-            Err(Refusal(with_limit(state, failure(StatusCode::TOO_MANY_REQUESTS, &error, None), Some(limit))))
+            Err(Refusal::from(with_limit(state, failure(StatusCode::TOO_MANY_REQUESTS, &error, None), Some(limit))))
         }
         Admission::Serve { fault, limit } => {
             if let Some(allowed) = allowed {
@@ -267,7 +267,7 @@ fn admit(
                         "must NOT have additional properties [invalid-params]",
                         Some("invalid-params"),
                     );
-                    return Err(Refusal(with_limit(state, r, limit)));
+                    return Err(Refusal::from(with_limit(state, r, limit)));
                 }
             }
             Ok((fault, limit))
@@ -293,7 +293,7 @@ fn paging(params: &[(String, String)]) -> (usize, usize) {
 fn sort_spec(params: &[(String, String)], default: (&str, i64)) -> Result<Vec<(String, i64)>, Refusal> {
     let Some(raw) = param(params, "sort") else { return Ok(vec![(default.0.to_string(), default.1)]) };
     let invalid = || {
-        Refusal(failure(
+        Refusal::from(failure(
             StatusCode::BAD_REQUEST,
             &format!("Invalid sort parameter provided: \"{raw}\" [error-invalid-sort]"),
             Some("error-invalid-sort"),
@@ -453,7 +453,7 @@ async fn transfer_history(
     };
     // The world is let go first: the rate-limit headers read the clock.
     let Some(body) = body else {
-        return Err(Refusal(with_limit(&state, failure(StatusCode::BAD_REQUEST, "invalid-room", None), limit)));
+        return Err(Refusal::from(with_limit(&state, failure(StatusCode::BAD_REQUEST, "invalid-room", None), limit)));
     };
     finish(&state, body, "history", fault, limit).await
 }
@@ -467,7 +467,7 @@ async fn users(
     let allowed: &[&str] = &["text", "onlyAvailable", "excludeId", "showIdleAgents", "count", "offset", "sort", "query", "fields"];
     let (fault, limit) = admit(&state, "users_agent", &headers, &params, Some(allowed))?;
     if kind != "agent" {
-        return Err(Refusal(with_limit(&state, failure(StatusCode::BAD_REQUEST, "Invalid type", None), limit)));
+        return Err(Refusal::from(with_limit(&state, failure(StatusCode::BAD_REQUEST, "Invalid type", None), limit)));
     }
     let body = {
         let world = &state.world();
