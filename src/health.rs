@@ -9,11 +9,22 @@ use chrono::{DateTime, Utc};
 /// What `/-/ready` and the landing page say while the first poll runs.
 pub const STARTING: &str = "starting: first poll in progress";
 
+/// Why the poll in progress waits long, if it does: asked whenever `/-/ready` or the
+/// landing page is read, since a wait is told while it lasts, not once it is over.
+pub type WaitProbe = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// What the landing page and `/-/ready` say about the source.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
     state: Mutex<HealthState>,
+    waiting: Option<WaitProbe>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").field("ready", &self.ready).field("state", &self.state).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -24,6 +35,8 @@ pub struct HealthState {
     /// Why the last save of the state file failed, while it fails: the chat values
     /// served are frozen at the last save.
     pub state_error: Option<String>,
+    /// Why the poll in progress has waited long, while it waits.
+    pub waiting: Option<String>,
     pub polls: u64,
 }
 
@@ -33,6 +46,9 @@ impl HealthState {
         match (&self.last_error, &self.state_error, self.last_success) {
             (Some(e), _, _) => Some(format!("{}: {e}", self.source)),
             (None, Some(e), _) => Some(e.clone()),
+            (None, None, _) if self.waiting.is_some() => {
+                Some(format!("{}: {}", self.source, self.waiting.as_deref().unwrap_or_default()))
+            }
             (None, None, None) if self.polls == 0 => Some(format!("{}: {STARTING}", self.source)),
             (None, None, None) => Some(format!("{}: no successful poll yet", self.source)),
             (None, None, Some(_)) => None,
@@ -45,15 +61,24 @@ impl Health {
         Health {
             ready: AtomicBool::new(false),
             state: Mutex::new(HealthState { source: source.to_string(), ..Default::default() }),
+            waiting: None,
         }
+    }
+
+    /// Asks `probe`, whenever health is read, whether the poll in progress waits long.
+    pub fn watching(mut self, probe: WaitProbe) -> Self {
+        self.waiting = Some(probe);
+        self
     }
     /// Ready while the chat values served are current: the last poll succeeded and its
     /// values were saved (when there is a state file).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.waiting.as_ref().is_none_or(|probe| probe().is_none())
     }
     pub fn state(&self) -> HealthState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        state.waiting = self.waiting.as_ref().and_then(|probe| probe());
+        state
     }
     /// Records a poll (its error, if it failed) and, when it succeeded, whether its
     /// values were saved.

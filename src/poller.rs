@@ -53,7 +53,10 @@ pub struct Poller {
 
 impl Poller {
     pub fn new(source: Box<dyn Source>, metrics: SelfMetrics, poll_interval: Duration) -> Self {
-        let health = Arc::new(Health::new(source.name()));
+        // A poll waiting long for its budget (a route's reset, a Retry-After) is told by
+        // `/-/ready` while it waits, not only once it is over.
+        let budget = source.budget();
+        let health = Arc::new(Health::new(source.name()).watching(Box::new(move || budget.long_wait())));
         let mut exporter = Poller {
             source,
             tracker: Tracker::new(),

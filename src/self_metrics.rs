@@ -15,6 +15,7 @@ pub struct SelfMetrics {
     pub budget_used: GaugeVec,
     pub budget_remaining: GaugeVec,
     pub budget_wait: prometheus::CounterVec,
+    pub budget_waiting: GaugeVec,
     pub open_chats_tracked: Gauge,
     pub state_save_failures: prometheus::IntCounter,
     pub state_last_save: Gauge,
@@ -108,6 +109,14 @@ impl SelfMetrics {
             &["source"],
         )
         .expect("valid metric");
+        let budget_waiting = GaugeVec::new(
+            Opts::new(
+                "chat_exporter_api_budget_waiting_seconds",
+                "How long the request in progress has waited for request budget (pacing, a Retry-After, a route's rate-limit reset, backoff); 0 when none waits.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
         let open_chats_tracked =
             Gauge::new("chat_exporter_open_conversations_tracked", "Open conversations held in memory by the tracker.")
                 .expect("valid metric");
@@ -132,6 +141,7 @@ impl SelfMetrics {
             Box::new(budget_used.clone()),
             Box::new(budget_remaining.clone()),
             Box::new(budget_wait.clone()),
+            Box::new(budget_waiting.clone()),
             Box::new(open_chats_tracked.clone()),
             Box::new(state_save_failures.clone()),
             Box::new(state_last_save.clone()),
@@ -156,6 +166,7 @@ impl SelfMetrics {
             budget_used,
             budget_remaining,
             budget_wait,
+            budget_waiting,
             open_chats_tracked,
             state_save_failures,
             state_last_save,
@@ -169,6 +180,7 @@ impl SelfMetrics {
         self.budget_used.with_label_values(&[source]).set(0.0);
         self.budget_remaining.with_label_values(&[source]).set(requests_per_minute as f64);
         self.budget_wait.with_label_values(&[source]);
+        self.budget_waiting.with_label_values(&[source]).set(0.0);
         self.poll_duration.with_label_values(&[source]);
         // Every reason at 0 before the first failure, so that `rate()` sees the first one.
         for reason in crate::source::error::Reason::ALL {

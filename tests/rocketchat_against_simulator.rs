@@ -143,3 +143,48 @@ async fn older_transfer_records_are_read_exactly() {
     });
     assert!(transferred > 0, "rooms moved between departments and closed");
 }
+
+/// One answer saying that no call is left on its route until ten years from now
+/// (`X-RateLimit-Remaining: 0`, `X-RateLimit-Reset` far ahead): the route waits at most
+/// an hour (`MAX_RETRY_AFTER`), and never in silence. While the poll waits, `/-/ready`
+/// answers 503 naming the wait and `chat_exporter_api_budget_waiting_seconds` rises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_reset_years_ahead_is_waited_for_in_the_open() {
+    use chat_exporter::simulator::Fault;
+    let sim = start_simulator(manual_sim_of("rocketchat", 29)).await;
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
+    let (ready_url, metrics_url) = (exp.url("/-/ready"), exp.url("/metrics"));
+    assert_eq!(reqwest::get(&ready_url).await.unwrap().status(), 200);
+    let refresher = tokio::spawn(exp.poller.refresher(std::time::Duration::from_millis(100)));
+    sim.state.push_faults([Fault::LimitExhausted { seconds: 10 * 365 * 86_400 }]);
+    let polls = async {
+        loop {
+            sim.state.advance(60);
+            exp.poller.poll_once().await.unwrap();
+        }
+    };
+    let told = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let ready = reqwest::get(&ready_url).await.unwrap();
+            let (status, why) = (ready.status().as_u16(), ready.text().await.unwrap());
+            let samples = parse_exposition(&reqwest::get(&metrics_url).await.unwrap().text().await.unwrap());
+            let waiting =
+                value(&samples, "chat_exporter_api_budget_waiting_seconds", &[("source", "rocketchat")]).unwrap();
+            if status == 503 && waiting > 0.0 {
+                assert!(why.contains("the platform's rate-limit reset of route"), "{why}");
+                let to_go: u64 = why.split(" s to go").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+                assert!(to_go <= 3600, "capped at an hour: {why}");
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the wait is not told: {status} {why}, waiting {waiting}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = polls => unreachable!("the polls go on until the held route is asked again"),
+        _ = told => {}
+    }
+    refresher.abort();
+}

@@ -51,6 +51,9 @@ pub enum Fault {
     UndecodableRecord { how: Undecodable },
     /// A normal page plus a new record stamped in 2099, where the list holds chats.
     FutureRecord,
+    /// A normal answer whose rate-limit headers say that no request is left until
+    /// `seconds` from now, where the platform tells its limit in headers.
+    LimitExhausted { seconds: u64 },
 }
 
 /// How a record is made undecodable, as the issue found them in the wild.
@@ -538,6 +541,8 @@ pub async fn respond(body: Value, fault: Option<Fault>, items: &[&str], hostile:
             (StatusCode::OK, [("content-type", "application/json"), ("content-encoding", "gzip")], the_gzip_bomb())
                 .into_response()
         }
+        // The headers are the facade's to write.
+        Some(Fault::LimitExhausted { .. }) => Json(body).into_response(),
         Some(Fault::Delay { millis }) => {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             Json(body).into_response()

@@ -333,6 +333,15 @@ async fn finish(
     fault: Option<Fault>,
     limit: Option<LimitStatus>,
 ) -> Result<Response, Refusal> {
+    let limit = match &fault {
+        Some(Fault::LimitExhausted { seconds }) => Some(LimitStatus {
+            limit: limit.map_or(10, |l| l.limit),
+            remaining: 0,
+            reset_in: std::time::Duration::from_secs(*seconds),
+            retry_after: 0,
+        }),
+        _ => limit,
+    };
     Ok(with_limit(state, respond(body, fault, &[key], hostile()).await, limit))
 }
 
