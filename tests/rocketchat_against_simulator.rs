@@ -188,3 +188,32 @@ async fn a_rate_limit_reset_years_ahead_is_waited_for_in_the_open() {
     }
     refresher.abort();
 }
+
+/// A transfer history that never ends (after its real entries, new ones on every page, a
+/// total of a billion): the exporter reads what the counts need, the first page, so each
+/// history costs one request and the day is read exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_transfer_history_costs_one_request() {
+    use chat_exporter::simulator::Fault;
+    let sim = start_simulator(manual_sim_of("rocketchat", 31)).await;
+    sim.state.advance(8 * 3600);
+    sim.state.reset_counts();
+    sim.state.set_outage(Some(Fault::EndlessList));
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    exp.poller.poll_once().await.unwrap();
+    for hour in 1..=4 {
+        exp.follow(&sim.state, 60, 60).await;
+        assert_samples_eq(
+            &chat_samples(&exp.scrape().await),
+            &truth_samples(&sim.state.truth()),
+            &format!("hour {hour}"),
+        );
+    }
+    let histories = sim.state.requests().iter().filter(|r| r.endpoint == "transfer_history").count();
+    let (transferred, closed_served) = sim.state.with_world(|w| {
+        let closed: Vec<_> = w.conversations.iter().filter(|c| !c.is_open() && c.agent.is_some()).collect();
+        (closed.iter().filter(|c| !c.transfers.is_empty()).count(), closed.len())
+    });
+    assert!(transferred > 0, "some closed rooms were transferred: their histories never end");
+    assert!(histories <= closed_served, "{histories} history requests for {closed_served} closed served rooms");
+}

@@ -54,6 +54,10 @@ pub enum Fault {
     /// A normal answer whose rate-limit headers say that no request is left until
     /// `seconds` from now, where the platform tells its limit in headers.
     LimitExhausted { seconds: u64 },
+    /// A list that never ends where a platform's list can hold many records about one
+    /// conversation (Rocket.Chat's transfer history): after its real records, every page
+    /// brings new ones, and its total is a billion.
+    EndlessList,
 }
 
 /// How a record is made undecodable, as the issue found them in the wild.
@@ -542,7 +546,7 @@ pub async fn respond(body: Value, fault: Option<Fault>, items: &[&str], hostile:
                 .into_response()
         }
         // The headers are the facade's to write.
-        Some(Fault::LimitExhausted { .. }) => Json(body).into_response(),
+        Some(Fault::LimitExhausted { .. } | Fault::EndlessList) => Json(body).into_response(),
         Some(Fault::Delay { millis }) => {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             Json(body).into_response()

@@ -235,10 +235,15 @@ impl RocketChatSource {
         Ok(rooms)
     }
 
+    /// A room's transfer history as far as the counts need it, its first entry and whether
+    /// there is one: its first page, however long the history is (one that never ends
+    /// costs one request).
     async fn history(&self, room: &str) -> Result<History, SourceError> {
         let path = format!("livechat/transfer.history/{room}");
-        let items = self.all("transfer_history", &path, "history", &[]).await?;
-        Ok(parse_history(&items, &self.departments))
+        let (page, total, _) = self.page("transfer_history", &path, "history", &[], 0).await?;
+        let mut history = parse_history(&page.items, &self.departments);
+        history.transferred |= total.is_some_and(|t| t > 0);
+        Ok(history)
     }
 
     async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
