@@ -123,18 +123,7 @@ async fn each_routes_limit_is_read_from_its_headers_and_never_exceeded() {
 async fn older_transfer_records_are_read_exactly() {
     let sim = start_simulator(manual_sim_of("rocketchat", 23)).await;
     sim.state.set_rendering(chat_exporter::simulator::Rendering { older_version: true, ..Default::default() });
-    sim.state.advance(8 * 3600);
-    sim.state.reset_counts();
-    let mut exp = TestExporter::start(fast_setup(&sim)).await;
-    exp.poller.poll_once().await.unwrap();
-    for hour in 1..=6 {
-        exp.follow(&sim.state, 60, 60).await;
-        assert_samples_eq(
-            &chat_samples(&exp.scrape().await),
-            &truth_samples(&sim.state.truth()),
-            &format!("hour {hour}"),
-        );
-    }
+    spec::exact_from_the_morning(&sim, 6).await;
     let transferred = sim.state.with_world(|w| {
         w.conversations
             .iter()
@@ -196,19 +185,8 @@ async fn a_rate_limit_reset_years_ahead_is_waited_for_in_the_open() {
 async fn an_endless_transfer_history_costs_one_request() {
     use chat_exporter::simulator::Fault;
     let sim = start_simulator(manual_sim_of("rocketchat", 31)).await;
-    sim.state.advance(8 * 3600);
-    sim.state.reset_counts();
     sim.state.set_outage(Some(Fault::EndlessList));
-    let mut exp = TestExporter::start(fast_setup(&sim)).await;
-    exp.poller.poll_once().await.unwrap();
-    for hour in 1..=4 {
-        exp.follow(&sim.state, 60, 60).await;
-        assert_samples_eq(
-            &chat_samples(&exp.scrape().await),
-            &truth_samples(&sim.state.truth()),
-            &format!("hour {hour}"),
-        );
-    }
+    spec::exact_from_the_morning(&sim, 4).await;
     let histories = sim.state.requests().iter().filter(|r| r.endpoint == "transfer_history").count();
     let (transferred, closed_served) = sim.state.with_world(|w| {
         let closed: Vec<_> = w.conversations.iter().filter(|c| !c.is_open() && c.agent.is_some()).collect();

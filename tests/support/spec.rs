@@ -113,3 +113,22 @@ pub async fn follow_checking_truth(exp: &mut TestExporter, sim: &RunningSimulato
     }
     (bot, held)
 }
+
+/// From 08:00 of the simulated day, as the simulator renders it (a rendering or an
+/// outage set first): an exporter started then, polling every simulated minute for
+/// `hours` hours, equals the truth every hour. Returns the exporter, for more checks.
+pub async fn exact_from_the_morning(sim: &RunningSimulator, hours: u32) -> TestExporter {
+    sim.state.advance(8 * 3600);
+    sim.state.reset_counts();
+    let mut exp = TestExporter::start(fast_setup(sim)).await;
+    exp.poller.poll_once().await.unwrap();
+    for hour in 1..=hours {
+        exp.follow(&sim.state, 60, 60).await;
+        assert_samples_eq(
+            &chat_samples(&exp.scrape().await),
+            &truth_samples(&sim.state.truth()),
+            &format!("hour {hour}"),
+        );
+    }
+    exp
+}
