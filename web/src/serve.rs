@@ -12,9 +12,12 @@
 //!   anything (slowloris, TLS clients that never send a ClientHello, forgotten keep-alives)
 //!   cannot lock out a fresh scraper: its request head arrives at once and, from then on, its
 //!   connection is busy and chosen last. When every connection has a request in progress,
-//!   the one busy longest is closed after its response (each request is bounded by the
-//!   router's request timeout and the credential-check wait), so clients keeping every
-//!   connection busy cannot keep a new one out either.
+//!   the one busy longest is asked to close, and gets [`CLOSE_GRACE`] to finish writing its
+//!   response: clients keeping every connection busy, or never reading their answers,
+//!   cannot keep a new one out either.
+//! - **response**: [`RESPONSE_TIMEOUT`] from a complete request head to its response
+//!   written (a client that does not read cannot hold its slot for ever); the last part of
+//!   an answer handed to hyper is then bounded by the keep-alive deadline.
 //! - **TLS handshake**: [`TLS_HANDSHAKE_TIMEOUT`] from the accepted TCP connection.
 //! - **first request head**: [`HEADER_READ_TIMEOUT`] from the connection (or the end of its
 //!   handshake) to a complete request head.
@@ -85,6 +88,17 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// magnitude. hyper's buffer doubles as it fills, so a connection holds at most twice this.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// Time from a request's complete head to its response written. The request side answers
+/// within its own timeout (the router's); what remains is writing, which a client that
+/// does not read would stretch for ever, holding its slot. 30 s writes a scrape of tens
+/// of MB to any client that reads; Prometheus gives up on a scrape after 10 s by default.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time a connection with a request in progress gets to finish it once it is asked to
+/// close at the cap: a client that does not read its answer loses its slot to a new
+/// connection within this, not at [`RESPONSE_TIMEOUT`].
+pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 /// Time given, once `shutdown` completes, to requests in progress to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -103,6 +117,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// [`SHUTDOWN_GRACE`]
     pub shutdown_grace: Duration,
+    /// [`RESPONSE_TIMEOUT`]
+    pub response_timeout: Duration,
+    /// [`CLOSE_GRACE`]
+    pub close_grace: Duration,
 }
 
 impl Default for Limits {
@@ -114,6 +132,8 @@ impl Default for Limits {
             tls_handshake_timeout: TLS_HANDSHAKE_TIMEOUT,
             max_header_bytes: MAX_HEADER_BYTES,
             shutdown_grace: SHUTDOWN_GRACE,
+            response_timeout: RESPONSE_TIMEOUT,
+            close_grace: CLOSE_GRACE,
         }
     }
 }
@@ -287,8 +307,8 @@ impl Server {
                 }
                 // A phase change, or closing asked for.
                 _ = slot.wake.notified() => {}
-                _ = sleep_until(deadline) => {
-                    if slot.deadline(&self.limits).is_some_and(|d| d <= Instant::now()) {
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if slot.deadline(&self.limits) <= Instant::now() {
                         tracing::debug!(%peer, phase = ?slot.phase(), "connection closed: timed out");
                         return;
                     }
@@ -296,13 +316,6 @@ impl Server {
                 _ = drain.changed(), if !shutting_down => {}
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -359,8 +372,9 @@ struct SlotState {
     phase: Phase,
     /// When `phase` started.
     since: Instant,
-    /// Asked to close (cap reached, or shutdown) as soon as no request is in progress.
-    close: bool,
+    /// Asked to close (cap reached, or shutdown) as soon as no request is in progress, and
+    /// when.
+    close: Option<Instant>,
 }
 
 struct Slot {
@@ -388,11 +402,11 @@ impl Slot {
     }
 
     fn close_requested(&self) -> bool {
-        self.lock().close
+        self.lock().close.is_some()
     }
 
     fn request_close(&self) {
-        self.lock().close = true;
+        self.lock().close.get_or_insert_with(Instant::now);
         self.wake.notify_one();
     }
 
@@ -406,16 +420,20 @@ impl Slot {
         }
     }
 
-    /// When the connection is closed unless its phase changes first; `None` while busy.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+    /// When the connection is closed unless its phase changes first. A request in
+    /// progress has [`RESPONSE_TIMEOUT`] to be answered and written. Once asked to close,
+    /// a connection gets [`CLOSE_GRACE`] to finish what it writes: the last frame of an
+    /// answer may still be in hyper's buffer after the request counts as done.
+    fn deadline(&self, limits: &Limits) -> Instant {
         let state = self.lock();
         let allowed = match state.phase {
             Phase::Handshake => limits.tls_handshake_timeout,
             Phase::FirstHead => limits.header_read_timeout,
             Phase::Idle => limits.keep_alive_timeout,
-            Phase::Busy => return None,
+            Phase::Busy => limits.response_timeout,
         };
-        Some(state.since + allowed)
+        let deadline = state.since + allowed;
+        state.close.map_or(deadline, |asked| deadline.min(asked + limits.close_grace))
     }
 }
 
@@ -484,7 +502,7 @@ impl Connections {
             .values()
             .filter_map(|slot| {
                 let state = slot.lock();
-                (!state.close).then(|| (state.phase == Phase::Busy, state.since, slot.id))
+                state.close.is_none().then(|| (state.phase == Phase::Busy, state.since, slot.id))
             })
             .min();
         let Some((_, _, id)) = victim else { return false };
@@ -498,7 +516,7 @@ impl Connections {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot {
             id,
-            state: Mutex::new(SlotState { phase, since: Instant::now(), close: false }),
+            state: Mutex::new(SlotState { phase, since: Instant::now(), close: None }),
             wake: Notify::new(),
         });
         self.open().insert(id, slot.clone());
