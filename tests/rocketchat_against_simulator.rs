@@ -143,7 +143,7 @@ async fn a_rate_limit_reset_years_ahead_is_waited_for_in_the_open() {
     let sim = start_simulator(manual_sim_of("rocketchat", 29)).await;
     let mut exp = TestExporter::start(fast_setup(&sim)).await;
     exp.poller.poll_once().await.unwrap();
-    let (ready_url, metrics_url) = (exp.url("/-/ready"), exp.url("/metrics"));
+    let (ready_url, metrics_url, landing_url) = (exp.url("/-/ready"), exp.url("/metrics"), exp.url("/"));
     assert_eq!(reqwest::get(&ready_url).await.unwrap().status(), 200);
     let refresher = tokio::spawn(exp.poller.refresher(std::time::Duration::from_millis(100)));
     sim.state.push_faults([Fault::LimitExhausted { seconds: 10 * 365 * 86_400 }]);
@@ -165,6 +165,11 @@ async fn a_rate_limit_reset_years_ahead_is_waited_for_in_the_open() {
                 assert!(why.contains("the platform's rate-limit reset of route"), "{why}");
                 let to_go: u64 = why.split(" s to go").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
                 assert!(to_go <= 3600, "capped at an hour: {why}");
+                let landing = reqwest::get(&landing_url).await.unwrap().text().await.unwrap();
+                assert!(
+                    landing.contains("<th align=\"left\">waiting</th><td>waiting for the platform's rate-limit reset"),
+                    "the landing page says why: {landing}"
+                );
                 return;
             }
             assert!(std::time::Instant::now() < deadline, "the wait is not told: {status} {why}, waiting {waiting}");

@@ -123,6 +123,11 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
         .state_error
         .as_deref()
         .map_or(String::new(), |e| format!("<tr><th align=\"left\">state file</th><td>{}</td></tr>\n", escape_html(e)));
+    // A poll waiting long for its request budget: why the status is down with no error.
+    let waiting = s
+        .waiting
+        .as_deref()
+        .map_or(String::new(), |w| format!("<tr><th align=\"left\">waiting</th><td>{}</td></tr>\n", escape_html(w)));
     let path = escape_html(&state.telemetry_path);
     Html(format!(
         r#"<!DOCTYPE html>
@@ -144,7 +149,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 <tr><th align="left">polls</th><td>{polls}</td></tr>
 <tr><th align="left">last success</th><td>{last_success}</td></tr>
 <tr><th align="left">last error</th><td>{last_error}</td></tr>
-{state_file}
+{state_file}{waiting}
 </table>
 </body>
 </html>
