@@ -8,6 +8,7 @@
 pub mod app;
 pub mod budget;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod exposition;
 pub mod health;

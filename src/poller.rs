@@ -7,6 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use crate::clock::{PlatformClock, Witnessed, CLOCK_JUMP, CLOCK_SETTLE};
 use crate::exposition::{self, Exposition, SharedExposition};
 use crate::health::Health;
 use crate::self_metrics::SelfMetrics;
@@ -22,6 +23,9 @@ const REMINDER_MAX: Duration = Duration::from_secs(3600);
 pub struct Poller {
     source: Box<dyn Source>,
     tracker: Tracker,
+    /// The platform's clock as followed: the tracker's marks move only with a time it
+    /// believes.
+    clock: PlatformClock,
     /// As configured, for the tracker resumed from the state file as for the first.
     series_retention: Option<Duration>,
     metrics: SelfMetrics,
@@ -60,6 +64,7 @@ impl Poller {
         let mut exporter = Poller {
             source,
             tracker: Tracker::new(),
+            clock: PlatformClock::new(),
             series_retention: None,
             metrics,
             exposition: SharedExposition::new(),
@@ -106,6 +111,10 @@ impl Poller {
                         if let Some(retention) = self.series_retention {
                             tracker.set_series_retention(retention);
                         }
+                        // The monotonic clock does not span the restart: the time the
+                        // exporter was stopped is allowed ahead, by the machine's clock.
+                        self.clock =
+                            PlatformClock::resumed(tracker.platform_now(), Utc::now() - saved_at, Instant::now());
                         self.tracker = tracker;
                         self.last_saved_at = Some(saved_at);
                         self.metrics.state_last_save.set(saved_at.timestamp_millis() as f64 / 1000.0);
@@ -190,6 +199,36 @@ impl Poller {
         }
     }
 
+    /// The platform time the tracker is given for a poll whose answers told `told`; a
+    /// jump is counted and logged once, as is its end.
+    fn witness_clock(&mut self, told: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        let source = self.source.name();
+        let witnessed = self.clock.witness(told, Instant::now());
+        match witnessed {
+            Witnessed::Jumped { told, expected, first: true } => {
+                self.metrics.platform_clock_jumps.with_label_values(&[source]).inc();
+                tracing::warn!(
+                    source,
+                    told = %told,
+                    expected = %expected,
+                    "the platform's clock jumped more than {} h from the time expected; not believed: counting goes on in the \
+                     time expected until the clock comes back, or keeps to its new time for {} minutes",
+                    CLOCK_JUMP.num_hours(),
+                    CLOCK_SETTLE.as_secs() / 60
+                );
+            }
+            Witnessed::Back(at) => tracing::info!(source, at = %at, "the platform's clock is back where expected"),
+            Witnessed::Settled(at) => tracing::warn!(
+                source,
+                at = %at,
+                "the platform's clock has kept to its new time for {} minutes; believed from now on",
+                CLOCK_SETTLE.as_secs() / 60
+            ),
+            Witnessed::Untold | Witnessed::Believed(_) | Witnessed::Jumped { .. } => {}
+        }
+        witnessed.time()
+    }
+
     fn refresh_chats(&mut self) {
         self.chats = Bytes::from(exposition::encode_chats(&self.tracker.exported_counters(), &self.tracker.gauges()));
     }
@@ -210,6 +249,7 @@ impl Poller {
             Ok(mut obs) => {
                 // Refused at the door: values no histogram or state file can hold.
                 self.count_refusals(&obs.refuse_uncountable());
+                obs.platform_time = self.witness_clock(obs.platform_time);
                 self.tracker.apply(&obs);
                 Ok(())
             }

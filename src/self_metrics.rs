@@ -19,6 +19,7 @@ pub struct SelfMetrics {
     pub open_chats_tracked: Gauge,
     pub state_save_failures: prometheus::IntCounter,
     pub state_last_save: Gauge,
+    pub platform_clock_jumps: IntCounterVec,
 }
 
 impl SelfMetrics {
@@ -130,6 +131,14 @@ impl SelfMetrics {
             "Unix time of the last successful write of the state file (at start, of the file resumed from; 0 before any); the chat metrics served are the values saved then.",
         )
         .expect("valid metric");
+        let platform_clock_jumps = IntCounterVec::new(
+            Opts::new(
+                "chat_exporter_platform_clock_jumps_total",
+                "Times the platform's clock (the Date of its answers) jumped more than 6 hours from the time expected, and was not believed until it came back or kept to its new time for 15 minutes.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(source_up.clone()),
@@ -145,6 +154,7 @@ impl SelfMetrics {
             Box::new(open_chats_tracked.clone()),
             Box::new(state_save_failures.clone()),
             Box::new(state_last_save.clone()),
+            Box::new(platform_clock_jumps.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -170,6 +180,7 @@ impl SelfMetrics {
             open_chats_tracked,
             state_save_failures,
             state_last_save,
+            platform_clock_jumps,
         }
     }
 
@@ -182,6 +193,7 @@ impl SelfMetrics {
         self.budget_wait.with_label_values(&[source]);
         self.budget_waiting.with_label_values(&[source]).set(0.0);
         self.poll_duration.with_label_values(&[source]);
+        self.platform_clock_jumps.with_label_values(&[source]);
         // Every reason at 0 before the first failure, so that `rate()` sees the first one.
         for reason in crate::source::error::Reason::ALL {
             self.api_failures.with_label_values(&[source, reason.label()]);

@@ -18,6 +18,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "source",
             "source::error",
+            "clock",
             "tracker",
             "state",
             "exposition",
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("config", &[]),
     ("memory", &[]),
+    ("clock", &[]),
     ("lib", &["*"]),
 ];
 

@@ -299,6 +299,42 @@ async fn a_date_header_from_another_clock() {
     }
 }
 
+/// The platform's `Date` far ahead (400 or 10 days) or far behind for one poll, and again
+/// for the first poll after a restart: not believed, so no mark moves (where closed
+/// conversations were forgotten, when each series was last seen). Once the clock is back,
+/// every chat is counted, no series has gone, and each jump was counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_that_jumps_far_for_a_poll_moves_no_mark() {
+    use chat_exporter::state::StateStore;
+    for platform in support::PLATFORMS.iter().copied() {
+        for jump_days in [400i64, 10, -400] {
+            let context = format!("{platform}: Date {jump_days} days off");
+            let dir = tempfile::tempdir().unwrap();
+            let store = || Some(StateStore::new(dir.path().join("state.json")));
+            let sim = start_simulator(manual_sim_of(platform, 38)).await;
+            sim.state.advance(9 * 3600);
+            sim.state.reset_counts();
+            let mut exp = TestExporter::start_with_state(fast_setup(&sim), store()).await;
+            exp.poller.poll_once().await.unwrap();
+            exp.follow(&sim.state, 60, 60).await;
+            let jumped = Rendering { date_header_skew_seconds: jump_days * 86_400, ..Rendering::default() };
+            sim.state.set_rendering(jumped);
+            exp.follow(&sim.state, 1, 60).await;
+            let jumps = |s: &Samples| value(s, "chat_exporter_platform_clock_jumps_total", &[("source", platform)]);
+            assert_eq!(jumps(&exp.scrape().await), Some(1.0), "{context}: the jump is counted");
+            drop(exp);
+            let mut exp = TestExporter::start_with_state(fast_setup(&sim), store()).await;
+            exp.follow(&sim.state, 1, 60).await;
+            assert_eq!(jumps(&exp.scrape().await), Some(1.0), "{context}: after the restart too");
+            sim.state.set_rendering(Rendering::default());
+            exp.follow(&sim.state, 60, 60).await;
+            let now = exp.scrape().await;
+            assert_samples_eq(&chat_samples(&now), &truth_samples(&sim.state.truth()), &context);
+            assert_eq!(jumps(&now), Some(1.0), "{context}: counted once");
+        }
+    }
+}
+
 /// A gzip answer of 1 MiB that expands to 1 GiB: read up to `max_response_size` and
 /// refused as `too_large`, the last good values kept; memory under the bomb is measured
 /// by `examples/http_bounds.rs`, not here.

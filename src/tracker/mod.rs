@@ -101,6 +101,11 @@ impl Tracker {
         self.open.len()
     }
 
+    /// The platform's clock at the last poll that told it (as saved, after a restart).
+    pub fn platform_now(&self) -> Option<DateTime<Utc>> {
+        self.platform_now
+    }
+
     /// Agents on the roster, once it has been read.
     pub fn roster_len(&self) -> usize {
         self.roster.as_ref().map_or(0, Vec::len)
