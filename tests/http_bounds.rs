@@ -233,21 +233,23 @@ async fn at_the_connection_cap_a_fresh_client_is_served() {
 }
 
 /// Clients that ask for an answer larger than their sockets' buffers and never read it
-/// hold every slot: a fresh client is still served, since a connection asked to close at
-/// the cap gets `CLOSE_GRACE` to finish its response, not for ever.
+/// hold every slot (512, the default cap, as the 512 scrapers did): a fresh
+/// client is still served, since a connection asked to close at the cap gets
+/// `CLOSE_GRACE` to finish its response, not for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_their_answer_do_not_lock_out_a_scrape() {
-    let limits = Limits { max_connections: 64, ..Limits::default() };
+    let limits = Limits::default();
+    let clients = limits.max_connections;
     let server = InProcess::start(None, limits).await;
     let addr = server.addr;
     tokio::task::spawn_blocking(move || {
-        let readers_none = open_stalled(&addr.to_string(), 64, b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n");
+        let readers_none = open_stalled(&addr.to_string(), clients, b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n");
         // Every one of them busy writing into a full socket.
         std::thread::sleep(Duration::from_millis(500));
         let started = Instant::now();
         let mut fresh = TcpStream::connect(addr).unwrap();
         assert!(get(&mut fresh, "/-/healthy").starts_with("HTTP/1.1 200"), "a fresh client is served");
-        eprintln!("served after {:?} with 64 clients not reading", started.elapsed());
+        eprintln!("served after {:?} with {clients} clients not reading", started.elapsed());
         drop(readers_none);
     })
     .await
