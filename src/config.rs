@@ -258,18 +258,81 @@ impl StateConfig {
 
 /// Deserializes one section, naming the full key of any error (`chatwoot.account_id`).
 pub fn deserialize_keys<T: DeserializeOwned>(section: &str, value: serde_json::Value) -> Result<T, ConfigError> {
+    deserialize_section(section, value, &[])
+}
+
+/// Deserializes a platform's section, whose shared polling keys were taken out first
+/// ([`Polling::take_from`]): an unknown key is told with every key the section takes.
+pub fn deserialize_platform_keys<T: DeserializeOwned>(
+    section: &str,
+    value: serde_json::Value,
+) -> Result<T, ConfigError> {
+    deserialize_section(section, value, polling_keys())
+}
+
+/// `also`: the section's keys read elsewhere, listed with its own for an unknown key.
+fn deserialize_section<T: DeserializeOwned>(
+    section: &str,
+    value: serde_json::Value,
+    also: &[&str],
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.inner().to_string();
-        // deny_unknown_fields names the field in its message, not in the path.
-        if let Some(field) = inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-            let expected = inner.split_once(", expected ").map(|(_, e)| format!(": expected {e}")).unwrap_or_default();
-            let base = if path == "." { section.to_string() } else { format!("{section}.{path}") };
-            return ConfigError::new(format!("{base}.{field}"), format!("unknown key{expected}"));
-        }
         let key = if path == "." { section.to_string() } else { format!("{section}.{path}") };
+        if let Some(field) = inner.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            // serde names the known fields between backquotes after "expected".
+            let known = inner.split_once(", expected ").map_or("", |(_, e)| e);
+            let mut keys: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+            keys.extend_from_slice(also);
+            // The path may end at the unknown field already (or not, by serde's version).
+            let key = if key.ends_with(&format!(".{field}")) { key } else { format!("{key}.{field}") };
+            return ConfigError::new(key, format!("unknown key: expected one of {}", keys.join(", ")));
+        }
         ConfigError::new(key, inner)
     })
+}
+
+/// A list of numbers that may come as strings: a list key set from the environment
+/// (`CHAT_EXPORTER_MOVIDESK__CHAT_ORIGINS=5,6,18`) is read as a list of strings, and a
+/// single value as that value.
+pub fn numbers_or_strings<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Item<T> {
+        Number(T),
+        Text(String),
+    }
+    // A single value (`CHAT_ORIGINS=5`) comes as a value, not as a list of one.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List<T> {
+        Many(Vec<Item<T>>),
+        One(Item<T>),
+    }
+    let items: Option<List<T>> = Option::deserialize(deserializer)?;
+    items
+        .map(|list| {
+            let items = match list {
+                List::Many(items) => items,
+                List::One(item) => vec![item],
+            };
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Item::Number(n) => Ok(n),
+                    Item::Text(s) => {
+                        s.trim().parse().map_err(|e| serde::de::Error::custom(format!("{s:?} is not a number ({e})")))
+                    }
+                })
+                .collect()
+        })
+        .transpose()
 }
 
 /// A token given inline (`token`), in a file (`token_file`), or by the environment

@@ -64,6 +64,43 @@ fn config_errors_name_the_key_in_one_line() {
     assert!(err.contains("--config.file"), "{err}");
 }
 
+/// What the README documents reads as documented: a list key from the environment is
+/// comma-separated (one value is a list of one), and an unknown key is named once, with
+/// every key its section takes, the shared polling keys included.
+#[test]
+fn environment_lists_and_unknown_keys_read_as_documented() {
+    use chat_exporter::platforms::{find, load_from};
+    let env = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    for (origins, expected) in [("5,6,18,20,22,23,25", "[5, 6, 18, 20, 22, 23, 25]"), ("5", "[5]")] {
+        let config = load_from(
+            None,
+            env(&[("CHAT_EXPORTER_MOVIDESK__TOKEN", "abc"), ("CHAT_EXPORTER_MOVIDESK__CHAT_ORIGINS", origins)]),
+        )
+        .unwrap_or_else(|e| panic!("CHAT_ORIGINS={origins}: {}: {}", e.key, e.message));
+        let described = format!("{:?}", config.source);
+        assert!(described.contains(&format!("chat_origins: {expected}")), "{origins}: {described}");
+    }
+    let bad = load_from(
+        None,
+        env(&[("CHAT_EXPORTER_MOVIDESK__TOKEN", "abc"), ("CHAT_EXPORTER_MOVIDESK__CHAT_ORIGINS", "5,chat")]),
+    )
+    .unwrap_err();
+    assert_eq!(bad.key, "movidesk.chat_origins", "{}", bad.message);
+    assert!(bad.message.contains("\"chat\" is not a number"), "{}", bad.message);
+
+    let dir = tempfile::tempdir().unwrap();
+    for platform in ["movidesk", "chatwoot", "rocketchat"] {
+        let path = write_config(&dir, &format!("[{platform}]\npoll_intervall = \"30s\"\n"));
+        let e = load_from(Some(std::path::Path::new(&path)), vec![]).unwrap_err();
+        assert_eq!(e.key, format!("{platform}.poll_intervall"), "named once: {}", e.message);
+        let listed: Vec<&str> = e.message.strip_prefix("unknown key: expected one of ").unwrap().split(", ").collect();
+        let keys = find(platform).unwrap().section_keys().iter().chain(chat_exporter::config::polling_keys());
+        for key in keys {
+            assert!(listed.contains(key), "{platform}: {key} missing from {}", e.message);
+        }
+    }
+}
+
 /// The token, from the file or the environment, never shows in logs (even at debug and
 /// when requests fail), on /metrics, on the landing page or in readiness answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,7 @@ impl ChatwootConfig {
     /// Reads the `[chatwoot]` section (the shared polling keys already taken out). Errors
     /// name the full key (`chatwoot.account_id`).
     pub fn from_section(section: serde_json::Value) -> Result<ChatwootConfig, ConfigError> {
-        let s: Section = config::deserialize_keys(NAME, section)?;
+        let s: Section = config::deserialize_platform_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let base_url = s.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let url = config::check_base_url("chatwoot.base_url", &base_url, "chatwoot.token or chatwoot.token_file")?;

@@ -40,6 +40,7 @@ struct Section {
     token_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "config::duration::optional")]
     overlap: Option<Duration>,
+    #[serde(default, deserialize_with = "config::numbers_or_strings")]
     chat_origins: Option<Vec<u16>>,
     page_size: Option<u32>,
 }
@@ -73,7 +74,7 @@ impl MovideskConfig {
     /// Reads the `[movidesk]` section (the shared polling keys already taken out). Errors
     /// name the full key (`movidesk.page_size`).
     pub fn from_section(section: serde_json::Value) -> Result<MovideskConfig, ConfigError> {
-        let s: Section = config::deserialize_keys(NAME, section)?;
+        let s: Section = config::deserialize_platform_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let base_url = s.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         config::check_base_url("movidesk.base_url", &base_url, "movidesk.token or movidesk.token_file")?;

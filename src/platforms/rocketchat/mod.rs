@@ -69,7 +69,7 @@ impl RocketChatConfig {
     /// Reads the `[rocketchat]` section (the shared polling keys already taken out). Errors
     /// name the full key (`rocketchat.user_id`).
     pub fn from_section(section: serde_json::Value) -> Result<RocketChatConfig, ConfigError> {
-        let s: Section = config::deserialize_keys(NAME, section)?;
+        let s: Section = config::deserialize_platform_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let Some(base_url) = s.base_url else {
             return Err(ConfigError::new("rocketchat.base_url", "missing: set it to the server's address, such as https://chat.example.com"));
