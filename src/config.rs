@@ -201,6 +201,29 @@ impl ConfigError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { key: key.into(), message: message.into() }
     }
+
+    /// Names the environment variable that set the key, where one did: the value to fix
+    /// is there, not in the file.
+    pub fn naming_the_variable(mut self, env: &[(String, String)]) -> Self {
+        let key = self.key.split('[').next().unwrap_or(&self.key);
+        let variable = env_variable(key);
+        if env.iter().any(|(k, _)| *k == variable) {
+            self.message = format!("{} (set by {variable})", self.message);
+        }
+        self
+    }
+}
+
+/// The environment variable that sets `key` (`movidesk.poll_interval`:
+/// `CHAT_EXPORTER_MOVIDESK__POLL_INTERVAL`).
+pub fn env_variable(key: &str) -> String {
+    format!("{ENV_PREFIX}_{}", key.to_uppercase().replace('.', "__"))
+}
+
+/// The variables of `env` that set keys of `section`.
+pub fn section_variables<'a>(env: &'a [(String, String)], section: &str) -> impl Iterator<Item = &'a str> {
+    let prefix = format!("{}__", env_variable(section));
+    env.iter().map(|(k, _)| k.as_str()).filter(move |k| k.starts_with(&prefix))
 }
 
 /// The file (if any) with the environment layered over it, as a table of sections, none
@@ -338,7 +361,7 @@ where
 /// A token given inline (`token`), in a file (`token_file`), or by the environment
 /// (which sets `token`): exactly one of them.
 pub fn resolve_token(section: &str, token: Option<Secret>, token_file: Option<&Path>) -> Result<Secret, ConfigError> {
-    let env = format!("{ENV_PREFIX}_{}__TOKEN", section.to_uppercase());
+    let env = env_variable(&format!("{section}.token"));
     match (token, token_file) {
         (Some(_), Some(_)) => Err(ConfigError::new(
             format!("{section}.token_file"),

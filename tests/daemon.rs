@@ -89,6 +89,30 @@ fn environment_lists_and_unknown_keys_read_as_documented() {
     assert!(bad.message.contains("\"chat\" is not a number"), "{}", bad.message);
 
     let dir = tempfile::tempdir().unwrap();
+    // A value from the environment is told with its variable.
+    let file = write_config(&dir, "[movidesk]\ntoken = \"abc\"\n");
+    let file = Some(std::path::Path::new(&file));
+    let e = load_from(file, env(&[("CHAT_EXPORTER_MOVIDESK__POLL_INTERVAL", "30")])).unwrap_err();
+    assert_eq!(e.key, "movidesk.poll_interval");
+    assert!(e.message.ends_with("(set by CHAT_EXPORTER_MOVIDESK__POLL_INTERVAL)"), "{}", e.message);
+    let e = load_from(file, env(&[("CHAT_EXPORTER_CHATWOOT__TOKEN", "abc")])).unwrap_err();
+    assert!(
+        e.message.contains("[chatwoot] (set by CHAT_EXPORTER_CHATWOOT__TOKEN) and [movidesk] are set"),
+        "{}",
+        e.message
+    );
+    // A token from the environment replaces the file's token_file, as a secret mounted
+    // by Kubernetes would.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "from-the-file\n").unwrap();
+    let with_file = write_config(&dir, &format!("[movidesk]\ntoken_file = {:?}\n", token_file.display().to_string()));
+    let with_file = Some(std::path::Path::new(&with_file));
+    let from_env = env(&[("CHAT_EXPORTER_MOVIDESK__TOKEN", "from-env")]);
+    load_from(with_file, from_env.clone()).unwrap_or_else(|e| panic!("{}: {}", e.key, e.message));
+    let section =
+        chat_exporter::platforms::read_section(with_file, from_env).unwrap_or_else(|e| panic!("{}", e.message));
+    assert_eq!(section.keys, serde_json::json!({"token": "from-env"}), "the environment's token wins");
+
     for platform in ["movidesk", "chatwoot", "rocketchat"] {
         let path = write_config(&dir, &format!("[{platform}]\npoll_intervall = \"30s\"\n"));
         let e = load_from(Some(std::path::Path::new(&path)), vec![]).unwrap_err();

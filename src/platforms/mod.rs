@@ -106,15 +106,19 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 pub fn load_from(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
-    let Section { platform, keys, polling, state } = read_section(file, env)?;
-    let source = platform.load(keys)?;
-    Ok(Config { platform, source, polling, state })
+    let variables = env.clone();
+    let config = read_section(file, env).and_then(|Section { platform, keys, polling, state }| {
+        let source = platform.load(keys)?;
+        Ok(Config { platform, source, polling, state })
+    });
+    config.map_err(|e| e.naming_the_variable(&variables))
 }
 
 /// Reads the file and the environment, and picks the one platform section of them.
 pub fn read_section(file: Option<&Path>, env: Vec<(String, String)>) -> Result<Section, ConfigError> {
     let list_keys: Vec<String> =
         ALL.iter().flat_map(|p| p.list_keys().iter().map(move |key| format!("{}.{key}", p.name()))).collect();
+    let variables = env.clone();
     let mut top = config::read_sections(file, env, &list_keys)?;
     let state = StateConfig::from_section(top.remove("state"))?;
     let sections = || ALL.iter().map(|p| format!("[{}]", p.name())).collect::<Vec<_>>().join(", ");
@@ -129,7 +133,17 @@ pub fn read_section(file: Option<&Path>, env: Vec<(String, String)>) -> Result<S
         found.push((platform, section));
     }
     if found.len() > 1 {
-        let names: Vec<String> = found.iter().map(|(p, _)| format!("[{}]", p.name())).collect();
+        // A section the environment made is told with its variables: often a stray one.
+        let names: Vec<String> = found
+            .iter()
+            .map(|(p, _)| {
+                let set_by: Vec<&str> = config::section_variables(&variables, p.name()).collect();
+                match set_by.is_empty() {
+                    true => format!("[{}]", p.name()),
+                    false => format!("[{}] (set by {})", p.name(), set_by.join(", ")),
+                }
+            })
+            .collect();
         return Err(ConfigError::new(
             "config",
             format!(
@@ -151,6 +165,14 @@ pub fn read_section(file: Option<&Path>, env: Vec<(String, String)>) -> Result<S
     let serde_json::Value::Object(mut keys) = section else {
         return Err(ConfigError::new(name, "must be a section ([name] with keys)"));
     };
+    // A token from the environment (a Kubernetes secret, a systemd credential) replaces
+    // the file's, whichever of token and token_file each sets.
+    let env_sets = |key: &str| variables.iter().any(|(k, _)| *k == config::env_variable(&format!("{name}.{key}")));
+    match (env_sets("token"), env_sets("token_file")) {
+        (true, false) => drop(keys.remove("token_file")),
+        (false, true) => drop(keys.remove("token")),
+        _ => {}
+    }
     let polling = Polling::take_from(&mut keys, platform.polling_defaults(), name)?;
     Ok(Section { platform, keys: serde_json::Value::Object(keys), polling, state })
 }
