@@ -220,6 +220,15 @@ pub fn env_variable(key: &str) -> String {
     format!("{ENV_PREFIX}_{}", key.to_uppercase().replace('.', "__"))
 }
 
+/// Where a section's token is set, for the hint of an error that may come from it.
+pub fn token_keys(section: &str) -> String {
+    format!(
+        "{section}.token or {section}.token_file (in the environment {} or {})",
+        env_variable(&format!("{section}.token")),
+        env_variable(&format!("{section}.token_file"))
+    )
+}
+
 /// The variables of `env` that set keys of `section`.
 pub fn section_variables<'a>(env: &'a [(String, String)], section: &str) -> impl Iterator<Item = &'a str> {
     let prefix = format!("{}__", env_variable(section));

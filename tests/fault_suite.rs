@@ -128,6 +128,11 @@ async fn bad_token_401_and_403() {
         let (sim, mut exp) = busy_morning(24, manual_sim_of(platform, 0)).await;
         sim.state.set_outage(Some(Fault::Status { code: 401 }));
         fails_honestly(&sim, &mut exp, 3, "unauthorized").await;
+        // The hint names where the token is set, the environment's variables included.
+        sim.state.advance(60);
+        let err = exp.poller.poll_once().await.expect_err("401");
+        let variable = format!("CHAT_EXPORTER_{}__TOKEN", platform.to_uppercase());
+        assert!(err.to_string().contains(&variable), "{platform}: {err}");
         sim.state.set_outage(Some(Fault::Status { code: 403 }));
         fails_honestly(&sim, &mut exp, 2, "unauthorized").await;
         sim.state.set_outage(None);

@@ -71,7 +71,7 @@ impl ChatwootConfig {
         let s: Section = config::deserialize_platform_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let base_url = s.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let url = config::check_base_url("chatwoot.base_url", &base_url, "chatwoot.token or chatwoot.token_file")?;
+        let url = config::check_base_url("chatwoot.base_url", &base_url, &config::token_keys(NAME))?;
         if url.path().contains("/api/") {
             return Err(ConfigError::new(
                 "chatwoot.base_url",

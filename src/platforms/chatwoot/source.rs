@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::records::{parse_agent, parse_conversation, parse_inbox, ConversationError, Inbox};
 use super::{ChatwootConfig, NAME};
 use crate::budget::RequestBudget;
-use crate::config::Polling;
+use crate::config::{self, Polling};
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Answer, Hints};
@@ -62,7 +62,7 @@ fn explain(status: u16, body: &[u8]) -> Option<String> {
     })?;
     Some(match (status, message.as_str()) {
         (401, "Invalid Access Token") => {
-            "; Chatwoot says \"Invalid Access Token\": check chatwoot.token (a user's access token, from its profile settings)".to_string()
+            format!("; Chatwoot says \"Invalid Access Token\": check {} (a user's access token, from its profile settings)", config::token_keys(super::NAME))
         }
         (401, m) if m.contains("sign in") => {
             "; no token reached Chatwoot: check chatwoot.token, and that no proxy strips the api_access_token header".to_string()
@@ -71,6 +71,7 @@ fn explain(status: u16, body: &[u8]) -> Option<String> {
             "; the token's user is not a member of chatwoot.account_id".to_string()
         }
         (404, _) => "; check chatwoot.account_id and chatwoot.base_url (the installation's root)".to_string(),
+        (401 | 403, m) => format!("; Chatwoot says {m:?}: check {}", config::token_keys(super::NAME)),
         (_, m) => format!("; Chatwoot says {m:?}"),
     })
 }
@@ -78,7 +79,7 @@ fn explain(status: u16, body: &[u8]) -> Option<String> {
 impl ChatwootSource {
     pub fn new(config: ChatwootConfig, polling: &Polling, metrics: SelfMetrics) -> Self {
         let hints = Hints {
-            unauthorized: "; check chatwoot.token".to_string(),
+            unauthorized: format!("; check {}", config::token_keys(super::NAME)),
             not_found: "; check chatwoot.account_id and chatwoot.base_url".to_string(),
             explain: Some(explain),
         };

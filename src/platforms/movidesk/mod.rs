@@ -77,7 +77,7 @@ impl MovideskConfig {
         let s: Section = config::deserialize_platform_keys(NAME, section)?;
         let token = config::resolve_token(NAME, s.token, s.token_file.as_deref())?;
         let base_url = s.base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        config::check_base_url("movidesk.base_url", &base_url, "movidesk.token or movidesk.token_file")?;
+        config::check_base_url("movidesk.base_url", &base_url, &config::token_keys(NAME))?;
         let mut cfg = MovideskConfig::new(base_url, token);
         if let Some(overlap) = s.overlap {
             config::duration::within("movidesk.overlap", overlap, Duration::from_secs(10), Duration::from_secs(86_400))

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::records::{id_string, parse_datetime, parse_id, parse_person, parse_ticket};
 use super::{MovideskConfig, NAME};
 use crate::budget::RequestBudget;
-use crate::config::Polling;
+use crate::config::{self, Polling};
 use crate::model::{ChatId, ChatObservation, Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Hints, List, PageGuard};
@@ -87,7 +87,7 @@ struct PendingWindow {
 impl MovideskSource {
     pub fn new(config: MovideskConfig, polling: &Polling, metrics: SelfMetrics) -> Self {
         let hints = Hints {
-            unauthorized: "; check movidesk.token (or movidesk.token_file)".to_string(),
+            unauthorized: format!("; check {}", config::token_keys(super::NAME)),
             not_found: "; movidesk.base_url must end in /public/v1".to_string(),
             explain: None,
         };

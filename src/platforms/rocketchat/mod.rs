@@ -74,7 +74,7 @@ impl RocketChatConfig {
         let Some(base_url) = s.base_url else {
             return Err(ConfigError::new("rocketchat.base_url", "missing: set it to the server's address, such as https://chat.example.com"));
         };
-        let url = config::check_base_url("rocketchat.base_url", &base_url, "rocketchat.token or rocketchat.token_file")?;
+        let url = config::check_base_url("rocketchat.base_url", &base_url, &config::token_keys(NAME))?;
         if url.path().contains("/api/") {
             return Err(ConfigError::new(
                 "rocketchat.base_url",

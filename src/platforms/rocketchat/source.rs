@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::records::{parse_agent, parse_history, parse_room, History, Room};
 use super::{RocketChatConfig, NAME};
 use crate::budget::RequestBudget;
-use crate::config::Polling;
+use crate::config::{self, Polling};
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Answer, Hints, List, PageGuard, RouteLimit};
@@ -73,7 +73,7 @@ fn explain(status: u16, body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let message = v.get("error").or_else(|| v.get("message")).and_then(Value::as_str)?;
     Some(match status {
-        401 => format!("; Rocket.Chat says {message:?}: check rocketchat.user_id and rocketchat.token"),
+        401 => format!("; Rocket.Chat says {message:?}: check rocketchat.user_id and {}", config::token_keys(super::NAME)),
         403 => format!(
             "; Rocket.Chat says {message:?}: the user needs the view-livechat-manager, view-livechat-rooms, \
              view-livechat-departments and transfer-livechat-guest permissions (a livechat-manager has them)"
@@ -85,7 +85,7 @@ fn explain(status: u16, body: &[u8]) -> Option<String> {
 impl RocketChatSource {
     pub fn new(config: RocketChatConfig, polling: &Polling, metrics: SelfMetrics) -> Self {
         let hints = Hints {
-            unauthorized: "; check rocketchat.user_id and rocketchat.token".to_string(),
+            unauthorized: format!("; check rocketchat.user_id and {}", config::token_keys(super::NAME)),
             not_found: "; check rocketchat.base_url (the server's root) and that Omnichannel is on".to_string(),
             explain: Some(explain),
         };
