@@ -16,6 +16,15 @@ use crate::self_metrics::SelfMetrics;
 use crate::simulator::{self, RunningSimulator, SimOptions};
 use crate::state::StateStore;
 
+/// A relative path names the directory it is relative to: a service started from `/`
+/// reads `chat_exporter_state.json` as `/chat_exporter_state.json`.
+fn relative_to_working_directory(path: &std::path::Path) -> String {
+    match std::env::current_dir() {
+        Ok(dir) if path.is_relative() => format!(" (relative to the working directory {})", dir.display()),
+        _ => String::new(),
+    }
+}
+
 /// Why the exporter, the simulator or the health check stopped, as one line that names
 /// the flag or key at fault (`main` prints it).
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +35,11 @@ pub enum AppError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     WebConfig(#[from] web_config::WebConfigError),
-    #[error("state.path: {}: {source}", path.display())]
+    #[error(
+        "state.path: {}{}: {source}; set state.path to a writable file, or [state] enabled = false to run without one",
+        path.display(),
+        relative_to_working_directory(path)
+    )]
     StateDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("state.path: {0}")]
     State(#[from] crate::state::StateError),

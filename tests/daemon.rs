@@ -64,6 +64,33 @@ fn config_errors_name_the_key_in_one_line() {
     assert!(err.contains("--config.file"), "{err}");
 }
 
+/// A relative `state.path` in a working directory the exporter cannot write (a service
+/// started from `/` as nobody) names the directory and both ways out, in one line.
+#[test]
+fn an_unwritable_state_directory_names_the_working_directory_and_the_fix() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, "[movidesk]\ntoken = \"abc\"\n[state]\npath = \"chat_exporter_state.json\"\n");
+    let as_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap();
+    let mut command = ExporterProcess::command(&["--config.file", &config, "--web.listen-address", "127.0.0.1:0"], &[]);
+    command.current_dir("/");
+    if as_root {
+        for path in [dir.path(), std::path::Path::new(&config)] {
+            std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    let out = command.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    for said in ["state.path", "relative to the working directory /", "Permission denied", "enabled = false"] {
+        assert!(lines[0].contains(said), "must say {said:?}: {}", lines[0]);
+    }
+}
+
 /// What the README documents reads as documented: a list key from the environment is
 /// comma-separated (one value is a list of one), and an unknown key is named once, with
 /// every key its section takes, the shared polling keys included.
