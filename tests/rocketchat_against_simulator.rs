@@ -133,6 +133,33 @@ async fn older_transfer_records_are_read_exactly() {
     assert!(transferred > 0, "rooms moved between departments and closed");
 }
 
+/// An older server, whose `livechat/rooms` knows no `queued` filter and refuses it with a
+/// 400 (`must NOT have additional properties [invalid-params]`), and whose `open=true`
+/// lists the unserved open rooms too: the exporter asks once, falls back to the open
+/// list for the rest of the run, and a day is read exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_server_without_the_queued_filter_is_read_exactly() {
+    let sim = start_simulator(manual_sim_of("rocketchat", 37)).await;
+    sim.state.set_rendering(chat_exporter::simulator::Rendering { older_version: true, ..Default::default() });
+    let exp = spec::exact_from_the_morning(&sim, 4).await;
+    let queued: Vec<u16> = sim
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "rooms" && r.query.contains("queued="))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(queued, [400], "asked once, refused, then never asked again");
+    let unserved_seen = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.answered_at.is_none()).count());
+    assert!(unserved_seen > 0, "rooms waited unserved");
+    let failures = value(
+        &exp.scrape().await,
+        "chat_exporter_api_request_failures_total",
+        &[("source", "rocketchat"), ("reason", "client_error")],
+    );
+    assert_eq!(failures, Some(1.0), "the one refusal is counted");
+}
+
 /// One answer saying that no call is left on its route until ten years from now
 /// (`X-RateLimit-Remaining: 0`, `X-RateLimit-Reset` far ahead): the route waits at most
 /// an hour (`MAX_RETRY_AFTER`), and never in silence. While the poll waits, `/-/ready`

@@ -452,6 +452,14 @@ impl SimState {
         Admission::Serve { fault, limit }
     }
 
+    /// A request admitted to `endpoint` was refused after all, with `status` (a query
+    /// parameter the facade's validator forbids): its log entry says so.
+    pub fn refused(&self, endpoint: &str, status: u16) {
+        if let Some(r) = self.lock().requests.iter_mut().rev().find(|r| r.endpoint == endpoint) {
+            r.status = status;
+        }
+    }
+
     /// The platform's clock, as its `Date` header shows it: simulated now, plus any
     /// injected skew.
     pub fn platform_now(&self) -> DateTime<Utc> {

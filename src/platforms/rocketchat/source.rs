@@ -49,11 +49,20 @@ pub struct RocketChatSource {
     unserved: HashMap<String, Room>,
     /// Closed served rooms whose transfer history was read, by their `_updatedAt`.
     histories: HashMap<String, (DateTime<Utc>, History)>,
+    /// The server refused `queued=true` on `livechat/rooms` (a version before the filter):
+    /// live rooms are listed without it for the rest of the run.
+    queued_filter_refused: bool,
 }
 
 /// A record's `_id`, for telling pages apart.
 fn record_id(v: &Value) -> Option<String> {
     v.get("_id")?.as_str().map(str::to_string)
+}
+
+/// Whether Rocket.Chat refused a request for a query parameter it does not know: a 400
+/// whose error ends in `[invalid-params]` (`must NOT have additional properties`).
+fn refuses_a_parameter(e: &SourceError) -> bool {
+    matches!(e, SourceError::Client { status: 400, hint, .. } if hint.contains("[invalid-params]"))
 }
 
 /// Rocket.Chat's rate-limit headers: calls left on the route, and its reset in epoch
@@ -103,6 +112,7 @@ impl RocketChatSource {
             polls: 0,
             unserved: HashMap::new(),
             histories: HashMap::new(),
+            queued_filter_refused: false,
         }
     }
 
@@ -226,11 +236,26 @@ impl RocketChatSource {
         }
     }
 
-    /// Every live room: served (not on hold), on hold, and unserved.
-    async fn live_rooms(&self) -> Result<Vec<Value>, SourceError> {
+    /// Every live room: served (not on hold), on hold, and unserved. A server older than
+    /// the `queued` filter refuses it (its validator forbids unknown parameters), and its
+    /// `open=true` lists every open room not on hold, served or not: there the first list
+    /// holds the unserved rooms too, told apart by their lack of `servedBy`.
+    async fn live_rooms(&mut self) -> Result<Vec<Value>, SourceError> {
         let mut rooms = Vec::new();
-        for filter in ["open", "onhold", "queued"] {
+        for filter in ["open", "onhold"] {
             rooms.extend(self.all("rooms", "livechat/rooms", "rooms", &[(filter, "true".to_string())]).await?);
+        }
+        if self.queued_filter_refused {
+            return Ok(rooms);
+        }
+        match self.all("rooms", "livechat/rooms", "rooms", &[("queued", "true".to_string())]).await {
+            Ok(unserved) => rooms.extend(unserved),
+            Err(e) if refuses_a_parameter(&e) => {
+                tracing::warn!(source = NAME, error = %e, "the server has no queued filter on livechat/rooms (a version before it): \
+                    its open rooms list holds the unserved ones, for the rest of the run");
+                self.queued_filter_refused = true;
+            }
+            Err(e) => return Err(e),
         }
         Ok(rooms)
     }
