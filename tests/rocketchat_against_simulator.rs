@@ -227,3 +227,56 @@ async fn an_endless_transfer_history_costs_one_request() {
     assert!(transferred > 0, "some closed rooms were transferred: their histories never end");
     assert!(histories <= closed_served, "{histories} history requests for {closed_served} closed served rooms");
 }
+
+/// How many times each room's transfer history was read (`rid=` in the log).
+fn history_reads(sim: &RunningSimulator) -> std::collections::BTreeMap<String, usize> {
+    let mut reads = std::collections::BTreeMap::new();
+    for r in sim.state.requests().iter().filter(|r| r.endpoint == "transfer_history") {
+        let rid = r.query.split('&').find_map(|p| p.strip_prefix("rid=")).unwrap_or_default().to_string();
+        *reads.entry(rid).or_insert(0) += 1;
+    }
+    reads
+}
+
+/// Four hours from 08:00, polled every simulated minute, the exporter restarted from its
+/// state file every `restart_every` polls (never, with `None`); exact at every restart.
+/// Returns the history reads of each room.
+async fn a_morning_with_restarts(restart_every: Option<usize>) -> std::collections::BTreeMap<String, usize> {
+    use chat_exporter::state::StateStore;
+    let sim = start_simulator(manual_sim_of("rocketchat", 41)).await;
+    sim.state.advance(8 * 3600);
+    sim.state.reset_counts();
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Some(StateStore::new(dir.path().join("state.json")));
+    let mut exp = TestExporter::start_with_state(fast_setup(&sim), store()).await;
+    exp.poller.poll_once().await.unwrap();
+    let polls = 240;
+    let step = restart_every.unwrap_or(polls);
+    for done in (step..=polls).step_by(step) {
+        exp.follow(&sim.state, step, 60).await;
+        assert_samples_eq(
+            &chat_samples(&exp.scrape().await),
+            &truth_samples(&sim.state.truth()),
+            &format!("poll {done}"),
+        );
+        if restart_every.is_some() {
+            drop(exp);
+            exp = TestExporter::start_with_state(fast_setup(&sim), store()).await;
+        }
+    }
+    history_reads(&sim)
+}
+
+/// What the source learnt from each room's transfer history is in its saved state: a
+/// morning with a restart every quarter of an hour reads exactly the histories a morning
+/// without restarts reads (a room changed again after its close, archived say, is read
+/// again either way), and both are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_read_no_transfer_history_again() {
+    let without = a_morning_with_restarts(None).await;
+    let with = a_morning_with_restarts(Some(15)).await;
+    assert!(without.len() > 10, "histories were read: {without:?}");
+    let again: Vec<_> = with.iter().filter(|(room, n)| without.get(*room).is_none_or(|m| *n > m)).collect();
+    assert!(again.is_empty(), "restarts read these histories again: {again:?}");
+    assert_eq!(with, without, "restarts changed the histories read");
+}

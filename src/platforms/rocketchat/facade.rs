@@ -433,8 +433,10 @@ async fn transfer_history(
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, Refusal> {
-    // This route checks no parameters; one rate-limit counter covers every room.
-    let (fault, limit) = admit(&state, "transfer_history", &headers, &params, None)?;
+    // This route checks no parameters; one rate-limit counter covers every room. The log
+    // names the room, for tests that count the reads of each.
+    let logged: Vec<(String, String)> = params.iter().cloned().chain([("rid".to_string(), rid.clone())]).collect();
+    let (fault, limit) = admit(&state, "transfer_history", &headers, &logged, None)?;
     // Records written before a server upgrade: `transferredBy.type` where newer ones write
     // `userType`, and the previous department as an object.
     let older = state.rendering().older_version;

@@ -10,7 +10,7 @@
 //! departments. The rate-limit headers of every answer are read: a route with no call
 //! left waits for its reset instead of earning a 429.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,8 +47,10 @@ pub struct RocketChatSource {
     /// Open rooms nobody serves: whether each waits in the queue can change with no
     /// change to the room (only its inquiry changes).
     unserved: HashMap<String, Room>,
-    /// Closed served rooms whose transfer history was read, by their `_updatedAt`.
-    histories: HashMap<String, (DateTime<Utc>, History)>,
+    /// Closed served rooms whose transfer history was read, with their `_updatedAt` then;
+    /// only those that may still come back in a window (changed after the cursor less
+    /// twice the overlap), so it stays small. Saved, so that a restart reads none again.
+    histories: BTreeMap<String, (DateTime<Utc>, History)>,
     /// The server refused `queued=true` on `livechat/rooms` (a version before the filter):
     /// live rooms are listed without it for the rest of the run.
     queued_filter_refused: bool,
@@ -111,7 +113,7 @@ impl RocketChatSource {
             started: false,
             polls: 0,
             unserved: HashMap::new(),
-            histories: HashMap::new(),
+            histories: BTreeMap::new(),
             queued_filter_refused: false,
         }
     }
@@ -388,7 +390,7 @@ impl Source for RocketChatSource {
     }
 
     fn save_state(&self) -> Value {
-        serde_json::json!({ "cursor": self.cursor, "start": self.start, "started": self.started })
+        serde_json::json!({ "cursor": self.cursor, "start": self.start, "started": self.started, "histories": self.histories })
     }
 
     fn restore_state(&mut self, state: Value) -> Result<(), CursorError> {
@@ -397,11 +399,15 @@ impl Source for RocketChatSource {
             cursor: Option<DateTime<Utc>>,
             start: Option<DateTime<Utc>>,
             started: bool,
+            /// Absent from state files written before histories were saved.
+            #[serde(default)]
+            histories: BTreeMap<String, (DateTime<Utc>, History)>,
         }
         let saved: Saved = serde_json::from_value(state).map_err(|cause| CursorError { platform: NAME, cause })?;
         self.cursor = saved.cursor;
         self.start = saved.start;
         self.started = saved.started;
+        self.histories = saved.histories;
         self.polls = 0;
         self.departments_read_at = None;
         Ok(())
@@ -414,5 +420,32 @@ impl Source for RocketChatSource {
             (self.cursor, self.start, self.polls, self.unserved) = saved;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> RocketChatSource {
+        let config = RocketChatConfig::new("http://localhost:3000", "u1", crate::config::Secret::new("t"));
+        RocketChatSource::new(config, &Polling::defaults(), SelfMetrics::new())
+    }
+
+    /// A state file written before histories were saved still resumes, with none known;
+    /// one written now gives its histories back.
+    #[test]
+    fn saved_state_resumes_with_and_without_histories() {
+        let mut older = source();
+        older
+            .restore_state(serde_json::json!({"cursor": "2026-11-02T10:00:00Z", "start": null, "started": true}))
+            .unwrap();
+        assert!(older.histories.is_empty());
+        let mut first = source();
+        let at = DateTime::parse_from_rfc3339("2026-11-02T10:00:00Z").unwrap().to_utc();
+        first.histories.insert("r1".into(), (at, History { transferred: true, first: None }));
+        let mut resumed = source();
+        resumed.restore_state(first.save_state()).unwrap();
+        assert_eq!(resumed.histories, first.histories);
     }
 }
