@@ -280,3 +280,50 @@ async fn restarts_read_no_transfer_history_again() {
     assert!(again.is_empty(), "restarts read these histories again: {again:?}");
     assert_eq!(with, without, "restarts changed the histories read");
 }
+
+/// A `transfer.history` route that fails, and no other: half an hour of 500s, then three
+/// polls of answers later than the timeout. Every poll succeeds; the other rooms are
+/// counted meanwhile (answered and abandoned equal the truth throughout), each failure
+/// is counted under its reason, the rooms whose history could not be read are counted by
+/// a later poll, and the morning ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_transfer_history_holds_back_no_other_room() {
+    use chat_exporter::simulator::Fault;
+    use std::time::Duration;
+    let sim = start_simulator(manual_sim_of("rocketchat", 43)).await;
+    sim.state.advance(8 * 3600);
+    sim.state.reset_counts();
+    let mut setup = fast_setup(&sim);
+    // A poll spends at most the longer of these on histories.
+    setup.polling.poll_interval = Duration::from_secs(2);
+    setup.polling.request_timeout = Duration::from_millis(500);
+    let mut exp = TestExporter::start(setup).await;
+    exp.poller.poll_once().await.unwrap();
+    exp.follow(&sim.state, 60, 60).await;
+    let not_finished = |samples: &Samples| -> Samples {
+        let counted = ["chat_conversations_answered_total", "chat_conversations_abandoned_total"];
+        samples.iter().filter(|((n, _), _)| counted.contains(&n.as_str())).map(|(k, v)| (k.clone(), *v)).collect()
+    };
+    sim.state.set_outage_of("transfer_history", Some(Fault::Status { code: 500 }));
+    for minute in 1..=30 {
+        exp.follow(&sim.state, 1, 60).await;
+        let (exported, truth) = (chat_samples(&exp.scrape().await), truth_samples(&sim.state.truth()));
+        assert_samples_eq(&not_finished(&exported), &not_finished(&truth), &format!("minute {minute} of 500s"));
+    }
+    sim.state.set_outage_of("transfer_history", Some(Fault::Delay { millis: 1500 }));
+    exp.follow(&sim.state, 3, 60).await;
+    sim.state.set_outage_of("transfer_history", None);
+    exp.follow(&sim.state, 30, 60).await;
+    let samples = exp.scrape().await;
+    assert_samples_eq(&chat_samples(&samples), &truth_samples(&sim.state.truth()), "after the history route is back");
+    for reason in ["server_error", "timeout"] {
+        let failures = value(
+            &samples,
+            "chat_exporter_api_request_failures_total",
+            &[("source", "rocketchat"), ("reason", reason)],
+        );
+        assert!(failures.is_some_and(|n| n > 0.0), "{reason}: {failures:?}");
+    }
+    let failed = sim.state.requests().iter().filter(|r| r.endpoint == "transfer_history" && r.status == 500).count();
+    assert!(failed > 5, "histories failed: {failed}");
+}
