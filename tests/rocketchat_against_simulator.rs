@@ -133,6 +133,33 @@ async fn older_transfer_records_are_read_exactly() {
     assert!(transferred > 0, "rooms moved between departments and closed");
 }
 
+/// An older server, whose `livechat/rooms` knows no `queued` filter and refuses it with a
+/// 400 (`must NOT have additional properties [invalid-params]`), and whose `open=true`
+/// lists the unserved open rooms too: the exporter asks once, falls back to the open
+/// list for the rest of the run, and a day is read exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_server_without_the_queued_filter_is_read_exactly() {
+    let sim = start_simulator(manual_sim_of("rocketchat", 37)).await;
+    sim.state.set_rendering(chat_exporter::simulator::Rendering { older_version: true, ..Default::default() });
+    let exp = spec::exact_from_the_morning(&sim, 4).await;
+    let queued: Vec<u16> = sim
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.endpoint == "rooms" && r.query.contains("queued="))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(queued, [400], "asked once, refused, then never asked again");
+    let unserved_seen = sim.state.with_world(|w| w.conversations.iter().filter(|c| c.answered_at.is_none()).count());
+    assert!(unserved_seen > 0, "rooms waited unserved");
+    let failures = value(
+        &exp.scrape().await,
+        "chat_exporter_api_request_failures_total",
+        &[("source", "rocketchat"), ("reason", "client_error")],
+    );
+    assert_eq!(failures, Some(1.0), "the one refusal is counted");
+}
+
 /// One answer saying that no call is left on its route until ten years from now
 /// (`X-RateLimit-Remaining: 0`, `X-RateLimit-Reset` far ahead): the route waits at most
 /// an hour (`MAX_RETRY_AFTER`), and never in silence. While the poll waits, `/-/ready`
@@ -199,4 +226,104 @@ async fn an_endless_transfer_history_costs_one_request() {
     });
     assert!(transferred > 0, "some closed rooms were transferred: their histories never end");
     assert!(histories <= closed_served, "{histories} history requests for {closed_served} closed served rooms");
+}
+
+/// How many times each room's transfer history was read (`rid=` in the log).
+fn history_reads(sim: &RunningSimulator) -> std::collections::BTreeMap<String, usize> {
+    let mut reads = std::collections::BTreeMap::new();
+    for r in sim.state.requests().iter().filter(|r| r.endpoint == "transfer_history") {
+        let rid = r.query.split('&').find_map(|p| p.strip_prefix("rid=")).unwrap_or_default().to_string();
+        *reads.entry(rid).or_insert(0) += 1;
+    }
+    reads
+}
+
+/// Four hours from 08:00, polled every simulated minute, the exporter restarted from its
+/// state file every `restart_every` polls (never, with `None`); exact at every restart.
+/// Returns the history reads of each room.
+async fn a_morning_with_restarts(restart_every: Option<usize>) -> std::collections::BTreeMap<String, usize> {
+    use chat_exporter::state::StateStore;
+    let sim = start_simulator(manual_sim_of("rocketchat", 41)).await;
+    sim.state.advance(8 * 3600);
+    sim.state.reset_counts();
+    let dir = tempfile::tempdir().unwrap();
+    let store = || Some(StateStore::new(dir.path().join("state.json")));
+    let mut exp = TestExporter::start_with_state(fast_setup(&sim), store()).await;
+    exp.poller.poll_once().await.unwrap();
+    let polls = 240;
+    let step = restart_every.unwrap_or(polls);
+    for done in (step..=polls).step_by(step) {
+        exp.follow(&sim.state, step, 60).await;
+        assert_samples_eq(
+            &chat_samples(&exp.scrape().await),
+            &truth_samples(&sim.state.truth()),
+            &format!("poll {done}"),
+        );
+        if restart_every.is_some() {
+            drop(exp);
+            exp = TestExporter::start_with_state(fast_setup(&sim), store()).await;
+        }
+    }
+    history_reads(&sim)
+}
+
+/// What the source learnt from each room's transfer history is in its saved state: a
+/// morning with a restart every quarter of an hour reads exactly the histories a morning
+/// without restarts reads (a room changed again after its close, archived say, is read
+/// again either way), and both are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_read_no_transfer_history_again() {
+    let without = a_morning_with_restarts(None).await;
+    let with = a_morning_with_restarts(Some(15)).await;
+    assert!(without.len() > 10, "histories were read: {without:?}");
+    let again: Vec<_> = with.iter().filter(|(room, n)| without.get(*room).is_none_or(|m| *n > m)).collect();
+    assert!(again.is_empty(), "restarts read these histories again: {again:?}");
+    assert_eq!(with, without, "restarts changed the histories read");
+}
+
+/// A `transfer.history` route that fails, and no other: half an hour of 500s, then three
+/// polls of answers later than the timeout. Every poll succeeds; the other rooms are
+/// counted meanwhile (answered and abandoned equal the truth throughout), each failure
+/// is counted under its reason, the rooms whose history could not be read are counted by
+/// a later poll, and the morning ends exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_transfer_history_holds_back_no_other_room() {
+    use chat_exporter::simulator::Fault;
+    use std::time::Duration;
+    let sim = start_simulator(manual_sim_of("rocketchat", 43)).await;
+    sim.state.advance(8 * 3600);
+    sim.state.reset_counts();
+    let mut setup = fast_setup(&sim);
+    // A poll spends at most the longer of these on histories.
+    setup.polling.poll_interval = Duration::from_secs(2);
+    setup.polling.request_timeout = Duration::from_millis(500);
+    let mut exp = TestExporter::start(setup).await;
+    exp.poller.poll_once().await.unwrap();
+    exp.follow(&sim.state, 60, 60).await;
+    let not_finished = |samples: &Samples| -> Samples {
+        let counted = ["chat_conversations_answered_total", "chat_conversations_abandoned_total"];
+        samples.iter().filter(|((n, _), _)| counted.contains(&n.as_str())).map(|(k, v)| (k.clone(), *v)).collect()
+    };
+    sim.state.set_outage_of("transfer_history", Some(Fault::Status { code: 500 }));
+    for minute in 1..=30 {
+        exp.follow(&sim.state, 1, 60).await;
+        let (exported, truth) = (chat_samples(&exp.scrape().await), truth_samples(&sim.state.truth()));
+        assert_samples_eq(&not_finished(&exported), &not_finished(&truth), &format!("minute {minute} of 500s"));
+    }
+    sim.state.set_outage_of("transfer_history", Some(Fault::Delay { millis: 1500 }));
+    exp.follow(&sim.state, 3, 60).await;
+    sim.state.set_outage_of("transfer_history", None);
+    exp.follow(&sim.state, 30, 60).await;
+    let samples = exp.scrape().await;
+    assert_samples_eq(&chat_samples(&samples), &truth_samples(&sim.state.truth()), "after the history route is back");
+    for reason in ["server_error", "timeout"] {
+        let failures = value(
+            &samples,
+            "chat_exporter_api_request_failures_total",
+            &[("source", "rocketchat"), ("reason", reason)],
+        );
+        assert!(failures.is_some_and(|n| n > 0.0), "{reason}: {failures:?}");
+    }
+    let failed = sim.state.requests().iter().filter(|r| r.endpoint == "transfer_history" && r.status == 500).count();
+    assert!(failed > 5, "histories failed: {failed}");
 }

@@ -245,6 +245,8 @@ struct Inner {
     faults: VecDeque<Fault>,
     /// A fault every request gets until it is lifted: an outage.
     outage: Option<Fault>,
+    /// Faults every request to one endpoint gets until lifted: an outage of one route.
+    endpoint_outages: HashMap<String, Fault>,
     rendering: Rendering,
     /// A server that ignores paging: `Some(n)` answers every list from its start, at
     /// most `n` records a page, whatever offset, skip, page or id bound is asked.
@@ -322,6 +324,7 @@ impl SimState {
                 options,
                 faults: VecDeque::new(),
                 outage: None,
+                endpoint_outages: HashMap::new(),
                 rendering: Rendering::default(),
                 ignore_paging: None,
                 requests: Vec::new(),
@@ -396,6 +399,16 @@ impl SimState {
         self.lock().outage = fault;
     }
 
+    /// Every request to `endpoint` (as the facade names it in the request log) fails with
+    /// `fault` until `set_outage_of(endpoint, None)`; the other endpoints answer.
+    pub fn set_outage_of(&self, endpoint: &str, fault: Option<Fault>) {
+        let mut inner = self.lock();
+        match fault {
+            Some(f) => inner.endpoint_outages.insert(endpoint.to_string(), f),
+            None => inner.endpoint_outages.remove(endpoint),
+        };
+    }
+
     /// Turns on (`Some(page)`) or off a server that ignores paging.
     pub fn set_ignore_paging(&self, page: Option<usize>) {
         self.lock().ignore_paging = page;
@@ -443,13 +456,25 @@ impl SimState {
             Some(Ok(status)) => Some(status),
             None => None,
         };
-        let fault = inner.outage.clone().or_else(|| inner.faults.pop_front());
+        let fault = inner
+            .outage
+            .clone()
+            .or_else(|| inner.endpoint_outages.get(endpoint).cloned())
+            .or_else(|| inner.faults.pop_front());
         let status = match &fault {
             Some(Fault::Status { code }) => *code,
             _ => 200,
         };
         inner.log_request(endpoint, status, query);
         Admission::Serve { fault, limit }
+    }
+
+    /// A request admitted to `endpoint` was refused after all, with `status` (a query
+    /// parameter the facade's validator forbids): its log entry says so.
+    pub fn refused(&self, endpoint: &str, status: u16) {
+        if let Some(r) = self.lock().requests.iter_mut().rev().find(|r| r.endpoint == endpoint) {
+            r.status = status;
+        }
     }
 
     /// The platform's clock, as its `Date` header shows it: simulated now, plus any

@@ -63,7 +63,7 @@ pub struct Hints {
     pub unauthorized: String,
     /// Added to a 404: what a wrong base URL usually lacks.
     pub not_found: String,
-    /// Reads the body of a 401, 403 or 404 (at most 4 KiB) for a better hint, where the
+    /// Reads the body of a refusal (4xx, at most 4 KiB) for a better hint, where the
     /// platform's answers tell causes apart.
     pub explain: Option<fn(u16, &[u8]) -> Option<String>>,
 }
@@ -217,7 +217,12 @@ impl ApiClient {
                 let hint = self.explain(status, response).await.unwrap_or_else(|| self.hints.not_found.clone());
                 return Err(self.fail(SourceError::Client { endpoint, status, hint: format!(" at {path}{hint}") }));
             }
-            _ => return Err(self.fail(SourceError::Client { endpoint, status, hint: String::new() })),
+            _ => {
+                // A 400 may say which parameter the platform refuses (an older version's
+                // validator), and a source can fall back on it.
+                let hint = self.explain(status, response).await.unwrap_or_default();
+                return Err(self.fail(SourceError::Client { endpoint, status, hint }));
+            }
         }
         let body = match read_limited(response, self.max_body).await {
             Ok(b) => b,

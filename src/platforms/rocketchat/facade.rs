@@ -262,6 +262,7 @@ fn admit(
             if let Some(allowed) = allowed {
                 let known = |k: &str| allowed.contains(&k) || allowed.contains(&k.trim_end_matches("[]"));
                 if params.iter().any(|(k, _)| !known(k)) {
+                    state.refused(route, 400);
                     let r = failure(
                         StatusCode::BAD_REQUEST,
                         "must NOT have additional properties [invalid-params]",
@@ -379,8 +380,16 @@ const ROOM_PARAMS: &[&str] = &[
     "departmentId", "open", "onhold", "queued", "tags", "units",
 ];
 
+/// The parameters of a server older than the `queued` filter (`older_version`): its `open=true`
+/// lists every open room not on hold, served or not.
+const OLDER_ROOM_PARAMS: &[&str] = &[
+    "count", "offset", "sort", "query", "fields", "createdAt", "customFields", "closedAt", "agents", "roomName",
+    "departmentId", "open", "onhold", "tags",
+];
+
 async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params): Query<Vec<(String, String)>>) -> Result<Response, Refusal> {
-    let (fault, limit) = admit(&state, "rooms", &headers, &params, Some(ROOM_PARAMS))?;
+    let older = state.rendering().older_version;
+    let (fault, limit) = admit(&state, "rooms", &headers, &params, Some(if older { OLDER_ROOM_PARAMS } else { ROOM_PARAMS }))?;
     let sort = sort_spec(&params, ("ts", -1))?;
     let truthy = |k: &str| param(&params, k).is_some_and(|v| matches!(v, "t" | "true" | "1"));
     let open = match param(&params, "open") {
@@ -405,8 +414,8 @@ async fn rooms(State(state): State<SimState>, headers: HeaderMap, Query(params):
                 }
                 match open {
                     // `open` filters on the key's existence, leaves rooms on hold out, and
-                    // with `true` wants a served room.
-                    Some(true) => c.is_open() && !held && served,
+                    // with `true` wants a served room (since the `queued` filter came).
+                    Some(true) => c.is_open() && !held && (served || older),
                     Some(false) => !c.is_open() && !held,
                     None => true,
                 }
@@ -424,8 +433,10 @@ async fn transfer_history(
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, Refusal> {
-    // This route checks no parameters; one rate-limit counter covers every room.
-    let (fault, limit) = admit(&state, "transfer_history", &headers, &params, None)?;
+    // This route checks no parameters; one rate-limit counter covers every room. The log
+    // names the room, for tests that count the reads of each.
+    let logged: Vec<(String, String)> = params.iter().cloned().chain([("rid".to_string(), rid.clone())]).collect();
+    let (fault, limit) = admit(&state, "transfer_history", &headers, &logged, None)?;
     // Records written before a server upgrade: `transferredBy.type` where newer ones write
     // `userType`, and the previous department as an object.
     let older = state.rendering().older_version;

@@ -93,8 +93,9 @@ pub fn parse_room(v: &Value, departments: &HashMap<String, String>) -> Result<Op
 }
 
 /// What a room's transfer history says: whether it was transferred, and who served it
-/// first with the department it had then (from the first transfer).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// first with the department it had then (from the first transfer). Saved in the state
+/// file, so that a restart does not read it again.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct History {
     pub transferred: bool,
     pub first: Option<(AgentRef, Option<String>)>,

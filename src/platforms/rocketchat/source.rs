@@ -10,7 +10,7 @@
 //! departments. The rate-limit headers of every answer are read: a route with no call
 //! left waits for its reset instead of earning a 429.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,20 @@ use crate::source::{from_the_future, latest_believable, CursorError, Source, Sou
 /// Items per page: Rocket.Chat caps `count` at 100.
 const PAGE: usize = 100;
 
+/// Rooms whose transfer history waits for a later poll, at most: past them a failing
+/// history fails the poll, as it did before rooms could wait.
+const MAX_UNREAD_HISTORIES: usize = 10_000;
+
+/// A closed served room whose transfer history could not be read yet (its read failed,
+/// or the poll's time for histories was spent): its record, for counting it once the
+/// history is read, and how often the read failed, so that rooms failing again and again
+/// are tried after the others.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct UnreadHistory {
+    record: Value,
+    failures: u32,
+}
+
 pub struct RocketChatSource {
     client: ApiClient,
     config: RocketChatConfig,
@@ -47,13 +61,27 @@ pub struct RocketChatSource {
     /// Open rooms nobody serves: whether each waits in the queue can change with no
     /// change to the room (only its inquiry changes).
     unserved: HashMap<String, Room>,
-    /// Closed served rooms whose transfer history was read, by their `_updatedAt`.
-    histories: HashMap<String, (DateTime<Utc>, History)>,
+    /// Closed served rooms whose transfer history was read, with their `_updatedAt` then;
+    /// only those that may still come back in a window (changed after the cursor less
+    /// twice the overlap), so it stays small. Saved, so that a restart reads none again.
+    histories: BTreeMap<String, (DateTime<Utc>, History)>,
+    /// The server refused `queued=true` on `livechat/rooms` (a version before the filter):
+    /// live rooms are listed without it for the rest of the run.
+    queued_filter_refused: bool,
+    /// Closed served rooms left out of the counts until their transfer history is read,
+    /// by a later poll. Saved: the cursor has passed them.
+    unread_histories: BTreeMap<String, UnreadHistory>,
 }
 
 /// A record's `_id`, for telling pages apart.
 fn record_id(v: &Value) -> Option<String> {
     v.get("_id")?.as_str().map(str::to_string)
+}
+
+/// Whether Rocket.Chat refused a request for a query parameter it does not know: a 400
+/// whose error ends in `[invalid-params]` (`must NOT have additional properties`).
+fn refuses_a_parameter(e: &SourceError) -> bool {
+    matches!(e, SourceError::Client { status: 400, hint, .. } if hint.contains("[invalid-params]"))
 }
 
 /// Rocket.Chat's rate-limit headers: calls left on the route, and its reset in epoch
@@ -102,7 +130,9 @@ impl RocketChatSource {
             started: false,
             polls: 0,
             unserved: HashMap::new(),
-            histories: HashMap::new(),
+            histories: BTreeMap::new(),
+            queued_filter_refused: false,
+            unread_histories: BTreeMap::new(),
         }
     }
 
@@ -226,11 +256,26 @@ impl RocketChatSource {
         }
     }
 
-    /// Every live room: served (not on hold), on hold, and unserved.
-    async fn live_rooms(&self) -> Result<Vec<Value>, SourceError> {
+    /// Every live room: served (not on hold), on hold, and unserved. A server older than
+    /// the `queued` filter refuses it (its validator forbids unknown parameters), and its
+    /// `open=true` lists every open room not on hold, served or not: there the first list
+    /// holds the unserved rooms too, told apart by their lack of `servedBy`.
+    async fn live_rooms(&mut self) -> Result<Vec<Value>, SourceError> {
         let mut rooms = Vec::new();
-        for filter in ["open", "onhold", "queued"] {
+        for filter in ["open", "onhold"] {
             rooms.extend(self.all("rooms", "livechat/rooms", "rooms", &[(filter, "true".to_string())]).await?);
+        }
+        if self.queued_filter_refused {
+            return Ok(rooms);
+        }
+        match self.all("rooms", "livechat/rooms", "rooms", &[("queued", "true".to_string())]).await {
+            Ok(unserved) => rooms.extend(unserved),
+            Err(e) if refuses_a_parameter(&e) => {
+                tracing::warn!(source = NAME, error = %e, "the server has no queued filter on livechat/rooms (a version before it): \
+                    its open rooms list holds the unserved ones, for the rest of the run");
+                self.queued_filter_refused = true;
+            }
+            Err(e) => return Err(e),
         }
         Ok(rooms)
     }
@@ -244,6 +289,54 @@ impl RocketChatSource {
         let mut history = parse_history(&page.items, &self.departments);
         history.transferred |= total.is_some_and(|t| t > 0);
         Ok(history)
+    }
+
+    /// The transfer history of `room` (a closed served one, `record` as listed), or `None`
+    /// when it is left for a later poll: its read failed (counted under its reason by the
+    /// client), or this poll's time for histories (`deadline`) is spent. One room's
+    /// history never fails the poll of the others; a refused token still does.
+    async fn history_or_later(
+        &mut self,
+        room: &Room,
+        record: &Value,
+        deadline: Instant,
+        attempted: &mut HashSet<String>,
+    ) -> Result<Option<History>, SourceError> {
+        if let Some((at, h)) = self.histories.get(&room.id) {
+            if *at == room.updated {
+                self.unread_histories.remove(&room.id);
+                return Ok(Some(h.clone()));
+            }
+        }
+        let mut failure = None;
+        if Instant::now() < deadline {
+            attempted.insert(room.id.clone());
+            match self.history(&room.id).await {
+                Ok(h) => {
+                    self.histories.insert(room.id.clone(), (room.updated, h.clone()));
+                    self.unread_histories.remove(&room.id);
+                    return Ok(Some(h));
+                }
+                Err(e @ SourceError::Unauthorized { .. }) => return Err(e),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if self.unread_histories.len() >= MAX_UNREAD_HISTORIES && !self.unread_histories.contains_key(&room.id) {
+            return Err(failure.unwrap_or_else(|| SourceError::NoProgress {
+                endpoint: "transfer_history",
+                detail: format!("more than {MAX_UNREAD_HISTORIES} rooms wait for their transfer history"),
+            }));
+        }
+        if let Some(e) = &failure {
+            tracing::debug!(source = NAME, room = %room.id, reason = e.reason(), error = %e, "transfer history left for a later poll");
+        }
+        let entry = self
+            .unread_histories
+            .entry(room.id.clone())
+            .or_insert_with(|| UnreadHistory { record: record.clone(), failures: 0 });
+        entry.record = record.clone();
+        entry.failures = entry.failures.saturating_add(u32::from(failure.is_some()));
+        Ok(None)
     }
 
     async fn poll_inner(&mut self) -> Result<Observations, SourceError> {
@@ -283,6 +376,10 @@ impl RocketChatSource {
         }
         let mut newest = None;
         let mut seen = HashSet::new();
+        // A slow history route cannot stretch a poll without bound: past this, histories
+        // wait for the next poll.
+        let history_deadline = Instant::now() + self.polling.poll_interval.max(self.polling.request_timeout);
+        let mut attempted = HashSet::new();
         for (i, v) in rooms.iter().enumerate() {
             let room = match parse_room(v, &self.departments) {
                 Ok(Some(room)) => room,
@@ -300,12 +397,12 @@ impl RocketChatSource {
                 newest = newest.max(Some(room.updated));
             }
             let history = if !room.open && room.served_by.is_some() && self.start.is_none_or(|s| room.updated > s) {
-                match self.histories.get(&room.id) {
-                    Some((at, h)) if *at == room.updated => Some(h.clone()),
-                    _ => {
-                        let h = self.history(&room.id).await?;
-                        self.histories.insert(room.id.clone(), (room.updated, h.clone()));
-                        Some(h)
+                match self.history_or_later(&room, v, history_deadline, &mut attempted).await? {
+                    Some(h) => Some(h),
+                    None => {
+                        // Counted once its history is read; it is closed meanwhile.
+                        self.unserved.remove(&room.id);
+                        continue;
                     }
                 }
             } else {
@@ -318,6 +415,25 @@ impl RocketChatSource {
             }
             seen.insert(room.id.clone());
             obs.observe(room.observe(queued.contains(&room.id), history.as_ref()));
+        }
+        // Rooms whose history an earlier poll could not read, those failing least first:
+        // one that always fails cannot keep the others waiting.
+        let mut waiting: Vec<(u32, String)> = self
+            .unread_histories
+            .iter()
+            .filter(|(id, _)| !attempted.contains(*id))
+            .map(|(id, u)| (u.failures, id.clone()))
+            .collect();
+        waiting.sort();
+        for (_, id) in waiting {
+            let Some(record) = self.unread_histories.get(&id).map(|u| u.record.clone()) else { continue };
+            let Ok(Some(room)) = parse_room(&record, &self.departments) else {
+                self.unread_histories.remove(&id);
+                continue;
+            };
+            if let Some(h) = self.history_or_later(&room, &record, history_deadline, &mut attempted).await? {
+                obs.observe(room.observe(false, Some(&h)));
+            }
         }
         // An unserved room moves in or out of the queue with no change to the room itself.
         for (id, room) in &self.unserved {
@@ -363,7 +479,13 @@ impl Source for RocketChatSource {
     }
 
     fn save_state(&self) -> Value {
-        serde_json::json!({ "cursor": self.cursor, "start": self.start, "started": self.started })
+        serde_json::json!({
+            "cursor": self.cursor,
+            "start": self.start,
+            "started": self.started,
+            "histories": self.histories,
+            "unread_histories": self.unread_histories,
+        })
     }
 
     fn restore_state(&mut self, state: Value) -> Result<(), CursorError> {
@@ -372,22 +494,57 @@ impl Source for RocketChatSource {
             cursor: Option<DateTime<Utc>>,
             start: Option<DateTime<Utc>>,
             started: bool,
+            /// Absent from state files written before histories were saved.
+            #[serde(default)]
+            histories: BTreeMap<String, (DateTime<Utc>, History)>,
+            #[serde(default)]
+            unread_histories: BTreeMap<String, UnreadHistory>,
         }
         let saved: Saved = serde_json::from_value(state).map_err(|cause| CursorError { platform: NAME, cause })?;
         self.cursor = saved.cursor;
         self.start = saved.start;
         self.started = saved.started;
+        self.histories = saved.histories;
+        self.unread_histories = saved.unread_histories;
         self.polls = 0;
         self.departments_read_at = None;
         Ok(())
     }
 
     async fn poll(&mut self) -> Result<Observations, SourceError> {
-        let saved = (self.cursor, self.start, self.polls, self.unserved.clone());
+        // A room whose history was read by a poll that then failed is counted by the next.
+        let saved = (self.cursor, self.start, self.polls, self.unserved.clone(), self.unread_histories.clone());
         let result = self.poll_inner().await;
         if result.is_err() {
-            (self.cursor, self.start, self.polls, self.unserved) = saved;
+            (self.cursor, self.start, self.polls, self.unserved, self.unread_histories) = saved;
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> RocketChatSource {
+        let config = RocketChatConfig::new("http://localhost:3000", "u1", crate::config::Secret::new("t"));
+        RocketChatSource::new(config, &Polling::defaults(), SelfMetrics::new())
+    }
+
+    /// A state file written before histories were saved still resumes, with none known;
+    /// one written now gives its histories back.
+    #[test]
+    fn saved_state_resumes_with_and_without_histories() {
+        let mut older = source();
+        older
+            .restore_state(serde_json::json!({"cursor": "2026-11-02T10:00:00Z", "start": null, "started": true}))
+            .unwrap();
+        assert!(older.histories.is_empty());
+        let mut first = source();
+        let at = DateTime::parse_from_rfc3339("2026-11-02T10:00:00Z").unwrap().to_utc();
+        first.histories.insert("r1".into(), (at, History { transferred: true, first: None }));
+        let mut resumed = source();
+        resumed.restore_state(first.save_state()).unwrap();
+        assert_eq!(resumed.histories, first.histories);
     }
 }
