@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -24,17 +25,30 @@ use crate::self_metrics::SelfMetrics;
 /// Pages of one list read in one poll at most: beyond them the paging is a failure.
 pub const MAX_PAGES: usize = 1000;
 
+/// How long one poll may page through one list. Far above what a large account needs at
+/// its budget (300 pages at 10 requests a minute), and well below what [`MAX_PAGES`]
+/// takes at that pace (100 minutes): a list that never ends stops within half an hour.
+pub const MAX_PAGING_TIME: Duration = Duration::from_secs(30 * 60);
+
 /// Watches the pages of one list read in one poll: paging must bring a record not seen
 /// on an earlier page each time it asks for more (a server that ignores the offset gives
-/// the same page forever), within [`MAX_PAGES`]; otherwise it ends as a `no_progress`
-/// failure instead of looping.
+/// the same page forever), within [`MAX_PAGES`] and [`MAX_PAGING_TIME`]; otherwise it
+/// ends as a `no_progress` failure instead of looping.
 #[derive(Debug, Default)]
 pub struct PageGuard {
     seen: HashSet<String>,
     pages: usize,
+    /// When the first page came, in this poll.
+    since: Option<Instant>,
 }
 
 impl PageGuard {
+    /// The list goes on in another poll (a window a failed poll left half read): its
+    /// time counts from now, not across the failure's wait.
+    pub fn resume(&mut self) {
+        self.since = None;
+    }
+
     /// Takes the ids of the records of a page after which the list goes on.
     pub fn more_after(
         &mut self,
@@ -43,12 +57,15 @@ impl PageGuard {
         ids: impl IntoIterator<Item = String>,
     ) -> Result<(), SourceError> {
         self.pages += 1;
+        let since = *self.since.get_or_insert_with(Instant::now);
         let before = self.seen.len();
         self.seen.extend(ids);
         let detail = if self.seen.len() == before {
             format!("page {} brought no record not seen on an earlier page (the server ignores paging)", self.pages)
         } else if self.pages >= MAX_PAGES {
             format!("more than {MAX_PAGES} pages in one poll")
+        } else if since.elapsed() >= MAX_PAGING_TIME {
+            format!("{} pages in more than {} minutes in one poll", self.pages, MAX_PAGING_TIME.as_secs() / 60)
         } else {
             return Ok(());
         };
@@ -416,6 +433,30 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A list that brings new records on every page, slowly (a route's pace, a slow
+    /// server), stops at the time bound long before the page cap.
+    #[tokio::test(start_paused = true)]
+    async fn paging_is_bounded_in_time_as_well_as_in_pages() {
+        let polling = Polling { requests_per_minute: 10, ..Polling::defaults() };
+        let client = ApiClient::new("test", &polling, SelfMetrics::new(), Hints::default());
+        let mut guard = PageGuard::default();
+        let page_every = Duration::from_secs(6);
+        let mut pages = 0;
+        let err = loop {
+            pages += 1;
+            match guard.more_after(&client, "rooms", [pages.to_string()]) {
+                Ok(()) => tokio::time::advance(page_every).await,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.reason(), "no_progress", "{err}");
+        assert_eq!(pages, (MAX_PAGING_TIME.as_secs() / page_every.as_secs()) as usize + 1, "{err}");
+        assert!(pages < MAX_PAGES);
+        // A window resumed in a later poll counts its time from then.
+        guard.resume();
+        assert!(guard.more_after(&client, "rooms", ["next".to_string()]).is_ok());
+    }
 
     #[test]
     fn retry_after_is_capped_whatever_the_platform_says() {

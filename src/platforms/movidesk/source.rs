@@ -324,7 +324,10 @@ impl MovideskSource {
         }
         let cursor_before = self.cursor.or(obs.history_until);
         let mut window = match window.take() {
-            Some(w) => w,
+            Some(mut w) => {
+                w.guard.resume();
+                w
+            }
             None => {
                 let since = cursor_before.unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
                     - chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
