@@ -32,8 +32,8 @@ pub struct RequestBudget {
     source: &'static str,
     per_minute: u32,
     spacing: Duration,
-    /// Requests per minute each route allows on its own, where the platform limits routes.
-    per_route: Option<u32>,
+    /// How many requests a minute each route gets, where the platform limits routes.
+    per_route: Option<RouteBudget>,
     metrics: SelfMetrics,
     state: Mutex<BudgetState>,
 }
@@ -61,6 +61,47 @@ struct Wait {
 struct RouteState {
     sent: VecDeque<Instant>,
     not_before: Option<Instant>,
+    /// The route's limit as the platform last advertised it (`X-RateLimit-Limit`).
+    advertised: Option<u32>,
+}
+
+/// The most requests a minute a platform's advertised limit can give a route: a larger
+/// number is taken as this one, as the configured key is bounded.
+pub const MAX_ROUTE_LIMIT: u32 = 1_000_000;
+
+/// Requests a minute on each route. Until the platform advertises a route's limit, the
+/// exporter counts its own calls against the platform's default; once it does, the
+/// platform's window governs, through the calls it says are left and its reset (which may
+/// not be a minute: Rocket.Chat's interval is a setting). A limit set explicitly is also
+/// counted, so one below the platform's wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RouteBudget {
+    /// What the platform allows a route by default, until it advertises its own limit.
+    pub default: u32,
+    /// As configured, when it is.
+    pub explicit: Option<u32>,
+}
+
+impl RouteBudget {
+    /// The calls a minute the exporter counts on a route against its own limit, if any.
+    fn counted(&self, advertised: Option<u32>) -> Option<u32> {
+        match (self.explicit, advertised) {
+            (Some(e), _) => Some(e.max(1)),
+            (None, Some(_)) => None,
+            (None, None) => Some(self.default.max(1)),
+        }
+    }
+
+    /// The calls a route is allowed, as `chat_exporter_api_route_budget_requests_per_minute`
+    /// tells it: the lower of the explicit and the advertised limits.
+    fn allowed(&self, advertised: Option<u32>) -> u32 {
+        let advertised = advertised.map(|a| a.clamp(1, MAX_ROUTE_LIMIT));
+        match (self.explicit, advertised) {
+            (Some(e), Some(a)) => e.min(a),
+            (Some(l), None) | (None, Some(l)) => l,
+            (None, None) => self.default,
+        }
+    }
 }
 
 /// What came of a call, as far as pacing is concerned.
@@ -92,10 +133,22 @@ impl RequestBudget {
         }
     }
 
-    /// Also at most `per_route` requests a minute on each route.
-    pub fn with_route_limit(mut self, per_route: u32) -> Self {
-        self.per_route = Some(per_route.max(1));
+    /// Also a budget on each route, of `per_route` requests a minute.
+    pub fn with_route_limit(mut self, per_route: RouteBudget) -> Self {
+        self.per_route = Some(per_route);
         self
+    }
+
+    /// The platform says `route` allows `limit` requests in its window: the route's budget
+    /// follows it (see [`RouteBudget`]). Told on every answer, so one odd answer is
+    /// corrected by the next.
+    pub fn advertise_route_limit(&self, route: &'static str, limit: u32) {
+        if let Some(budget) = self.per_route {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.routes.entry(route).or_default().advertised = Some(limit);
+            drop(state);
+            self.metrics.route_budget.with_label_values(&[self.source, route]).set(budget.allowed(Some(limit)) as f64);
+        }
     }
 
     /// The platform said `route` takes no more requests for `wait` (its own reset time).
@@ -140,12 +193,12 @@ impl RequestBudget {
                     let why = state.not_before_cause;
                     bound(nb, &|| why.to_string());
                 }
-                if let Some(limit) = self.per_route {
+                if let Some(budget) = self.per_route {
                     let r = state.routes.entry(route).or_default();
                     while r.sent.front().is_some_and(|t| now.duration_since(*t) >= WINDOW + WINDOW_MARGIN) {
                         r.sent.pop_front();
                     }
-                    if r.sent.len() >= limit as usize {
+                    if let Some(limit) = budget.counted(r.advertised).filter(|l| r.sent.len() >= *l as usize) {
                         let oldest = r.sent[r.sent.len() - limit as usize];
                         bound(oldest + WINDOW + WINDOW_MARGIN, &|| {
                             format!("route {route}'s budget ({limit} a minute)")
@@ -157,8 +210,11 @@ impl RequestBudget {
                 }
                 if ready_at <= now {
                     state.sent.push_back(now);
-                    if self.per_route.is_some() {
-                        state.routes.entry(route).or_default().sent.push_back(now);
+                    if let Some(budget) = self.per_route {
+                        let r = state.routes.entry(route).or_default();
+                        r.sent.push_back(now);
+                        let allowed = budget.allowed(r.advertised);
+                        self.metrics.route_budget.with_label_values(&[self.source, route]).set(allowed as f64);
                     }
                     state.waiting = None;
                     None
@@ -257,5 +313,72 @@ impl RequestBudget {
             .budget_remaining
             .with_label_values(&[self.source])
             .set(self.per_minute.saturating_sub(used as u32) as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A budget of its own for each route, under a global one too large to matter.
+    fn budget(explicit: Option<u32>) -> (RequestBudget, SelfMetrics) {
+        let metrics = SelfMetrics::new();
+        let budget = RequestBudget::new("routes", 1_000_000, metrics.clone())
+            .with_route_limit(RouteBudget { default: 10, explicit });
+        (budget, metrics)
+    }
+
+    /// How long `n` more calls on `route` take to be allowed.
+    async fn calls(budget: &RequestBudget, route: &'static str, n: usize) -> Duration {
+        let started = Instant::now();
+        for _ in 0..n {
+            budget.acquire(route).await;
+        }
+        started.elapsed()
+    }
+
+    fn gauge(metrics: &SelfMetrics, route: &str) -> f64 {
+        metrics.route_budget.with_label_values(&["routes", route]).get()
+    }
+
+    /// Until a route has told its limit, the platform's default holds: the eleventh call
+    /// a minute waits for the window.
+    #[tokio::test(start_paused = true)]
+    async fn an_untold_route_keeps_to_the_platforms_default() {
+        let (budget, metrics) = budget(None);
+        assert!(calls(&budget, "rooms", 10).await < Duration::from_secs(1));
+        assert!(calls(&budget, "rooms", 1).await >= Duration::from_secs(59), "the eleventh waits");
+        assert_eq!(gauge(&metrics, "rooms"), 10.0);
+    }
+
+    /// A route whose server advertises 300 calls is no longer held to 10 by the exporter's
+    /// own count: its window governs (the calls left, its reset), and the gauge tells it.
+    /// Another route keeps its own default until it tells its own.
+    #[tokio::test(start_paused = true)]
+    async fn an_advertised_limit_is_the_routes_budget() {
+        let (budget, metrics) = budget(None);
+        budget.advertise_route_limit("transfer_history", 300);
+        assert!(calls(&budget, "transfer_history", 100).await < Duration::from_secs(1));
+        assert_eq!(gauge(&metrics, "transfer_history"), 300.0);
+        calls(&budget, "rooms", 10).await;
+        assert!(calls(&budget, "rooms", 1).await >= Duration::from_secs(59));
+    }
+
+    /// An explicit key below the server's limit wins; above it, the gauge tells the
+    /// server's. An absurd advertised limit is bounded, and below 1 it is 1.
+    #[tokio::test(start_paused = true)]
+    async fn an_explicit_limit_below_the_servers_wins() {
+        let (budget, metrics) = budget(Some(20));
+        budget.advertise_route_limit("rooms", 300);
+        assert!(calls(&budget, "rooms", 20).await < Duration::from_secs(1));
+        assert!(calls(&budget, "rooms", 1).await >= Duration::from_secs(59), "the 21st waits");
+        assert_eq!(gauge(&metrics, "rooms"), 20.0);
+        budget.advertise_route_limit("rooms", 5);
+        assert_eq!(gauge(&metrics, "rooms"), 5.0);
+        let (unset, metrics) = self::budget(None);
+        unset.advertise_route_limit("rooms", u32::MAX);
+        assert_eq!(gauge(&metrics, "rooms"), f64::from(MAX_ROUTE_LIMIT));
+        unset.advertise_route_limit("rooms", 0);
+        assert_eq!(gauge(&metrics, "rooms"), 1.0);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use tokio::time::{Duration, Instant};
 
 /// What `/-/ready` and the landing page say while the first poll runs.
 pub const STARTING: &str = "starting: first poll in progress";
@@ -12,6 +13,57 @@ pub const STARTING: &str = "starting: first poll in progress";
 /// Why the poll in progress waits long, if it does: asked whenever `/-/ready` or the
 /// landing page is read, since a wait is told while it lasts, not once it is over.
 pub type WaitProbe = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// How far the chat values served are behind the platform: the time since the moment up
+/// to which every change is counted (the start of the poll whose values are served, or
+/// the oldest change seen and held back for a later read, if older). Written by the
+/// poller, read by `/-/ready` and `chat_exporter_source_lag_seconds`.
+#[derive(Debug)]
+pub struct Lag {
+    /// The lag at an instant; it grows with time from there until set again.
+    as_of: Mutex<(Instant, Duration)>,
+    /// A lag above this is told: polls do not keep up with the changes.
+    tolerance: Duration,
+    poll_interval: Duration,
+}
+
+impl Lag {
+    /// Counted through now, to start with. The tolerance is two poll intervals (the one
+    /// between polls and one more) and the longest pacing wait that is not told.
+    pub fn new(poll_interval: Duration, longest_quiet_wait: Duration) -> Self {
+        Lag {
+            as_of: Mutex::new((Instant::now(), Duration::ZERO)),
+            tolerance: poll_interval.saturating_mul(2) + longest_quiet_wait,
+            poll_interval,
+        }
+    }
+
+    /// The values served now are `behind` the platform: every change up to that long ago
+    /// is counted.
+    pub fn set(&self, behind: Duration) {
+        *self.as_of.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), behind);
+    }
+
+    /// The lag as of now.
+    pub fn now(&self) -> Duration {
+        let (at, behind) = *self.as_of.lock().unwrap_or_else(|e| e.into_inner());
+        behind.saturating_add(Instant::now().saturating_duration_since(at))
+    }
+
+    /// Why the values are not current, when the lag is past the tolerance.
+    pub fn behind(&self) -> Option<String> {
+        let lag = self.now();
+        (lag > self.tolerance).then(|| {
+            format!(
+                "behind the platform by {} s, more than the {} s that polling every {} s allows: changes are not \
+                 counted as fast as they come (chat_exporter_source_lag_seconds)",
+                lag.as_secs(),
+                self.tolerance.as_secs(),
+                self.poll_interval.as_secs()
+            )
+        })
+    }
+}
 
 /// What the landing page and `/-/ready` say about the source.
 #[derive(Default)]
@@ -35,7 +87,8 @@ pub struct HealthState {
     /// Why the last save of the state file failed, while it fails: the chat values
     /// served are frozen at the last save.
     pub state_error: Option<String>,
-    /// Why the poll in progress has waited long, while it waits.
+    /// Why the poll in progress has waited long, while it waits, or why the values lag
+    /// behind the platform.
     pub waiting: Option<String>,
     pub polls: u64,
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::clock::{PlatformClock, Witnessed, CLOCK_JUMP, CLOCK_SETTLE};
 use crate::exposition::{self, Exposition, SharedExposition};
-use crate::health::Health;
+use crate::health::{Health, Lag};
 use crate::self_metrics::SelfMetrics;
 use crate::source::{Reason, Source, SourceError};
 use crate::state::{self, Resumed, StateError, StateFile, StateStore, STATE_VERSION};
@@ -31,6 +31,8 @@ pub struct Poller {
     metrics: SelfMetrics,
     exposition: SharedExposition,
     health: Arc<Health>,
+    /// How far the values served are behind the platform.
+    lag: Arc<Lag>,
     poll_interval: Duration,
     /// The failure reason last logged at warn level; repeats are logged at debug, and
     /// reminded at warn level at a bounded rate.
@@ -60,7 +62,12 @@ impl Poller {
         // A poll waiting long for its budget (a route's reset, a Retry-After) is told by
         // `/-/ready` while it waits, not only once it is over.
         let budget = source.budget();
-        let health = Arc::new(Health::new(source.name()).watching(Box::new(move || budget.long_wait())));
+        let lag = Arc::new(Lag::new(poll_interval, crate::budget::LONG_WAIT));
+        let behind = lag.clone();
+        // A long wait is why the values lag, when there is one.
+        let health = Arc::new(
+            Health::new(source.name()).watching(Box::new(move || budget.long_wait().or_else(|| behind.behind()))),
+        );
         let mut exporter = Poller {
             source,
             tracker: Tracker::new(),
@@ -69,6 +76,7 @@ impl Poller {
             metrics,
             exposition: SharedExposition::new(),
             health,
+            lag,
             poll_interval,
             failing_with: None,
             refusal_logged: false,
@@ -116,6 +124,8 @@ impl Poller {
                         self.clock =
                             PlatformClock::resumed(tracker.platform_now(), Utc::now() - saved_at, Instant::now());
                         self.tracker = tracker;
+                        // The values served are those saved: changes since are not counted.
+                        self.lag.set((Utc::now() - saved_at).to_std().unwrap_or_default());
                         self.last_saved_at = Some(saved_at);
                         self.metrics.state_last_save.set(saved_at.timestamp_millis() as f64 / 1000.0);
                         tracing::info!(path = %store.path().display(), saved_at = %saved_at, "resumed from the state file");
@@ -315,6 +325,10 @@ impl Poller {
         if saved == Some(Ok(())) && std::mem::take(&mut self.chats_stale) {
             self.refresh_chats();
         }
+        if saved == Some(Ok(())) {
+            // Counted through the poll's start, or the oldest change it held back.
+            self.lag.set(started.elapsed().max(self.source.held_back().unwrap_or_default()));
+        }
         self.health.record(result.as_ref().map_err(SourceError::to_string).copied(), saved);
         self.publish();
         crate::memory::release_freed();
@@ -325,6 +339,7 @@ impl Poller {
     pub fn publish(&self) {
         self.metrics.open_chats_tracked.set(self.tracker.open_chats() as f64);
         self.source.budget().refresh_gauges();
+        self.metrics.source_lag.with_label_values(&[self.source.name()]).set(self.lag.now().as_secs_f64());
         // One lock orders this with the refresher: an older chat text never replaces a
         // newer one (a counter going back would read as a reset).
         let mut published = self.published_chats.lock().unwrap_or_else(|e| e.into_inner());
@@ -338,7 +353,7 @@ impl Poller {
     pub fn refresher(&self, every: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (chats, metrics, exposition) =
             (self.published_chats.clone(), self.metrics.clone(), self.exposition.clone());
-        let budget = self.source.budget();
+        let (budget, lag, name) = (self.source.budget(), self.lag.clone(), self.source.name());
         async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -346,6 +361,7 @@ impl Poller {
             loop {
                 tick.tick().await;
                 budget.refresh_gauges();
+                metrics.source_lag.with_label_values(&[name]).set(lag.now().as_secs_f64());
                 let published = chats.lock().unwrap_or_else(|e| e.into_inner());
                 exposition.set(Exposition::new(published.clone(), &metrics));
             }
@@ -381,6 +397,8 @@ pub(crate) mod tests {
     /// One answer of a [`ScriptedSource`].
     pub(crate) enum Scripted {
         Answer(Observations),
+        /// An answer that leaves a change uncounted, that long ago.
+        HoldingBack(Observations, Duration),
         Fail(SourceError),
         Panic,
     }
@@ -389,13 +407,14 @@ pub(crate) mod tests {
     pub(crate) struct ScriptedSource {
         pub polls: VecDeque<Scripted>,
         pub budget: Arc<RequestBudget>,
+        held_back: Option<Duration>,
     }
 
     impl ScriptedSource {
         pub fn new(polls: impl IntoIterator<Item = Scripted>, metrics: &SelfMetrics) -> Self {
             metrics.register_source("scripted", 60);
             let budget = Arc::new(RequestBudget::new("scripted", 60, metrics.clone()));
-            ScriptedSource { polls: polls.into_iter().collect(), budget }
+            ScriptedSource { polls: polls.into_iter().collect(), budget, held_back: None }
         }
     }
 
@@ -408,8 +427,13 @@ pub(crate) mod tests {
             "script".into()
         }
         async fn poll(&mut self) -> Result<Observations, SourceError> {
+            self.held_back = None;
             match self.polls.pop_front() {
                 Some(Scripted::Answer(obs)) => Ok(obs),
+                Some(Scripted::HoldingBack(obs, held)) => {
+                    self.held_back = Some(held);
+                    Ok(obs)
+                }
                 Some(Scripted::Fail(e)) => Err(e),
                 Some(Scripted::Panic) => panic!("the scripted source panics"),
                 None => Ok(Observations::default()),
@@ -423,6 +447,9 @@ pub(crate) mod tests {
         }
         fn budget(&self) -> Arc<RequestBudget> {
             self.budget.clone()
+        }
+        fn held_back(&self) -> Option<Duration> {
+            self.held_back
         }
     }
 
@@ -504,6 +531,51 @@ pub(crate) mod tests {
         assert!(poller.health().is_ready());
         assert_eq!(poller.health().state().not_ready_because(), None);
         assert!(metrics.state_last_save.get() >= saved_at);
+    }
+
+    /// The values served lag behind the platform by the time since the last poll whose
+    /// values are served, or since the oldest change it held back: past two poll
+    /// intervals and 90 s, `/-/ready` says so and why, and the gauge shows the lag. A poll
+    /// that catches up makes it current again; a failed poll does not.
+    #[tokio::test(start_paused = true)]
+    async fn values_behind_the_platform_show_in_readiness_and_the_lag() {
+        let every = Duration::from_secs(15);
+        let script = [
+            Scripted::Answer(Observations::default()),
+            Scripted::HoldingBack(Observations::default(), Duration::from_secs(300)),
+            Scripted::Answer(Observations::default()),
+            Scripted::Fail(SourceError::Timeout { endpoint: "/chats" }),
+            Scripted::Answer(Observations::default()),
+        ];
+        let metrics = SelfMetrics::new();
+        let mut poller = Poller::new(Box::new(ScriptedSource::new(script, &metrics)), metrics.clone(), every);
+        let lag = || metrics.source_lag.with_label_values(&["scripted"]).get();
+        poller.poll_once().await.unwrap();
+        assert!(poller.health().is_ready());
+        assert_eq!(lag(), 0.0);
+
+        poller.poll_once().await.unwrap();
+        assert!(!poller.health().is_ready(), "a change held back 300 s, past 120 s");
+        let why = poller.health().state().not_ready_because().unwrap();
+        assert!(
+            why.contains("behind the platform by 300 s, more than the 120 s that polling every 15 s allows"),
+            "{why}"
+        );
+        assert_eq!(lag(), 300.0);
+
+        poller.poll_once().await.unwrap();
+        assert!(poller.health().is_ready(), "caught up");
+        // No poll for two minutes and more: the values served are that old.
+        tokio::time::advance(Duration::from_secs(121)).await;
+        assert!(!poller.health().is_ready());
+        poller.publish();
+        assert_eq!(lag(), 121.0);
+        // A failed poll counts nothing: the lag goes on from the last success.
+        poller.poll_once().await.unwrap_err();
+        assert_eq!(lag(), 121.0);
+        poller.poll_once().await.unwrap();
+        assert!(poller.health().is_ready());
+        assert_eq!(lag(), 0.0);
     }
 
     /// Log lines written on this thread while the guard lives, as text (no colours, no

@@ -20,6 +20,8 @@ pub struct SelfMetrics {
     pub state_save_failures: prometheus::IntCounter,
     pub state_last_save: Gauge,
     pub platform_clock_jumps: IntCounterVec,
+    pub route_budget: GaugeVec,
+    pub source_lag: GaugeVec,
 }
 
 impl SelfMetrics {
@@ -139,6 +141,22 @@ impl SelfMetrics {
             &["source"],
         )
         .expect("valid metric");
+        let route_budget = GaugeVec::new(
+            Opts::new(
+                "chat_exporter_api_route_budget_requests_per_minute",
+                "Requests a minute the exporter allows itself on each route, where the platform limits routes on their own (Rocket.Chat): the limit the platform advertises (X-RateLimit-Limit), or the configured one where that is lower.",
+            ),
+            &["source", "endpoint"],
+        )
+        .expect("valid metric");
+        let source_lag = GaugeVec::new(
+            Opts::new(
+                "chat_exporter_source_lag_seconds",
+                "How far the chat metrics served are behind the platform: the time since the start of the last poll whose values are served, or since the oldest change seen and not yet counted (a Rocket.Chat room waiting for its transfer history) if that is older.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(build_info) as Box<dyn prometheus::core::Collector>,
             Box::new(source_up.clone()),
@@ -155,6 +173,8 @@ impl SelfMetrics {
             Box::new(state_save_failures.clone()),
             Box::new(state_last_save.clone()),
             Box::new(platform_clock_jumps.clone()),
+            Box::new(route_budget.clone()),
+            Box::new(source_lag.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -181,6 +201,8 @@ impl SelfMetrics {
             state_save_failures,
             state_last_save,
             platform_clock_jumps,
+            route_budget,
+            source_lag,
         }
     }
 
@@ -194,6 +216,7 @@ impl SelfMetrics {
         self.budget_waiting.with_label_values(&[source]).set(0.0);
         self.poll_duration.with_label_values(&[source]);
         self.platform_clock_jumps.with_label_values(&[source]);
+        self.source_lag.with_label_values(&[source]).set(0.0);
         // Every reason at 0 before the first failure, so that `rate()` sees the first one.
         for reason in crate::source::error::Reason::ALL {
             self.api_failures.with_label_values(&[source, reason.label()]);

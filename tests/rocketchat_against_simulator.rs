@@ -285,7 +285,8 @@ async fn restarts_read_no_transfer_history_again() {
 /// polls of answers later than the timeout. Every poll succeeds; the other rooms are
 /// counted meanwhile (answered and abandoned equal the truth throughout), each failure
 /// is counted under its reason, the rooms whose history could not be read are counted by
-/// a later poll, and the morning ends exact.
+/// a later poll, and the morning ends exact. While rooms wait, the values are behind the
+/// platform by as long as the oldest has waited: the lag gauge and `/-/ready` say so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_transfer_history_holds_back_no_other_room() {
     use chat_exporter::simulator::Fault;
@@ -310,12 +311,22 @@ async fn a_failing_transfer_history_holds_back_no_other_room() {
         let (exported, truth) = (chat_samples(&exp.scrape().await), truth_samples(&sim.state.truth()));
         assert_samples_eq(&not_finished(&exported), &not_finished(&truth), &format!("minute {minute} of 500s"));
     }
+    let lag =
+        |samples: &Samples| value(samples, "chat_exporter_source_lag_seconds", &[("source", "rocketchat")]).unwrap();
+    let behind = lag(&exp.scrape().await);
+    assert!(behind >= 20.0 * 60.0, "rooms have waited most of the half hour: {behind} s");
+    let ready = reqwest::get(exp.url("/-/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let why = ready.text().await.unwrap();
+    assert!(why.contains(&format!("behind the platform by {} s", behind as u64)), "{why}");
     sim.state.set_outage_of("transfer_history", Some(Fault::Delay { millis: 1500 }));
     exp.follow(&sim.state, 3, 60).await;
     sim.state.set_outage_of("transfer_history", None);
     exp.follow(&sim.state, 30, 60).await;
     let samples = exp.scrape().await;
     assert_samples_eq(&chat_samples(&samples), &truth_samples(&sim.state.truth()), "after the history route is back");
+    assert!(lag(&samples) < 60.0, "caught up: {}", lag(&samples));
+    assert_eq!(reqwest::get(exp.url("/-/ready")).await.unwrap().status(), 200);
     for reason in ["server_error", "timeout"] {
         let failures = value(
             &samples,
@@ -326,4 +337,46 @@ async fn a_failing_transfer_history_holds_back_no_other_room() {
     }
     let failed = sim.state.requests().iter().filter(|r| r.endpoint == "transfer_history" && r.status == 500).count();
     assert!(failed > 5, "histories failed: {failed}");
+}
+
+/// A server whose administrator raised the route limit to 300 a minute says so in
+/// `X-RateLimit-Limit`: with `requests_per_minute_per_route` unset, the exporter follows
+/// it (its gauge tells 300 on each route it called), makes twenty polls within a minute
+/// although Rocket.Chat's default would allow ten, and earns no 429; an explicit key set
+/// lower still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_advertised_route_limit_is_the_budget() {
+    use chat_exporter::simulator::SimOptions;
+    use std::time::Duration;
+    let options = SimOptions { rate_limit: Some(300), lockout: Duration::ZERO, ..manual_sim_of("rocketchat", 43) };
+    let sim = start_simulator(options).await;
+    sim.state.advance(9 * 3600);
+    sim.state.reset_counts();
+    let route_budget = |samples: &Samples, endpoint: &str| {
+        value(
+            samples,
+            "chat_exporter_api_route_budget_requests_per_minute",
+            &[("source", "rocketchat"), ("endpoint", endpoint)],
+        )
+    };
+    let mut setup = fast_setup(&sim);
+    setup.section.as_object_mut().unwrap().remove("requests_per_minute_per_route");
+    let mut exp = TestExporter::start(setup).await;
+    exp.poller.poll_once().await.unwrap();
+    // Ten a minute on the rooms route would hold the eleventh poll for a minute.
+    tokio::time::timeout(Duration::from_secs(30), exp.follow(&sim.state, 20, 5))
+        .await
+        .expect("twenty polls within a minute: the server's 300 is followed, not the default 10");
+    let samples = exp.scrape().await;
+    for endpoint in ["rooms", "inquiries", "users_agent"] {
+        assert_eq!(route_budget(&samples, endpoint), Some(300.0), "{endpoint}");
+    }
+    assert!(sim.state.requests().iter().all(|r| r.status != 429), "no 429 was earned");
+    assert_samples_eq(&chat_samples(&samples), &truth_samples(&sim.state.truth()), "polled at the server's limit");
+
+    let mut lower = fast_setup(&sim);
+    lower.set("requests_per_minute_per_route", 5);
+    let mut exp = TestExporter::start(lower).await;
+    exp.poller.poll_once().await.unwrap();
+    assert_eq!(route_budget(&exp.scrape().await, "rooms"), Some(5.0), "the lower explicit key wins");
 }

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::SourceError;
-use crate::budget::{Outcome, RequestBudget, MAX_RETRY_AFTER};
+use crate::budget::{Outcome, RequestBudget, RouteBudget, MAX_RETRY_AFTER};
 use crate::config::Polling;
 use crate::self_metrics::SelfMetrics;
 
@@ -88,6 +88,8 @@ pub struct Hints {
 /// Where a route stands, by the platform's rate-limit headers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RouteLimit {
+    /// Requests the route allows in its window, where the platform says.
+    pub limit: Option<u32>,
     pub remaining: u32,
     /// Until the route's window resets.
     pub reset_in: Duration,
@@ -156,12 +158,13 @@ impl ApiClient {
         }
     }
 
-    /// The platform limits each route on its own, to `per_route` requests a minute by
-    /// default, and tells where a route stands in headers that `read` understands: a route
-    /// with no request left waits for its reset instead of earning a 429.
+    /// The platform limits each route on its own, as `per_route` says, and tells where a
+    /// route stands in headers that `read` understands: the limit it advertises is the
+    /// route's budget (up to an explicit one), and a route with no request left waits for
+    /// its reset instead of earning a 429.
     pub fn with_route_limits(
         mut self,
-        per_route: u32,
+        per_route: RouteBudget,
         read: fn(&HeaderMap, Option<DateTime<Utc>>) -> Option<RouteLimit>,
     ) -> Self {
         let budget = Arc::try_unwrap(self.budget).unwrap_or_else(|_| unreachable!("the budget is not shared yet"));
@@ -205,6 +208,9 @@ impl ApiClient {
             .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
             .map(|t| t.with_timezone(&Utc));
         let route = self.route_limit.and_then(|read| read(&headers, date));
+        if let Some(limit) = route.and_then(|r| r.limit) {
+            self.budget.advertise_route_limit(endpoint, limit);
+        }
         if let Some(limit) = route.filter(|r| r.remaining == 0 || status == 429) {
             self.budget.hold_route(endpoint, limit.reset_in);
         }

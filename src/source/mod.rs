@@ -30,6 +30,13 @@ pub trait Source: Send {
     fn restore_state(&mut self, state: serde_json::Value) -> Result<(), CursorError>;
     /// The request budget every call to the platform goes through.
     fn budget(&self) -> Arc<RequestBudget>;
+    /// How long ago the oldest change the last poll saw but left uncounted happened, by
+    /// the platform's clock (a Rocket.Chat room whose transfer history waits for a later
+    /// read): the values are that far behind the platform. `None` when nothing is held
+    /// back.
+    fn held_back(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// How far past the platform's own clock (the `Date` of its answer) a record may be

@@ -49,8 +49,10 @@ pub struct RocketChatConfig {
     pub user_id: String,
     /// Its personal access token (`X-Auth-Token`).
     pub token: Secret,
-    /// Calls a minute the server allows on each route.
-    pub requests_per_minute_per_route: u32,
+    /// Calls a minute the exporter makes on each route at most, when set; else it follows
+    /// the limit the server advertises (`X-RateLimit-Limit`), [`DEFAULT_ROUTE_LIMIT`]
+    /// until it has.
+    pub requests_per_minute_per_route: Option<u32>,
     /// How far before its cursor each poll looks again.
     pub overlap: Duration,
 }
@@ -61,7 +63,7 @@ impl RocketChatConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             user_id: user_id.into(),
             token,
-            requests_per_minute_per_route: DEFAULT_ROUTE_LIMIT,
+            requests_per_minute_per_route: None,
             overlap: Duration::from_secs(60),
         }
     }
@@ -95,7 +97,7 @@ impl RocketChatConfig {
             if !(1..=1_000_000).contains(&n) {
                 return Err(ConfigError::new("rocketchat.requests_per_minute_per_route", "must be between 1 and 1000000"));
             }
-            cfg.requests_per_minute_per_route = n;
+            cfg.requests_per_minute_per_route = Some(n);
         }
         if let Some(overlap) = s.overlap {
             config::duration::within("rocketchat.overlap", overlap, Duration::from_secs(10), Duration::from_secs(86_400))?;
@@ -141,13 +143,14 @@ impl super::SourceConfig for RocketChatConfig {
     }
 
     fn warnings(&self, _polling: &Polling) -> Vec<String> {
-        (self.requests_per_minute_per_route > DEFAULT_ROUTE_LIMIT)
-            .then(|| {
+        self.requests_per_minute_per_route
+            .filter(|n| *n > DEFAULT_ROUTE_LIMIT)
+            .map(|n| {
                 format!(
-                    "rocketchat.requests_per_minute_per_route is {}, above the {DEFAULT_ROUTE_LIMIT} a minute Rocket.Chat \
+                    "rocketchat.requests_per_minute_per_route is {n}, above the {DEFAULT_ROUTE_LIMIT} a minute Rocket.Chat \
                      allows each route by default: give the exporter's user the api-bypass-rate-limit permission, or raise \
-                     the server's API_Enable_Rate_Limiter_Limit_Calls_Default",
-                    self.requests_per_minute_per_route
+                     the server's API_Enable_Rate_Limiter_Limit_Calls_Default (or leave the key out: the exporter follows \
+                     the limit the server advertises)"
                 )
             })
             .into_iter()

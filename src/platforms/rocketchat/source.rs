@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::records::{parse_agent, parse_history, parse_room, History, Room};
 use super::{RocketChatConfig, NAME};
-use crate::budget::RequestBudget;
+use crate::budget::{RequestBudget, RouteBudget, MAX_ROUTE_LIMIT};
 use crate::config::{self, Polling};
 use crate::model::{Observations, RosterAgent};
 use crate::self_metrics::SelfMetrics;
@@ -71,6 +71,8 @@ pub struct RocketChatSource {
     /// Closed served rooms left out of the counts until their transfer history is read,
     /// by a later poll. Saved: the cursor has passed them.
     unread_histories: BTreeMap<String, UnreadHistory>,
+    /// The server's clock at the last poll, for how long ago the rooms left out changed.
+    server_now: Option<DateTime<Utc>>,
 }
 
 /// A record's `_id`, for telling pages apart.
@@ -84,16 +86,21 @@ fn refuses_a_parameter(e: &SourceError) -> bool {
     matches!(e, SourceError::Client { status: 400, hint, .. } if hint.contains("[invalid-params]"))
 }
 
-/// Rocket.Chat's rate-limit headers: calls left on the route, and its reset in epoch
-/// milliseconds on the server's clock (read against its `Date`).
+/// Rocket.Chat's rate-limit headers: the route's limit (calls in its window, a minute by
+/// default), calls left on it, and its reset in epoch milliseconds on the server's clock
+/// (read against its `Date`). A limit below 1 is no limit to follow; one above
+/// [`MAX_ROUTE_LIMIT`] is taken as that.
 pub fn route_limit(headers: &HeaderMap, date: Option<DateTime<Utc>>) -> Option<RouteLimit> {
     let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
+    let limit = number("x-ratelimit-limit")
+        .filter(|l| *l >= 1)
+        .map(|l| u32::try_from(l).unwrap_or(u32::MAX).min(MAX_ROUTE_LIMIT));
     let remaining = u32::try_from(number("x-ratelimit-remaining")?.max(0)).unwrap_or(u32::MAX);
     let reset = DateTime::from_timestamp_millis(number("x-ratelimit-reset")?)?;
     let now = date.unwrap_or_else(Utc::now);
     // `Date` has whole seconds: a second more, so the reset has surely passed.
     let reset_in = (reset - now).to_std().unwrap_or(Duration::ZERO) + Duration::from_secs(1);
-    Some(RouteLimit { remaining, reset_in })
+    Some(RouteLimit { limit, remaining, reset_in })
 }
 
 /// What Rocket.Chat's refusals say.
@@ -118,7 +125,10 @@ impl RocketChatSource {
             explain: Some(explain),
         };
         let client = ApiClient::new(NAME, polling, metrics, hints)
-            .with_route_limits(config.requests_per_minute_per_route, route_limit);
+            .with_route_limits(
+                RouteBudget { default: super::DEFAULT_ROUTE_LIMIT, explicit: config.requests_per_minute_per_route },
+                route_limit,
+            );
         RocketChatSource {
             client,
             config,
@@ -133,6 +143,7 @@ impl RocketChatSource {
             histories: BTreeMap::new(),
             queued_filter_refused: false,
             unread_histories: BTreeMap::new(),
+            server_now: None,
         }
     }
 
@@ -453,6 +464,7 @@ impl RocketChatSource {
             self.histories.retain(|_, (at, _)| *at >= keep);
         }
         self.client.reject_records(&invalid);
+        self.server_now = date;
         self.started = true;
         self.polls += 1;
         Ok(obs)
@@ -467,6 +479,13 @@ impl Source for RocketChatSource {
 
     fn budget(&self) -> Arc<RequestBudget> {
         self.client.budget()
+    }
+
+    /// Since the oldest change of the rooms waiting for their transfer history.
+    fn held_back(&self) -> Option<Duration> {
+        let oldest = self.unread_histories.values().filter_map(|u| super::records::date(u.record.get("_updatedAt"))).min()?;
+        let now = self.server_now.unwrap_or_else(Utc::now);
+        Some((now - oldest).to_std().unwrap_or(Duration::ZERO))
     }
 
     fn account(&self) -> String {
@@ -529,6 +548,27 @@ mod tests {
     fn source() -> RocketChatSource {
         let config = RocketChatConfig::new("http://localhost:3000", "u1", crate::config::Secret::new("t"));
         RocketChatSource::new(config, &Polling::defaults(), SelfMetrics::new())
+    }
+
+    /// `X-RateLimit-Limit` is read as the route's limit, bounded: past a million it is a
+    /// million, below 1 or unreadable it is not told; the other headers are read without it.
+    #[test]
+    fn the_advertised_route_limit_is_read_within_bounds() {
+        let read = |limit: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(l) = limit {
+                headers.insert("x-ratelimit-limit", l.parse().unwrap());
+            }
+            headers.insert("x-ratelimit-remaining", "7".parse().unwrap());
+            headers.insert("x-ratelimit-reset", "1790000060000".parse().unwrap());
+            let date = DateTime::from_timestamp(1_790_000_000, 0);
+            route_limit(&headers, date).map(|l| (l.limit, l.remaining, l.reset_in.as_secs()))
+        };
+        assert_eq!(read(Some("300")), Some((Some(300), 7, 61)));
+        assert_eq!(read(Some("1000000000000")), Some((Some(MAX_ROUTE_LIMIT), 7, 61)));
+        for told_nothing in [None, Some("0"), Some("-5"), Some("many")] {
+            assert_eq!(read(told_nothing), Some((None, 7, 61)), "{told_nothing:?}");
+        }
     }
 
     /// A state file written before histories were saved still resumes, with none known;
