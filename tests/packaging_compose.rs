@@ -523,9 +523,15 @@ fn compose_grafana_provisioning() {
             );
         }
     }
-    // Datasources point at a compose service.
+    // The demo's data source, from deploy/ (grafana/provisioning holds none, so that an
+    // existing Grafana can provision that folder), points at a compose service.
+    assert_eq!(
+        host_path_of(&binds, "/etc/grafana/provisioning/datasources"),
+        Some(root().join("deploy/compose/grafana-datasources")),
+        "grafana: the demo's data source is mounted from deploy/compose/grafana-datasources"
+    );
     let names = mapping_keys(compose.get("services").unwrap());
-    for file in std::fs::read_dir(root().join("grafana/provisioning/datasources")).unwrap() {
+    for file in std::fs::read_dir(root().join("deploy/compose/grafana-datasources")).unwrap() {
         let path = file.unwrap().path();
         let doc: Yaml = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for ds in doc.get("datasources").and_then(Yaml::as_sequence).into_iter().flatten() {
