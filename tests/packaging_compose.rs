@@ -324,7 +324,7 @@ fn compose_account_override_for_each_platform() {
         let exp = over.get("services").unwrap().get("chat_exporter").expect("override of chat_exporter");
         let env_files = strings(exp.get("env_file").expect("env_file"), "env_file");
         let env_file = format!("deploy/{platform}.env");
-        assert_eq!(env_files, [env_file.clone()], "{what}: env_file");
+        assert_eq!(env_files, std::slice::from_ref(&env_file), "{what}: env_file");
         assert!(
             gitignore.lines().any(|l| l.trim() == env_file),
             ".gitignore keeps {env_file} (it holds the token) out of git"
