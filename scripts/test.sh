@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: installs what the tests need (Prometheus, promtool,
 # Alertmanager, amtool from Debian's packages) when missing, then runs every test.
+# kubectl (tests/packaging_kubernetes.rs renders the overlays with its kustomize) comes with
+# this project's machine image as the package kubectl; Debian's own kubernetes-client is
+# too old for the overlays' kustomization.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +12,7 @@ declare -A package=(
     [prometheus]=prometheus [promtool]=prometheus
     [prometheus-alertmanager]=prometheus-alertmanager [amtool]=prometheus-alertmanager
     [systemd-analyze]=systemd
+    [kubectl]=kubectl
 )
 need=()
 for tool in "${!package[@]}"; do

@@ -58,10 +58,19 @@
 //! `chats_dashboard_mirrors_the_screen` the Chats dashboard's layout, filters and
 //! the colours of both sets of agent status.
 //!
-//! Provisioning files (read with serde_yaml): the datasource file has the
-//! fixed uid, type prometheus, access, url http://prometheus:9090 and is the
-//! default; the dashboard provider is of type file with
-//! options.path /var/lib/grafana/dashboards; docs/dashboards.md says so.
+//! Import through Grafana's UI (`import-inputs`): each dashboard declares the data source
+//! input `DS_PROMETHEUS` (`__inputs`), which only the datasource variable's default uses, so
+//! an import asks for the data source and a provisioned dashboard (whose `${DS_PROMETHEUS}`
+//! nothing replaces) falls back to the first Prometheus data source; every `${DS_*}` used is
+//! declared and every input used; `__requires` lists Grafana, the Prometheus data source and
+//! exactly the panel types used. `import_replaces_only_the_data_source_input` applies an
+//! import as Grafana's importer does and checks the result.
+//!
+//! Provisioning files (read with serde_yaml): grafana/provisioning holds no data source (an
+//! existing Grafana provisioning that folder keeps its own); the compose demo's data source
+//! file (deploy/compose/grafana-datasources) has the fixed uid, type prometheus, access,
+//! url http://prometheus:9090 and is the demo Grafana's default; the dashboard provider is
+//! of type file with options.path /var/lib/grafana/dashboards; docs/dashboards.md says so.
 
 mod dashboard_support;
 
@@ -70,8 +79,12 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 const DATASOURCE_REF_UID: &str = "${datasource}";
-/// The uid of the provisioned datasource (grafana/provisioning/datasources).
+/// The uid of the compose demo's data source (deploy/compose/grafana-datasources).
 const PROVISIONED_DATASOURCE_UID: &str = "chat-exporter-prometheus";
+/// Where the compose demo's data source is provisioned from: not grafana/provisioning.
+const DEMO_DATASOURCES_DIR: &str = "deploy/compose/grafana-datasources";
+/// The data source input an import through Grafana's UI asks for (`__inputs`).
+const DATASOURCE_INPUT: &str = "DS_PROMETHEUS";
 const DASHBOARDS_PATH_IN_CONTAINER: &str = "/var/lib/grafana/dashboards";
 const RUNBOOK_URL: &str = "https://github.com/chat-exporter/chat_exporter/blob/main/docs/runbook.md";
 /// The variable holding the platform's chat screen (docs/dashboards.md).
@@ -751,26 +764,167 @@ fn lint_all_dashboard_files() -> Vec<Violation> {
                 if let Some(other) = uids.insert(uid.clone(), file.clone()) {
                     c.report("dashboard-uid-unique", file.clone(), format!("uid {uid:?} is also used by {other}"));
                 }
-                // The datasource variable defaults to the provisioned datasource.
-                for v in variables(&d) {
-                    if var_type(v) == "datasource" {
-                        let current = v.pointer("/current/value").and_then(Value::as_str);
-                        if current != Some(PROVISIONED_DATASOURCE_UID) {
-                            c.report(
-                                "datasource-variable",
-                                file.clone(),
-                                format!(
-                                    "the datasource variable should default to the provisioned uid {PROVISIONED_DATASOURCE_UID:?}, not {current:?}"
-                                ),
-                            );
-                        }
-                    }
+                for (rule, message) in check_import(&d) {
+                    c.report(rule, file.clone(), message);
                 }
             }
             Err(e) => c.report("json", file, e),
         }
     }
     c.out
+}
+
+/// What an import through Grafana's UI needs, and what keeps a provisioned copy working:
+/// (rule, message) for each problem.
+fn check_import(d: &Value) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let inputs = d.get("__inputs").and_then(Value::as_array).cloned().unwrap_or_default();
+    let declared: BTreeSet<String> =
+        inputs.iter().filter_map(|i| i.get("name").and_then(Value::as_str)).map(str::to_string).collect();
+    let wanted = json!({"name": DATASOURCE_INPUT, "type": "datasource", "pluginId": "prometheus"});
+    let matches = inputs.iter().any(|i| wanted.as_object().unwrap().iter().all(|(k, v)| i.get(k) == Some(v)));
+    if !matches || inputs.len() != 1 {
+        out.push((
+            "import-inputs",
+            format!("__inputs must be exactly one data source input {DATASOURCE_INPUT} of plugin prometheus, found {inputs:?}"),
+        ));
+    }
+    // Every ${DS_...} the importer would replace is declared, and every input is used.
+    let mut without_inputs = d.clone();
+    without_inputs.as_object_mut().map(|o| o.remove("__inputs"));
+    let text = without_inputs.to_string();
+    let used: BTreeSet<String> =
+        regex::Regex::new(r"\$\{(DS_[A-Z0-9_]+)\}").unwrap().captures_iter(&text).map(|c| c[1].to_string()).collect();
+    if used != declared {
+        out.push(("import-inputs", format!("inputs used {used:?} differ from those declared {declared:?}")));
+    }
+    // Only the datasource variable's default names the input: panels and queries go
+    // through the variable, which provisioning (which never replaces ${DS_PROMETHEUS})
+    // resolves to the first Prometheus data source.
+    let placeholder = format!("${{{DATASOURCE_INPUT}}}");
+    for v in variables(d) {
+        if var_type(v) == "datasource" {
+            for key in ["value", "text"] {
+                let current = v.pointer(&format!("/current/{key}")).and_then(Value::as_str);
+                if current != Some(placeholder.as_str()) {
+                    out.push((
+                        "import-inputs",
+                        format!("the datasource variable's current.{key} must be {placeholder:?}, not {current:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    let mut rest = without_inputs.clone();
+    if let Some(list) = rest.pointer_mut("/templating/list").and_then(Value::as_array_mut) {
+        for v in list.iter_mut().filter(|v| var_type(v) == "datasource") {
+            v.as_object_mut().map(|o| o.remove("current"));
+        }
+    }
+    if rest.to_string().contains(&placeholder) {
+        out.push(("import-inputs", format!("{placeholder} is used outside the datasource variable's default")));
+    }
+    // __requires: Grafana, the Prometheus data source, and exactly the panel types used.
+    let requires = d.get("__requires").and_then(Value::as_array).cloned().unwrap_or_default();
+    let required = |kind: &str| -> BTreeSet<String> {
+        requires
+            .iter()
+            .filter(|r| r.get("type").and_then(Value::as_str) == Some(kind))
+            .filter_map(|r| r.get("id").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    };
+    if required("grafana") != BTreeSet::from(["grafana".to_string()]) {
+        out.push(("import-requires", "__requires must name grafana".to_string()));
+    }
+    if required("datasource") != BTreeSet::from(["prometheus".to_string()]) {
+        out.push(("import-requires", "__requires must name the prometheus data source".to_string()));
+    }
+    let mut types = BTreeSet::new();
+    fn walk(panels: &[Value], types: &mut BTreeSet<String>) {
+        for p in panels {
+            if let Some(t) = p.get("type").and_then(Value::as_str) {
+                if t != "row" {
+                    types.insert(t.to_string());
+                }
+            }
+            walk(p.get("panels").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]), types);
+        }
+    }
+    walk(d.get("panels").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]), &mut types);
+    if required("panel") != types {
+        out.push((
+            "import-requires",
+            format!("__requires panels {:?} differ from those used {types:?}", required("panel")),
+        ));
+    }
+    out
+}
+
+/// A dashboard as Grafana's importer makes it (pkg/services/dashboardimport: every
+/// `${NAME}` of a declared input replaced by the value chosen, anywhere in the JSON;
+/// `__inputs` dropped).
+fn imported(d: &Value, chosen: &BTreeMap<String, String>) -> Value {
+    match d {
+        Value::String(s) => {
+            let re = regex::Regex::new(r"\$\{.+?\}").unwrap();
+            Value::String(
+                re.replace_all(s, |c: &regex::Captures| {
+                    let name = c[0].trim_start_matches("${").trim_end_matches('}');
+                    chosen.get(name).cloned().unwrap_or_else(|| c[0].to_string())
+                })
+                .to_string(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|i| imported(i, chosen)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter().filter(|(k, _)| *k != "__inputs").map(|(k, v)| (k.clone(), imported(v, chosen))).collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// An import that picks a data source makes it the datasource variable's default and
+/// changes nothing else: panels keep `${datasource}`, so the dashboard's picker still works.
+#[test]
+fn import_replaces_only_the_data_source_input() {
+    for path in dashboard_files() {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let d = load_json(&path).unwrap();
+        let chosen = BTreeMap::from([(DATASOURCE_INPUT.to_string(), "uid-picked-at-import".to_string())]);
+        let after = imported(&d, &chosen);
+        assert!(after.get("__inputs").is_none(), "{file}");
+        let ds: Vec<&Value> = variables(&after).into_iter().filter(|v| var_type(v) == "datasource").collect();
+        assert_eq!(ds.len(), 1, "{file}");
+        assert_eq!(ds[0].pointer("/current/value"), Some(&json!("uid-picked-at-import")), "{file}");
+        assert!(!after.to_string().contains("${DS_"), "{file}: an input left unreplaced");
+        // Apart from that default, the imported dashboard is the file, lint and all.
+        let mut back = after.clone();
+        for v in back.pointer_mut("/templating/list").and_then(Value::as_array_mut).unwrap() {
+            if var_type(v) == "datasource" {
+                v["current"] = d_current(&d);
+            }
+        }
+        let mut original = d.clone();
+        original.as_object_mut().unwrap().remove("__inputs");
+        assert_eq!(back, original, "{file}: the import changed more than the data source's default");
+        assert_eq!(lint_dashboard(&file, &after), Vec::<Violation>::new(), "{file} after import");
+    }
+    // The check fails a dashboard whose input is missing or whose panels name it.
+    let d = load_json(&dashboard_files()[0]).unwrap();
+    let mut no_inputs = d.clone();
+    no_inputs.as_object_mut().unwrap().remove("__inputs");
+    assert!(check_import(&no_inputs).iter().any(|(r, _)| *r == "import-inputs"));
+    let mut panel_names_input = d.clone();
+    panel_names_input["panels"][0]["datasource"] = json!({"type": "prometheus", "uid": "${DS_PROMETHEUS}"});
+    assert!(check_import(&panel_names_input).iter().any(|(_, m)| m.contains("outside the datasource variable")));
+    let mut no_requires = d;
+    no_requires.as_object_mut().unwrap().remove("__requires");
+    assert!(check_import(&no_requires).iter().any(|(r, _)| *r == "import-requires"));
+}
+
+fn d_current(d: &Value) -> Value {
+    variables(d).into_iter().find(|v| var_type(v) == "datasource").and_then(|v| v.get("current")).cloned().unwrap()
 }
 
 fn fail_on(violations: &[Violation]) {
@@ -1196,8 +1350,8 @@ fn check_dashboards_yaml(file: &str, v: &Value) -> Vec<Violation> {
     out
 }
 
-fn yaml_files(sub: &str) -> Vec<std::path::PathBuf> {
-    let dir = repo_root().join("grafana/provisioning").join(sub);
+fn yaml_files(relative: &str) -> Vec<std::path::PathBuf> {
+    let dir = repo_root().join(relative);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -1211,12 +1365,18 @@ fn yaml_files(sub: &str) -> Vec<std::path::PathBuf> {
 #[test]
 fn provisioning_files_have_the_documented_keys() {
     let mut violations = Vec::new();
-    for (sub, check) in [
-        ("datasources", check_datasources_yaml as fn(&str, &Value) -> Vec<Violation>),
-        ("dashboards", check_dashboards_yaml),
+    // Provisioning grafana/provisioning into an existing Grafana adds no data source to it.
+    let shipped: Vec<String> = std::fs::read_dir(repo_root().join("grafana/provisioning"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(shipped, ["dashboards"], "grafana/provisioning holds the dashboards' provider only");
+    for (dir, check) in [
+        (DEMO_DATASOURCES_DIR, check_datasources_yaml as fn(&str, &Value) -> Vec<Violation>),
+        ("grafana/provisioning/dashboards", check_dashboards_yaml),
     ] {
-        for path in yaml_files(sub) {
-            let file = format!("{sub}/{}", path.file_name().unwrap().to_string_lossy());
+        for path in yaml_files(dir) {
+            let file = format!("{dir}/{}", path.file_name().unwrap().to_string_lossy());
             let text = std::fs::read_to_string(&path).unwrap();
             match parse_yaml(&text) {
                 Ok(v) => violations.extend(check(&file, &v)),
@@ -1233,6 +1393,8 @@ fn provisioning_files_have_the_documented_keys() {
         "http://prometheus:9090",
         "chat_screen_url",
         "/etc/grafana/provisioning",
+        DEMO_DATASOURCES_DIR,
+        DATASOURCE_INPUT,
     ] {
         assert!(doc.contains(needle), "docs/dashboards.md does not mention {needle}");
     }

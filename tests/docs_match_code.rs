@@ -1,6 +1,8 @@
 //! The documentation says what the code does: every flag, configuration key (with its
 //! default) and metric the exporter has is in the README, and the metric contract lists
-//! every metric family.
+//! every metric family; the README's "Your first real account" gives the Rust version
+//! Cargo.toml declares, smallest configurations the exporter loads for every platform, and a
+//! scrape job the alerts select, relabelled as the shipped Prometheus configuration does.
 
 mod support;
 
@@ -179,4 +181,110 @@ async fn every_metric_is_documented() {
         assert!(contract.contains(&format!("`{family}`")), "{family} is not in docs/metrics.md");
         assert!(readme.contains(&format!("`{family}`")), "{family} is not in the README's metric table");
     }
+}
+
+/// The README's section `## title`, up to the next `## ` outside a code block.
+fn readme_section(readme: &str, title: &str) -> String {
+    let start = readme.find(&format!("\n## {title}\n")).unwrap_or_else(|| panic!("README: no section {title}")) + 1;
+    let mut out = String::new();
+    let mut in_code = false;
+    for (i, line) in readme[start..].lines().enumerate() {
+        in_code ^= line.starts_with("```");
+        if i > 0 && !in_code && line.starts_with("## ") {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The code blocks of `text` fenced as ```lang.
+fn code_blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, l) if l == format!("```{lang}") => current = Some(String::new()),
+            (Some(block), "```") => {
+                out.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), l) => {
+                block.push_str(l);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn first_real_account_states_the_declared_rust_version() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let declared = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("Cargo.toml declares rust-version");
+    let section = readme_section(&readme(), "Your first real account");
+    assert!(
+        section.contains(&format!("Rust {declared} or later")),
+        "README, Your first real account: the minimum Rust version is Cargo.toml's rust-version {declared}"
+    );
+    assert_eq!(env!("CARGO_PKG_RUST_VERSION"), declared);
+}
+
+/// Each smallest configuration loads, with nothing but its platform's token in the
+/// environment, as its platform; there is one for every platform.
+#[test]
+fn first_real_account_configurations_load() {
+    let section = readme_section(&readme(), "Your first real account");
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = BTreeSet::new();
+    for (i, block) in code_blocks(&section, "toml").iter().enumerate() {
+        let file = dir.path().join(format!("smallest-{i}.toml"));
+        // A placeholder for the user's own value, written as an ellipsis.
+        std::fs::write(&file, block.replace('…', "u")).unwrap();
+        let name = block.trim().strip_prefix('[').and_then(|r| r.split(']').next()).expect("a platform section");
+        let token = config::env_variable(&format!("{name}.token"));
+        let loaded = chat_exporter::platforms::load_from(Some(&file), vec![(token.clone(), "t".to_string())])
+            .unwrap_or_else(|e| panic!("README's smallest [{name}] with {token}: {e}\n{block}"));
+        assert_eq!(loaded.platform.name(), name);
+        assert_eq!(loaded.state.path, std::path::PathBuf::from(config::DEFAULT_STATE_PATH));
+        seen.insert(name.to_string());
+    }
+    let all: BTreeSet<String> = chat_exporter::platforms::ALL.iter().map(|p| p.name().to_string()).collect();
+    assert_eq!(seen, all, "README, Your first real account: a smallest configuration for every platform");
+}
+
+/// The scrape job is the one the alerts select, relabelled as deploy/prometheus/prometheus.yml.
+#[test]
+fn first_real_account_scrape_job_is_the_alerts_job() {
+    let section = readme_section(&readme(), "Your first real account");
+    let blocks = code_blocks(&section, "yaml");
+    let snippet: serde_yaml::Value = serde_yaml::from_str(blocks.first().expect("a scrape_configs snippet")).unwrap();
+    let job = &snippet["scrape_configs"][0];
+    let name = job["job_name"].as_str().expect("job_name");
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/alerts/alerting_rules.yml")).unwrap();
+    let selector = regex::Regex::new(r#"up\{job=~"([^"]+)"\}"#).unwrap();
+    let job_regex = selector.captures(&rules).map(|c| c[1].to_string()).expect("the alerts select up{job=~...}");
+    assert!(regex::Regex::new(&format!("^(?:{job_regex})$")).unwrap().is_match(name), "{name} vs {job_regex}");
+    assert!(section.contains(&format!("`{name}`")), "the README names the job");
+    let shipped: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/prometheus.yml")).unwrap(),
+    )
+    .unwrap();
+    let shipped_job = shipped["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"].as_str() == Some(name))
+        .expect("the shipped configuration has the job");
+    assert_eq!(
+        job["metric_relabel_configs"], shipped_job["metric_relabel_configs"],
+        "the relabelling of chat_screen_url"
+    );
+    assert!(job["static_configs"][0]["labels"]["chat_screen_url"].as_str().is_some_and(|u| u.starts_with("https://")));
 }

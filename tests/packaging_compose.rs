@@ -1,8 +1,10 @@
 //! Packaging checks of the Compose stack, with no container engine:
-//! `docker-compose.yml` and `docker-compose.movidesk.yml` validate against the Compose
+//! `docker-compose.yml` and `docker-compose.account.yml` (once per platform, its
+//! `CHAT_PLATFORM` replaced as compose interpolates it) validate against the Compose
 //! Specification JSON schema (vendored in deploy/schema/, pinned by its SHA-256, checked with
 //! the jsonschema crate), every file they mount or read exists, the exporter's configuration
-//! files load with the exporter's own loader, the services point at each other consistently
+//! files load with the exporter's own loader (each platform's with its env example, commented
+//! settings included), the services point at each other consistently
 //! (simulator, exporter, Prometheus rules and targets, Alertmanager webhooks, Grafana
 //! provisioning), and `promtool check config` accepts the Prometheus configuration laid out as
 //! compose mounts it.
@@ -24,11 +26,13 @@ use serde_yaml::Value as Yaml;
 
 use packaging_support::{
     alert_rule_files, assert_flags_known, flag_value, help_of, image_is_pinned, load_exporter_config, mapping_keys,
-    parse_env_file, read, root, s, sha256_hex, strings, yaml, DEFAULT_PORT,
+    parse_env_file, parse_env_file_lines, platform_names, read, root, s, sha256_hex, strings, yaml, DEFAULT_PORT,
 };
 
 const COMPOSE_FILE: &str = "docker-compose.yml";
-const COMPOSE_MOVIDESK_FILE: &str = "docker-compose.movidesk.yml";
+const COMPOSE_ACCOUNT_FILE: &str = "docker-compose.account.yml";
+/// The variable of the account override that names the platform, in one place.
+const PLATFORM_VARIABLE: &str = "CHAT_PLATFORM";
 const COMPOSE_SCHEMA: &str = "deploy/schema/compose-spec.json";
 const COMPOSE_SCHEMA_SHA256: &str = "56bab44c85c0ce8affb74474950293f37d510673283a243bcd7eeadb900fa35c";
 const PROMETHEUS_CONFIG: &str = "deploy/prometheus/prometheus.yml";
@@ -154,11 +158,32 @@ fn service<'a>(compose: &'a Yaml, name: &str) -> &'a Yaml {
     compose.get("services").and_then(|s| s.get(name)).unwrap_or_else(|| panic!("{COMPOSE_FILE}: no service {name}"))
 }
 
+/// The account override as compose reads it with `CHAT_PLATFORM=platform`: every
+/// `${CHAT_PLATFORM}` (with or without a `:?message`) replaced; no other variable is used.
+fn account_override(platform: &str) -> Yaml {
+    let text = read(COMPOSE_ACCOUNT_FILE);
+    let variable = regex::Regex::new(&format!(r"\$\{{{PLATFORM_VARIABLE}(?::\?[^}}]*)?\}}")).unwrap();
+    assert!(variable.is_match(&text), "{COMPOSE_ACCOUNT_FILE} names the platform with ${{{PLATFORM_VARIABLE}}}");
+    let replaced = variable.replace_all(&text, platform).to_string();
+    let uncommented: String =
+        replaced.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+    assert!(
+        !uncommented.contains('$'),
+        "{COMPOSE_ACCOUNT_FILE}: a variable other than {PLATFORM_VARIABLE} (or a $ compose would read as one)"
+    );
+    serde_yaml::from_str(&replaced).unwrap_or_else(|e| panic!("{COMPOSE_ACCOUNT_FILE} ({platform}): {e}"))
+}
+
 #[test]
 fn compose_files_match_the_compose_specification() {
     let schema = compose_schema();
-    for file in [COMPOSE_FILE, COMPOSE_MOVIDESK_FILE] {
-        let errors = schema_errors(&schema, &yaml(file));
+    let mut files = vec![(COMPOSE_FILE.to_string(), compose())];
+    for platform in platform_names() {
+        files.push((format!("{COMPOSE_ACCOUNT_FILE} ({PLATFORM_VARIABLE}={platform})"), account_override(platform)));
+    }
+    files.push((COMPOSE_ACCOUNT_FILE.to_string(), yaml(COMPOSE_ACCOUNT_FILE)));
+    for (file, document) in files {
+        let errors = schema_errors(&schema, &document);
         assert!(errors.is_empty(), "{file} does not validate against {COMPOSE_SCHEMA}:\n{}", errors.join("\n"));
     }
 }
@@ -244,26 +269,21 @@ fn compose_simulator_and_exporter_agree() {
     let (binds, _) = mounts(exp, "chat_exporter");
     let host_config = host_path_of(&binds, &config_path)
         .unwrap_or_else(|| panic!("chat_exporter: --config.file {config_path} is not mounted"));
-    let mut env = Vec::new();
-    for f in exp.get("env_file").map(|v| strings(v, "env_file")).unwrap_or_default() {
-        env.extend(parse_env_file(&f));
-    }
-    let (config, movidesk) = load_exporter_config(&host_config, env.clone());
+    // No environment file in the base: the account override adds its platform's, which must
+    // not meet a demo variable of another platform's section.
+    assert!(
+        exp.get("env_file").is_none(),
+        "{COMPOSE_FILE}: chat_exporter has no env_file (the demo's token is in its file)"
+    );
+    let (config, demo) = load_exporter_config(&host_config, vec![]);
+    assert_eq!(demo.platform, "movidesk", "{}: the simulator serves Movidesk's API", host_config.display());
     assert_eq!(
-        movidesk.base_url,
+        demo.base_url,
         format!("http://simulator:{sim_port}/public/v1"),
         "{}: movidesk.base_url must point at the simulator service",
         host_config.display()
     );
-    assert_eq!(
-        Some(movidesk.token.expose().to_string()),
-        Some(sim_token),
-        "the exporter's token (env_file) must be the simulator's --token"
-    );
-    assert!(
-        env.iter().any(|(k, _)| k == "CHAT_EXPORTER_MOVIDESK__TOKEN"),
-        "the compose exporter gets its token through CHAT_EXPORTER_MOVIDESK__TOKEN"
-    );
+    assert_eq!(demo.token, sim_token, "the exporter's token must be the simulator's --token");
     assert!(
         !config.state.enabled,
         "{}: the simulator's world is new at each restart: a saved state would not match it (state.enabled = false)",
@@ -275,18 +295,9 @@ fn compose_simulator_and_exporter_agree() {
 }
 
 #[test]
-fn compose_movidesk_override() {
+fn compose_account_override_for_each_platform() {
     let base = compose();
-    let over = yaml(COMPOSE_MOVIDESK_FILE);
     let base_services = mapping_keys(base.get("services").unwrap());
-    for name in mapping_keys(over.get("services").unwrap()) {
-        assert!(base_services.contains(&name), "{COMPOSE_MOVIDESK_FILE}: service {name} is not in {COMPOSE_FILE}");
-    }
-    let sim = over.get("services").unwrap().get("simulator").expect("the override disables the simulator");
-    assert!(
-        sim.get("profiles").is_some_and(|p| !strings(p, "profiles").is_empty()),
-        "{COMPOSE_MOVIDESK_FILE}: the simulator must be behind a profile"
-    );
     // Nothing in the base stack may need the simulator to be running.
     for name in &base_services {
         if let Some(deps) = service(&base, name).get("depends_on") {
@@ -297,37 +308,63 @@ fn compose_movidesk_override() {
             assert!(!deps.contains(&"simulator".to_string()), "service {name} depends on the simulator");
         }
     }
+    let gitignore = read(".gitignore");
+    for platform in platform_names() {
+        let what = format!("{COMPOSE_ACCOUNT_FILE} with {PLATFORM_VARIABLE}={platform}");
+        let over = account_override(platform);
+        for name in mapping_keys(over.get("services").unwrap()) {
+            assert!(base_services.contains(&name), "{what}: service {name} is not in {COMPOSE_FILE}");
+        }
+        let sim = over.get("services").unwrap().get("simulator").expect("the override disables the simulator");
+        assert!(
+            sim.get("profiles").is_some_and(|p| !strings(p, "profiles").is_empty()),
+            "{what}: the simulator must be behind a profile"
+        );
 
-    let exp = over.get("services").unwrap().get("chat_exporter").expect("override of chat_exporter");
-    let env_files = strings(exp.get("env_file").expect("env_file"), "env_file");
-    assert_eq!(env_files, ["deploy/movidesk.env"], "{COMPOSE_MOVIDESK_FILE}: env_file");
-    let example = "deploy/movidesk.env.example";
-    let example_env = parse_env_file(example);
-    assert!(example_env.iter().any(|(k, _)| k == "CHAT_EXPORTER_MOVIDESK__TOKEN"), "{example}: token variable");
+        let exp = over.get("services").unwrap().get("chat_exporter").expect("override of chat_exporter");
+        let env_files = strings(exp.get("env_file").expect("env_file"), "env_file");
+        let env_file = format!("deploy/{platform}.env");
+        assert_eq!(env_files, std::slice::from_ref(&env_file), "{what}: env_file");
+        assert!(
+            gitignore.lines().any(|l| l.trim() == env_file),
+            ".gitignore keeps {env_file} (it holds the token) out of git"
+        );
+        let example = format!("{env_file}.example");
+        let example_env = parse_env_file(&example);
+        let token_variable = format!("CHAT_EXPORTER_{}__TOKEN", platform.to_uppercase());
+        assert!(example_env.iter().any(|(k, _)| *k == token_variable), "{example}: {token_variable}");
+        for (key, _) in parse_env_file_lines(&example, true) {
+            assert!(
+                key.starts_with(&format!("CHAT_EXPORTER_{}__", platform.to_uppercase()))
+                    || key.starts_with("CHAT_EXPORTER_STATE__"),
+                "{example}: {key} is not a key of [{platform}] or [state]"
+            );
+        }
 
-    // The replaced configuration, as the merged service sees it: base env files, then
-    // deploy/movidesk.env (here its example).
-    let base_args = command_args(service(&base, "chat_exporter"), "chat_exporter");
-    let config_path = flag_value(&base_args, "--config.file").unwrap();
-    let (binds, _) = mounts(exp, "override chat_exporter");
-    let host_config = host_path_of(&binds, &config_path)
-        .unwrap_or_else(|| panic!("{COMPOSE_MOVIDESK_FILE}: nothing mounted at {config_path}"));
-    let mut env = Vec::new();
-    for f in strings(service(&base, "chat_exporter").get("env_file").unwrap(), "env_file") {
-        env.extend(parse_env_file(&f));
+        // The replaced configuration, as the merged service sees it: deploy/PLATFORM.env (here
+        // its example) over deploy/config/PLATFORM.toml; and again with the example's
+        // commented settings, each a key the exporter accepts with the value shown.
+        let base_args = command_args(service(&base, "chat_exporter"), "chat_exporter");
+        let config_path = flag_value(&base_args, "--config.file").unwrap();
+        let (binds, _) = mounts(exp, "override chat_exporter");
+        let host_config =
+            host_path_of(&binds, &config_path).unwrap_or_else(|| panic!("{what}: nothing mounted at {config_path}"));
+        assert_eq!(host_config, root().join(format!("deploy/config/{platform}.toml")), "{what}: the platform's file");
+        let (config, account) = load_exporter_config(&host_config, example_env.clone());
+        assert_eq!(account.platform, platform, "{what}: a [{platform}] configuration");
+        assert!(account.base_url.starts_with("https://"), "{what}: base_url {} is https", account.base_url);
+        assert!(config.state.enabled, "{}: a real account keeps its state file", host_config.display());
+        let (_, named) = mounts(service(&base, "chat_exporter"), "chat_exporter");
+        assert!(
+            named.iter().any(|v| config.state.path.starts_with(&v.target)),
+            "state.path {} must be on a named volume of chat_exporter, so that it survives the container",
+            config.state.path.display()
+        );
+        let token = example_env.iter().find(|(k, _)| *k == token_variable).unwrap().1.clone();
+        assert_eq!(account.token, token, "{what}: the token of {example}");
+        let (_, with_optional) = load_exporter_config(&host_config, parse_env_file_lines(&example, true));
+        assert_eq!(with_optional.platform, platform);
     }
-    env.extend(example_env.clone());
-    let (config, movidesk) = load_exporter_config(&host_config, env);
-    assert_eq!(movidesk.base_url, "https://api.movidesk.com/public/v1");
-    assert!(config.state.enabled, "{}: a real account keeps its state file", host_config.display());
-    let (_, named) = mounts(service(&base, "chat_exporter"), "chat_exporter");
-    assert!(
-        named.iter().any(|v| config.state.path.starts_with(&v.target)),
-        "state.path {} must be on a named volume of chat_exporter, so that it survives the container",
-        config.state.path.display()
-    );
-    let token = example_env.iter().find(|(k, _)| k == "CHAT_EXPORTER_MOVIDESK__TOKEN").unwrap().1.clone();
-    assert_eq!(Some(movidesk.token.expose().to_string()), Some(token));
 }
 
 /// Lay out Prometheus' mounts in a temporary directory, then run promtool on it.
@@ -486,9 +523,15 @@ fn compose_grafana_provisioning() {
             );
         }
     }
-    // Datasources point at a compose service.
+    // The demo's data source, from deploy/ (grafana/provisioning holds none, so that an
+    // existing Grafana can provision that folder), points at a compose service.
+    assert_eq!(
+        host_path_of(&binds, "/etc/grafana/provisioning/datasources"),
+        Some(root().join("deploy/compose/grafana-datasources")),
+        "grafana: the demo's data source is mounted from deploy/compose/grafana-datasources"
+    );
     let names = mapping_keys(compose.get("services").unwrap());
-    for file in std::fs::read_dir(root().join("grafana/provisioning/datasources")).unwrap() {
+    for file in std::fs::read_dir(root().join("deploy/compose/grafana-datasources")).unwrap() {
         let path = file.unwrap().path();
         let doc: Yaml = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for ds in doc.get("datasources").and_then(Yaml::as_sequence).into_iter().flatten() {

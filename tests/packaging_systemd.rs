@@ -1,5 +1,8 @@
 //! Packaging checks of the systemd unit: it has its hardening, runs the installed binary with
-//! flags it knows, hands it the token as a credential, and passes `systemd-analyze verify`.
+//! flags it knows, hands it the token as a credential, names no platform, and passes
+//! `systemd-analyze verify`; and each platform's drop-in (deploy/systemd/PLATFORM.conf)
+//! points that platform's token_file at the credential, loads with the platform's
+//! configuration file (deploy/config/PLATFORM.toml), and verifies with the unit.
 //!
 //! `systemd-analyze` (Debian package systemd) must be on PATH: a missing tool fails the test,
 //! naming the package.
@@ -12,9 +15,14 @@ mod tools;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use packaging_support::{assert_flags_known, load_exporter_config, read, root, BINARY_IN_IMAGE};
+use packaging_support::{assert_flags_known, load_exporter_config, platform_names, read, root, BINARY_IN_IMAGE};
 
 const SYSTEMD_UNIT: &str = "deploy/systemd/chat_exporter.service";
+const UNIT_NAME: &str = "chat_exporter.service";
+
+fn drop_in(platform: &str) -> String {
+    format!("deploy/systemd/{platform}.conf")
+}
 
 fn unit_directives(text: &str) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -70,40 +78,91 @@ fn systemd_unit_is_hardened_and_verifies() {
     let flags: Vec<String> = words[1..].iter().filter(|w| !w.starts_with('$')).cloned().collect();
     assert_flags_known(&[], &flags, "systemd ExecStart");
 
-    // The token arrives as a credential, named by an environment variable the exporter maps
-    // to movidesk.token_file.
+    // The token arrives as a credential; the unit names no platform (its drop-in does).
     let env = get("Environment");
-    assert!(
-        env.contains("CHAT_EXPORTER_MOVIDESK__TOKEN_FILE=%d/movidesk-token"),
-        "{SYSTEMD_UNIT}: token file variable"
-    );
-    assert!(get("LoadCredential").starts_with("movidesk-token:"), "{SYSTEMD_UNIT}: LoadCredential=movidesk-token:...");
+    let credential = get("LoadCredential");
+    let (credential_id, credential_source) =
+        credential.split_once(':').unwrap_or_else(|| panic!("{SYSTEMD_UNIT}: LoadCredential=ID:PATH"));
+    assert_eq!(credential_source, "/etc/chat_exporter/token", "{SYSTEMD_UNIT}: the token file, whatever the platform");
+    for platform in platform_names() {
+        assert!(!text.to_lowercase().contains(&format!("{platform}__")), "{SYSTEMD_UNIT} names {platform}'s keys");
+    }
     assert!(
         env.contains(&format!("CHAT_EXPORTER_STATE__PATH=%S/{}/", get("StateDirectory"))),
         "{SYSTEMD_UNIT}: the state file goes in the StateDirectory"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("movidesk-token");
-    std::fs::write(&token, "x").unwrap();
-    let (_, movidesk) = load_exporter_config(
-        &root().join("deploy/compose/chat_exporter.movidesk.toml"),
-        vec![("CHAT_EXPORTER_MOVIDESK__TOKEN_FILE".to_string(), token.display().to_string())],
-    );
-    assert_eq!(Some(movidesk.token.expose()), Some("x"));
+    // Every CHAT_EXPORTER_* variable is read as a configuration key: the unit's own
+    // variables must not look like one.
+    for assignment in env.split_whitespace() {
+        let name = assignment.split('=').next().unwrap();
+        assert!(
+            !name.starts_with("CHAT_EXPORTER_") || name.contains("__"),
+            "{SYSTEMD_UNIT}: {name} would be read as the configuration section {:?}",
+            name.trim_start_matches("CHAT_EXPORTER_").to_lowercase()
+        );
+    }
 
-    // systemd's own check, with ExecStart pointed at the binary built for this test.
     let analyze = tools::require_tool(&["systemd-analyze"], "systemd");
-    let unit = dir.path().join("chat_exporter.service");
-    std::fs::write(
-        &unit,
-        text.replace(
-            &format!("ExecStart={BINARY_IN_IMAGE}"),
-            &format!("ExecStart={}", env!("CARGO_BIN_EXE_chat_exporter")),
-        ),
-    )
-    .unwrap();
-    let out = Command::new(analyze).args(["verify", "--man=no"]).arg(&unit).output().expect("run systemd-analyze");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let complaints: Vec<&str> = text.lines().filter(|l| l.contains("chat_exporter.service")).collect();
-    assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify {SYSTEMD_UNIT}:\n{text}");
+    let dir = tempfile::tempdir().unwrap();
+    for platform in platform_names() {
+        // The drop-in: the platform's token_file is the credential, and with the platform's
+        // configuration file the exporter loads that platform with the credential's token.
+        let conf = read(&drop_in(platform));
+        let conf_env: Vec<String> = unit_directives(&conf).remove("Service.Environment").unwrap_or_default();
+        let variable = format!("CHAT_EXPORTER_{}__TOKEN_FILE", platform.to_uppercase());
+        assert_eq!(
+            conf_env,
+            [format!("{variable}=%d/{credential_id}")],
+            "{}: sets only {variable}, to the unit's credential",
+            drop_in(platform)
+        );
+        let credentials = dir.path().join(format!("credentials-{platform}"));
+        std::fs::create_dir_all(&credentials).unwrap();
+        std::fs::write(credentials.join(credential_id), format!("token-of-{platform}\n")).unwrap();
+        let mut unit_env: Vec<(String, String)> = env
+            .split_whitespace()
+            .filter_map(|a| a.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("%S", &dir.path().display().to_string())))
+            .collect();
+        unit_env.push((variable.clone(), credentials.join(credential_id).display().to_string()));
+        let (config, account) =
+            load_exporter_config(&root().join(format!("deploy/config/{platform}.toml")), unit_env.clone());
+        assert_eq!(account.platform, platform, "deploy/config/{platform}.toml with {}", drop_in(platform));
+        assert_eq!(account.token, format!("token-of-{platform}"), "{}: the token is the credential", drop_in(platform));
+        assert!(config.state.path.starts_with(dir.path()), "the unit's CHAT_EXPORTER_STATE__PATH wins");
+        // The drop-in with another platform's file fails, in one line naming both sections.
+        let other = platform_names().into_iter().find(|p| *p != platform).unwrap();
+        let mismatch =
+            chat_exporter::platforms::load_from(Some(&root().join(format!("deploy/config/{other}.toml"))), unit_env)
+                .expect_err("a drop-in and a configuration file of two platforms");
+        assert!(mismatch.to_string().contains(&variable), "{mismatch}");
+
+        // systemd's own check of the unit with this drop-in, ExecStart pointed at the binary
+        // built for this test.
+        let units = dir.path().join(format!("units-{platform}"));
+        std::fs::create_dir_all(units.join(format!("{UNIT_NAME}.d"))).unwrap();
+        let unit = units.join(UNIT_NAME);
+        std::fs::write(
+            &unit,
+            text.replace(
+                &format!("ExecStart={BINARY_IN_IMAGE}"),
+                &format!("ExecStart={}", env!("CARGO_BIN_EXE_chat_exporter")),
+            ),
+        )
+        .unwrap();
+        std::fs::write(units.join(format!("{UNIT_NAME}.d/platform.conf")), &conf).unwrap();
+        let out = Command::new(&analyze)
+            .args(["verify", "--man=no"])
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", units.display()))
+            .arg(&unit)
+            .output()
+            .expect("run systemd-analyze");
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let complaints: Vec<&str> = report.lines().filter(|l| l.contains("chat_exporter.service")).collect();
+        assert!(
+            out.status.success() && complaints.is_empty(),
+            "systemd-analyze verify {SYSTEMD_UNIT} with {}:\n{report}",
+            drop_in(platform)
+        );
+    }
 }

@@ -92,20 +92,59 @@ pub fn assert_flags_known(subcommand: &[&str], args: &[String], what: &str) {
     }
 }
 
-/// Loads an exporter configuration file with the exporter's own loader, with its
-/// `[movidesk]` section as the platform reads it.
-pub fn load_exporter_config(
-    file: &Path,
-    env: Vec<(String, String)>,
-) -> (chat_exporter::platforms::Config, chat_exporter::platforms::movidesk::MovideskConfig) {
+/// What the packaging checks read of a platform section, whichever the platform.
+pub struct Account {
+    /// Its section's name (`chatwoot`).
+    pub platform: &'static str,
+    pub base_url: String,
+    pub token: String,
+}
+
+/// Loads an exporter configuration file with the exporter's own loader, and its platform
+/// section as that platform reads it.
+pub fn load_exporter_config(file: &Path, env: Vec<(String, String)>) -> (chat_exporter::platforms::Config, Account) {
+    use chat_exporter::platforms::{chatwoot, movidesk, rocketchat};
     let rejected =
         |e: chat_exporter::config::ConfigError| -> ! { panic!("{}: the exporter rejects it: {e}", file.display()) };
     let config = chat_exporter::platforms::load_from(Some(file), env.clone()).unwrap_or_else(|e| rejected(e));
-    assert_eq!(config.platform.name(), "movidesk", "{}: a [movidesk] configuration", file.display());
     let section = chat_exporter::platforms::read_section(Some(file), env).unwrap_or_else(|e| rejected(e));
-    let movidesk =
-        chat_exporter::platforms::movidesk::MovideskConfig::from_section(section.keys).unwrap_or_else(|e| rejected(e));
-    (config, movidesk)
+    let platform = section.platform.name();
+    let (base_url, token) = match platform {
+        movidesk::NAME => {
+            let c = movidesk::MovideskConfig::from_section(section.keys).unwrap_or_else(|e| rejected(e));
+            (c.base_url, c.token)
+        }
+        chatwoot::NAME => {
+            let c = chatwoot::ChatwootConfig::from_section(section.keys).unwrap_or_else(|e| rejected(e));
+            (c.base_url, c.token)
+        }
+        rocketchat::NAME => {
+            let c = rocketchat::RocketChatConfig::from_section(section.keys).unwrap_or_else(|e| rejected(e));
+            (c.base_url, c.token)
+        }
+        other => panic!("{}: platform {other} has no case in load_exporter_config", file.display()),
+    };
+    (config, Account { platform, base_url, token: token.expose().to_string() })
+}
+
+/// The names of the platforms, in the order of the exporter's registry.
+pub fn platform_names() -> Vec<&'static str> {
+    chat_exporter::platforms::ALL.iter().map(|p| p.name()).collect()
+}
+
+/// `KEY=VALUE` lines of an env file, and with `commented` also the commented-out
+/// settings of the exporter (`# CHAT_EXPORTER_...=VALUE`), the optional ones an example offers.
+pub fn parse_env_file_lines(relative: &str, commented: bool) -> Vec<(String, String)> {
+    let variable = regex::Regex::new(r"^#\s*(CHAT_EXPORTER_[A-Z0-9_]*)=(.*)$").unwrap();
+    let mut out = parse_env_file(relative);
+    if commented {
+        for line in read(relative).lines().map(str::trim) {
+            if let Some(c) = variable.captures(line) {
+                out.push((c[1].to_string(), c[2].trim().to_string()));
+            }
+        }
+    }
+    out
 }
 
 pub fn parse_env_file(relative: &str) -> Vec<(String, String)> {
