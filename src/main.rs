@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use chat_exporter::app;
 use chat_exporter::cli::{Cli, Command};
 
@@ -33,7 +31,13 @@ fn init_logging(level: &str, format: &str) {
 
 fn main() -> ExitCode {
     chat_exporter::memory::limit_arenas();
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::from_command_line() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("chat_exporter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(&cli.log_level, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use chat_exporter::simulator::{Fault, SimOptions};
-use support::process::{run_to_end, ExporterProcess};
+use support::process::{run_to_end, run_to_end_within, ExporterProcess};
 use support::*;
 
 const SECRET: &str = "9b1c3e7a-SECRET-TOKEN-do-not-print";
@@ -62,6 +62,29 @@ fn config_errors_name_the_key_in_one_line() {
     let (code, _, err) = run_to_end(&["--config.file", "/nonexistent/chat_exporter.toml"], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("--config.file"), "{err}");
+}
+
+/// A demo flag without `--demo` is refused in one line naming the flag and the fix, with
+/// `--config.file` (which would otherwise start and ignore it) as without.
+#[test]
+fn a_demo_flag_without_the_demo_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, "[movidesk]\ntoken = \"abc\"\n[state]\nenabled = false\n");
+    let with_config = ["--demo.speed", "60", "--config.file", &config, "--web.listen-address", "127.0.0.1:0"];
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&with_config, "--demo.speed", "run --demo without --config.file"),
+        (&["--demo.platform", "chatwoot", "--web.listen-address", "127.0.0.1:0"], "--demo.platform", "add --demo"),
+        (&["--demo.seed", "7", "healthcheck"], "--demo.seed", "add --demo"),
+    ];
+    for (args, flag, fix) in cases {
+        let (code, _out, err) = run_to_end_within(args, &[], Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{args:?} started, and ignores {flag}"));
+        assert_ne!(code, 0, "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {args:?}, got: {err}");
+        assert!(lines[0].starts_with(&format!("chat_exporter: {flag}: ")), "{}", lines[0]);
+        assert!(lines[0].contains(fix) && lines[0].contains(&format!("drop {flag}")), "{}", lines[0]);
+    }
 }
 
 /// A relative `state.path` in a working directory the exporter cannot write (a service
