@@ -61,9 +61,11 @@ impl Poller {
         // `/-/ready` while it waits, not only once it is over.
         let budget = source.budget();
         let health = Arc::new(Health::new(source.name()).watching(Box::new(move || budget.long_wait())));
+        let mut tracker = Tracker::new();
+        tracker.set_timings(source.timings());
         let mut exporter = Poller {
             source,
-            tracker: Tracker::new(),
+            tracker,
             clock: PlatformClock::new(),
             series_retention: None,
             metrics,
@@ -111,6 +113,7 @@ impl Poller {
                         if let Some(retention) = self.series_retention {
                             tracker.set_series_retention(retention);
                         }
+                        tracker.set_timings(self.source.timings());
                         // The monotonic clock does not span the restart: the time the
                         // exporter was stopped is allowed ahead, by the machine's clock.
                         self.clock =
@@ -406,6 +409,9 @@ pub(crate) mod tests {
         }
         fn account(&self) -> String {
             "script".into()
+        }
+        fn timings(&self) -> crate::model::Timings {
+            crate::model::Timings::BOTH
         }
         async fn poll(&mut self) -> Result<Observations, SourceError> {
             match self.polls.pop_front() {
