@@ -6,10 +6,21 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
+/// What `--version` prints after the name: the version, then the revision and the Rust
+/// compiler it was built from, as the labels of `chat_exporter_build_info` (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("CHAT_EXPORTER_REVISION"),
+    ", rustc ",
+    env!("CHAT_EXPORTER_RUSTC_VERSION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "chat_exporter",
-    version,
+    version = VERSION,
     about = "Prometheus exporter for customer-service chat platforms (Movidesk, Chatwoot, Rocket.Chat)."
 )]
 pub struct Cli {

@@ -87,6 +87,26 @@ fn a_demo_flag_without_the_demo_is_refused() {
     }
 }
 
+/// `--version` tells the revision and the Rust version too, as `chat_exporter_build_info`
+/// labels them.
+#[test]
+fn version_tells_the_revision_and_the_rust_version() {
+    let families = chat_exporter::self_metrics::SelfMetrics::new().registry.gather();
+    let build_info = families.iter().find(|f| f.name() == "chat_exporter_build_info").expect("build_info");
+    let labels: std::collections::BTreeMap<&str, &str> =
+        build_info.get_metric()[0].get_label().iter().map(|l| (l.name(), l.value())).collect();
+    let (code, out, err) = run_to_end(&["--version"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim_end(),
+        format!(
+            "chat_exporter {} (revision {}, rustc {})",
+            labels["version"], labels["revision"], labels["rustversion"]
+        )
+    );
+    assert!(!labels["revision"].is_empty() && !labels["rustversion"].is_empty(), "{labels:?}");
+}
+
 /// A relative `state.path` in a working directory the exporter cannot write (a service
 /// started from `/` as nobody) names the directory and both ways out, in one line.
 #[test]
