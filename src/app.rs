@@ -317,9 +317,18 @@ pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| FlagError::new("--ca-file", format!("{}: {e}", path.display())))?;
-        let ca = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| FlagError::new("--ca-file", format!("{}: not a PEM certificate: {e}", path.display())))?;
-        builder = builder.add_root_certificate(ca);
+        let not_pem = |e: &dyn std::fmt::Display| {
+            FlagError::new("--ca-file", format!("{}: not a PEM certificate: {e}", path.display()))
+        };
+        use rustls::pki_types::pem::PemObject as _;
+        let certificates = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| not_pem(&e))?;
+        if certificates.is_empty() {
+            return Err(not_pem(&"no CERTIFICATE block").into());
+        }
+        let tls = TrustedCertificates::client_config(certificates).map_err(|e| not_pem(&e))?;
+        builder = builder.use_preconfigured_tls(tls);
     }
     let client = builder.build().map_err(AppError::HealthcheckClient)?;
     match client.get(url).send().await {
@@ -335,6 +344,91 @@ pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result
             }
             Err(AppError::Unhealthy { url: url.to_string(), detail })
         }
+    }
+}
+
+/// The certificates of `healthcheck --ca-file`, trusted as curl's `--cacert` trusts
+/// them: as the CAs of the server's chain, and each as itself. A self-signed certificate
+/// (`openssl req -x509`, which marks it a CA) is refused by webpki as the end of a chain
+/// (`CaUsedAsEndEntity`), though the file names that very certificate: presented as is by
+/// the server, it is trusted, its dates checked by webpki before that refusal, and its
+/// names when it has DNS names (curl reads the subject's CN of one without them; the
+/// handshake proves the server holds its key either way).
+#[derive(Debug)]
+struct TrustedCertificates {
+    chains: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl TrustedCertificates {
+    fn client_config(
+        certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let (_added, _unusable_as_ca) = roots.add_parsable_certificates(certificates.iter().cloned());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let chains = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let verifier = TrustedCertificates { chains, certificates };
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth())
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for TrustedCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let refusal = match self.chains.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Ok(verified) => return Ok(verified),
+            Err(refusal) => refusal,
+        };
+        let ca_as_end_entity = matches!(
+            &refusal,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+                if other.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity)
+        );
+        if !ca_as_end_entity || !self.certificates.iter().any(|c| c == end_entity) {
+            return Err(refusal);
+        }
+        let certificate = webpki::EndEntityCert::try_from(end_entity).map_err(|_| refusal.clone())?;
+        let has_dns_names = certificate.valid_dns_names().next().is_some();
+        match certificate.verify_is_valid_for_subject_name(server_name) {
+            Err(_) if has_dns_names => Err(rustls::CertificateError::NotValidForName.into()),
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chains.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chains.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chains.supported_verify_schemes()
     }
 }
 
