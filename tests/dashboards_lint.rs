@@ -73,7 +73,8 @@ const DATASOURCE_REF_UID: &str = "${datasource}";
 /// The uid of the provisioned datasource (grafana/provisioning/datasources).
 const PROVISIONED_DATASOURCE_UID: &str = "chat-exporter-prometheus";
 const DASHBOARDS_PATH_IN_CONTAINER: &str = "/var/lib/grafana/dashboards";
-const RUNBOOK_URL: &str = "https://github.com/chat-exporter/chat_exporter/blob/main/docs/runbook.md";
+/// Under the repository Cargo.toml declares.
+const RUNBOOK_URL: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbook.md");
 /// The variable holding the platform's chat screen (docs/dashboards.md).
 const SCREEN_VARIABLE: &str = "chat_screen_url";
 const SCREEN_URL: &str = "${chat_screen_url}";
