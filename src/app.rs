@@ -80,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         store.prepare().map_err(|source| AppError::StateDir { path: store.path().to_path_buf(), source })?;
         store.lock()?;
     }
+    log_configuration(&cfg, state.as_ref(), cli.demo);
     if !cli.demo {
         for warning in cfg.source.warnings(&cfg.polling) {
             tracing::warn!("{warning}");
@@ -129,6 +130,26 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let outcome = serve_while_running(server, vec![("poller", polling), ("refresher", refresher)], stop_rx).await;
     signals.abort();
     outcome
+}
+
+/// One line at start says what was configured, so that a log shows what the values that
+/// follow are of. The source's description names the platform's address and account, and
+/// never a secret (tokens are not part of it).
+fn log_configuration(cfg: &Config, state: Option<&StateStore>, demo: bool) {
+    let state_file = match state {
+        Some(store) => store.path().display().to_string(),
+        None if demo => "none (the demo keeps no state)".to_string(),
+        None => "none (state.enabled = false)".to_string(),
+    };
+    tracing::info!(
+        platform = cfg.platform.name(),
+        source = %cfg.source.describe(),
+        poll_interval = %humantime::format_duration(cfg.polling.poll_interval),
+        requests_per_minute = cfg.polling.requests_per_minute,
+        state_file = %state_file,
+        demo,
+        "configured"
+    );
 }
 
 /// Serves until `server` ends (after a stop signal), then waits for the background tasks,
@@ -463,6 +484,59 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("poller task ended unexpectedly"), "{message}");
         assert!(message.contains("panicked: the scripted source panics"), "{message}");
+    }
+
+    /// Log lines, as text without colours or timestamps, for a test to read.
+    #[derive(Clone, Default)]
+    struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogLines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A source failing for nine minutes is not one line in the log at the level the
+    /// binary logs at by default (its filter, `--log.level`'s default): the failure, then
+    /// reminders a minute later and at doubling intervals (1, 3 and 7 minutes in), each
+    /// saying for how long it has failed.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_source_is_reminded_at_the_default_log_level() {
+        use crate::source::SourceError;
+        use clap::Parser as _;
+        let default_level = Cli::try_parse_from(["chat_exporter"]).unwrap().log_level;
+        let lines = LogLines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(crate::cli::log_filter(&default_level)))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let every = Duration::from_secs(15);
+        let failing = (0..=36).map(|_| Scripted::Fail(SourceError::Server { endpoint: "/chats", status: 503 }));
+        let metrics = SelfMetrics::new();
+        let script = std::iter::once(Scripted::Answer(Default::default())).chain(failing);
+        let mut poller = Poller::new(Box::new(ScriptedSource::new(script, &metrics)), metrics, every);
+        poller.poll_once().await.unwrap();
+        for _ in 0..=36 {
+            poller.poll_once().await.unwrap_err();
+            tokio::time::advance(every).await;
+        }
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 4, "the failure and three reminders in nine minutes:\n{text}");
+        assert!(warnings[0].contains("poll failed") && warnings[0].contains("server_error"), "{text}");
+        for (reminder, seconds) in warnings[1..].iter().zip([60, 180, 420]) {
+            assert!(reminder.contains("the source still fails"), "{reminder}");
+            assert!(reminder.contains(&format!("failing_for_seconds={seconds}")), "{reminder}");
+        }
+        assert!(!text.contains("DEBUG"), "nothing below info by default:\n{text}");
     }
 
     /// A stop asked for is not a death: the poller ends first, then the server, and all is well.

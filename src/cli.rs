@@ -171,6 +171,12 @@ pub fn parse_listen_address(value: &str) -> Result<Vec<SocketAddr>, FlagError> {
     Ok(addrs)
 }
 
+/// The log filter `--log.level LEVEL` sets: the exporter's own lines from that level up,
+/// the libraries' from warn up.
+pub fn log_filter(level: &str) -> String {
+    format!("warn,chat_exporter={level}")
+}
+
 /// A flag's value that cannot be used: one line naming the flag and the fix.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{flag}: {message}")]

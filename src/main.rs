@@ -4,7 +4,7 @@ use chat_exporter::app;
 use chat_exporter::cli::{Cli, Command};
 
 fn init_logging(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,chat_exporter={level}"));
+    let filter = tracing_subscriber::EnvFilter::new(chat_exporter::cli::log_filter(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

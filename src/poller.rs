@@ -248,12 +248,22 @@ impl Poller {
     pub async fn poll_once(&mut self) -> Result<(), SourceError> {
         let name = self.source.name();
         let started = Instant::now();
+        let requests_before = self.metrics.requests_sent(name);
         let result = match self.source.poll().await {
             Ok(mut obs) => {
                 // Refused at the door: values no histogram or state file can hold.
                 self.count_refusals(&obs.refuse_uncountable());
                 obs.platform_time = self.witness_clock(obs.platform_time);
                 self.tracker.apply(&obs);
+                tracing::debug!(
+                    source = name,
+                    requests = self.metrics.requests_sent(name).saturating_sub(requests_before),
+                    chats_changed = obs.chats.len(),
+                    roster_read = obs.roster.is_some(),
+                    open_chats = self.tracker.open_chats(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "polled"
+                );
                 Ok(())
             }
             Err(e) => Err(e),

@@ -182,6 +182,16 @@ impl SelfMetrics {
         }
     }
 
+    /// Requests sent to the source's platform so far, answered or not.
+    pub fn requests_sent(&self, source: &str) -> u64 {
+        use prometheus::core::Collector as _;
+        let families = self.api_requests.collect();
+        let of_source =
+            |m: &&prometheus::proto::Metric| m.get_label().iter().any(|l| l.name() == "source" && l.value() == source);
+        let metrics = families.iter().flat_map(|f| f.get_metric().iter().filter(of_source));
+        metrics.map(|m| m.get_counter().get_value() as u64).sum()
+    }
+
     /// Creates the per-source series at their starting values.
     pub fn register_source(&self, source: &str, requests_per_minute: u32) {
         self.source_up.with_label_values(&[source]).set(0.0);

@@ -257,6 +257,57 @@ async fn the_token_never_appears() {
     assert!(sim.state.requests().iter().any(|r| r.status == 200));
 }
 
+/// The start is told in one info line of what was configured (the platform and its
+/// address, the poll interval, the budget, the state file; never the token), and, at
+/// debug only, each poll in one line with its requests and what it brought.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_is_summarised_and_each_poll_told_at_debug() {
+    let sim = start_simulator(SimOptions { token: SECRET.to_string(), rate_limit: None, ..manual_sim(1) }).await;
+    sim.state.advance(10 * 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CHAT_EXPORTER_MOVIDESK__TOKEN", SECRET)];
+    let polled = regex::Regex::new(r"DEBUG .*polled.* requests=(\d+) chats_changed=\d+").unwrap();
+    for level in ["info", "debug"] {
+        let state = dir.path().join(format!("state-{level}.json"));
+        let body = format!(
+            "[state]\npath = \"{}\"\n[movidesk]\nbase_url = \"{}\"\npoll_interval = \"200ms\"\nrequests_per_minute = 6000\n",
+            state.display(),
+            sim.api_url()
+        );
+        let path = write_config(&dir, &body);
+        let args = ["--config.file", &path, "--web.listen-address", "127.0.0.1:0", "--log.level", level];
+        let proc = ExporterProcess::start(&args, &env);
+        // Three polls at least: the first, and two more of a request each or more.
+        let requests_before = sim.state.requests().len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sim.state.requests().len() < requests_before + 5
+            || (level == "debug" && polled.find_iter(&proc.stderr.lock().unwrap()).count() < 2)
+        {
+            assert!(std::time::Instant::now() < deadline, "{level}: no polls: {}", proc.all_output());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = proc.stderr.lock().unwrap().clone();
+        assert!(!log.contains(SECRET), "{level}: the token in the log:\n{log}");
+        let configured: Vec<&str> = log.lines().filter(|l| l.contains("INFO") && l.contains("configured")).collect();
+        assert_eq!(configured.len(), 1, "{level}: one summary line:\n{log}");
+        for said in [
+            "movidesk",
+            &sim.api_url(),
+            "poll_interval=200ms",
+            "requests_per_minute=6000",
+            &state.display().to_string(),
+        ] {
+            assert!(configured[0].contains(said), "{level}: the summary must say {said:?}: {}", configured[0]);
+        }
+        let polls: Vec<u64> = polled.captures_iter(&log).map(|c| c[1].parse().unwrap()).collect();
+        if level == "debug" {
+            assert!(polls.iter().any(|requests| *requests > 0), "each poll tells its requests:\n{log}");
+        } else {
+            assert!(polls.is_empty() && !log.contains("DEBUG"), "no poll lines at info:\n{log}");
+        }
+    }
+}
+
 /// What promtool, the reference linter, says of a full exposition: nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_exposition() {
