@@ -80,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
         store.prepare().map_err(|source| AppError::StateDir { path: store.path().to_path_buf(), source })?;
         store.lock()?;
     }
+    log_configuration(&cfg, state.as_ref(), cli.demo);
     if !cli.demo {
         for warning in cfg.source.warnings(&cfg.polling) {
             tracing::warn!("{warning}");
@@ -129,6 +130,26 @@ pub async fn run(cli: Cli) -> Result<(), AppError> {
     let outcome = serve_while_running(server, vec![("poller", polling), ("refresher", refresher)], stop_rx).await;
     signals.abort();
     outcome
+}
+
+/// One line at start says what was configured, so that a log shows what the values that
+/// follow are of. The source's description names the platform's address and account, and
+/// never a secret (tokens are not part of it).
+fn log_configuration(cfg: &Config, state: Option<&StateStore>, demo: bool) {
+    let state_file = match state {
+        Some(store) => store.path().display().to_string(),
+        None if demo => "none (the demo keeps no state)".to_string(),
+        None => "none (state.enabled = false)".to_string(),
+    };
+    tracing::info!(
+        platform = cfg.platform.name(),
+        source = %cfg.source.describe(),
+        poll_interval = %humantime::format_duration(cfg.polling.poll_interval),
+        requests_per_minute = cfg.polling.requests_per_minute,
+        state_file = %state_file,
+        demo,
+        "configured"
+    );
 }
 
 /// Serves until `server` ends (after a stop signal), then waits for the background tasks,
@@ -317,9 +338,18 @@ pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| FlagError::new("--ca-file", format!("{}: {e}", path.display())))?;
-        let ca = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| FlagError::new("--ca-file", format!("{}: not a PEM certificate: {e}", path.display())))?;
-        builder = builder.add_root_certificate(ca);
+        let not_pem = |e: &dyn std::fmt::Display| {
+            FlagError::new("--ca-file", format!("{}: not a PEM certificate: {e}", path.display()))
+        };
+        use rustls::pki_types::pem::PemObject as _;
+        let certificates = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| not_pem(&e))?;
+        if certificates.is_empty() {
+            return Err(not_pem(&"no CERTIFICATE block").into());
+        }
+        let tls = TrustedCertificates::client_config(certificates).map_err(|e| not_pem(&e))?;
+        builder = builder.use_preconfigured_tls(tls);
     }
     let client = builder.build().map_err(AppError::HealthcheckClient)?;
     match client.get(url).send().await {
@@ -335,6 +365,91 @@ pub async fn healthcheck(url: &str, ca_file: Option<&std::path::Path>) -> Result
             }
             Err(AppError::Unhealthy { url: url.to_string(), detail })
         }
+    }
+}
+
+/// The certificates of `healthcheck --ca-file`, trusted as curl's `--cacert` trusts
+/// them: as the CAs of the server's chain, and each as itself. A self-signed certificate
+/// (`openssl req -x509`, which marks it a CA) is refused by webpki as the end of a chain
+/// (`CaUsedAsEndEntity`), though the file names that very certificate: presented as is by
+/// the server, it is trusted, its dates checked by webpki before that refusal, and its
+/// names when it has DNS names (curl reads the subject's CN of one without them; the
+/// handshake proves the server holds its key either way).
+#[derive(Debug)]
+struct TrustedCertificates {
+    chains: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl TrustedCertificates {
+    fn client_config(
+        certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Result<rustls::ClientConfig, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        let (_added, _unusable_as_ca) = roots.add_parsable_certificates(certificates.iter().cloned());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let chains = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .map_err(|e| e.to_string())?;
+        let verifier = TrustedCertificates { chains, certificates };
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth())
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for TrustedCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let refusal = match self.chains.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Ok(verified) => return Ok(verified),
+            Err(refusal) => refusal,
+        };
+        let ca_as_end_entity = matches!(
+            &refusal,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other))
+                if other.0.downcast_ref::<webpki::Error>() == Some(&webpki::Error::CaUsedAsEndEntity)
+        );
+        if !ca_as_end_entity || !self.certificates.iter().any(|c| c == end_entity) {
+            return Err(refusal);
+        }
+        let certificate = webpki::EndEntityCert::try_from(end_entity).map_err(|_| refusal.clone())?;
+        let has_dns_names = certificate.valid_dns_names().next().is_some();
+        match certificate.verify_is_valid_for_subject_name(server_name) {
+            Err(_) if has_dns_names => Err(rustls::CertificateError::NotValidForName.into()),
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chains.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.chains.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chains.supported_verify_schemes()
     }
 }
 
@@ -369,6 +484,59 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("poller task ended unexpectedly"), "{message}");
         assert!(message.contains("panicked: the scripted source panics"), "{message}");
+    }
+
+    /// Log lines, as text without colours or timestamps, for a test to read.
+    #[derive(Clone, Default)]
+    struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogLines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A source failing for nine minutes is not one line in the log at the level the
+    /// binary logs at by default (its filter, `--log.level`'s default): the failure, then
+    /// reminders a minute later and at doubling intervals (1, 3 and 7 minutes in), each
+    /// saying for how long it has failed.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_source_is_reminded_at_the_default_log_level() {
+        use crate::source::SourceError;
+        use clap::Parser as _;
+        let default_level = Cli::try_parse_from(["chat_exporter"]).unwrap().log_level;
+        let lines = LogLines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(crate::cli::log_filter(&default_level)))
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let every = Duration::from_secs(15);
+        let failing = (0..=36).map(|_| Scripted::Fail(SourceError::Server { endpoint: "/chats", status: 503 }));
+        let metrics = SelfMetrics::new();
+        let script = std::iter::once(Scripted::Answer(Default::default())).chain(failing);
+        let mut poller = Poller::new(Box::new(ScriptedSource::new(script, &metrics)), metrics, every);
+        poller.poll_once().await.unwrap();
+        for _ in 0..=36 {
+            poller.poll_once().await.unwrap_err();
+            tokio::time::advance(every).await;
+        }
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 4, "the failure and three reminders in nine minutes:\n{text}");
+        assert!(warnings[0].contains("poll failed") && warnings[0].contains("server_error"), "{text}");
+        for (reminder, seconds) in warnings[1..].iter().zip([60, 180, 420]) {
+            assert!(reminder.contains("the source still fails"), "{reminder}");
+            assert!(reminder.contains(&format!("failing_for_seconds={seconds}")), "{reminder}");
+        }
+        assert!(!text.contains("DEBUG"), "nothing below info by default:\n{text}");
     }
 
     /// A stop asked for is not a death: the poller ends first, then the server, and all is well.

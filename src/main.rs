@@ -1,12 +1,10 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use chat_exporter::app;
 use chat_exporter::cli::{Cli, Command};
 
 fn init_logging(level: &str, format: &str) {
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,chat_exporter={level}"));
+    let filter = tracing_subscriber::EnvFilter::new(chat_exporter::cli::log_filter(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -33,7 +31,13 @@ fn init_logging(level: &str, format: &str) {
 
 fn main() -> ExitCode {
     chat_exporter::memory::limit_arenas();
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::from_command_line() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("chat_exporter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(&cli.log_level, &cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

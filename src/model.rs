@@ -129,6 +129,22 @@ impl ChatObservation {
     }
 }
 
+/// Which times a platform's records carry for each chat (`wait_seconds`, `talk_seconds`).
+/// Each one it carries is a histogram exported for every known label set from the start
+/// (empty until its first value); one it never carries is no histogram at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timings {
+    /// The queue wait: `chat_conversation_wait_seconds`.
+    pub wait: bool,
+    /// The talk time: `chat_conversation_duration_seconds`.
+    pub talk: bool,
+}
+
+impl Timings {
+    pub const BOTH: Timings = Timings { wait: true, talk: true };
+    pub const NONE: Timings = Timings { wait: false, talk: false };
+}
+
 /// An agent's presence, in one platform-neutral set of words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -68,9 +68,11 @@ impl Poller {
         let health = Arc::new(
             Health::new(source.name()).watching(Box::new(move || budget.long_wait().or_else(|| behind.behind()))),
         );
+        let mut tracker = Tracker::new();
+        tracker.set_timings(source.timings());
         let mut exporter = Poller {
             source,
-            tracker: Tracker::new(),
+            tracker,
             clock: PlatformClock::new(),
             series_retention: None,
             metrics,
@@ -119,6 +121,7 @@ impl Poller {
                         if let Some(retention) = self.series_retention {
                             tracker.set_series_retention(retention);
                         }
+                        tracker.set_timings(self.source.timings());
                         // The monotonic clock does not span the restart: the time the
                         // exporter was stopped is allowed ahead, by the machine's clock.
                         self.clock =
@@ -255,12 +258,22 @@ impl Poller {
     pub async fn poll_once(&mut self) -> Result<(), SourceError> {
         let name = self.source.name();
         let started = Instant::now();
+        let requests_before = self.metrics.requests_sent(name);
         let result = match self.source.poll().await {
             Ok(mut obs) => {
                 // Refused at the door: values no histogram or state file can hold.
                 self.count_refusals(&obs.refuse_uncountable());
                 obs.platform_time = self.witness_clock(obs.platform_time);
                 self.tracker.apply(&obs);
+                tracing::debug!(
+                    source = name,
+                    requests = self.metrics.requests_sent(name).saturating_sub(requests_before),
+                    chats_changed = obs.chats.len(),
+                    roster_read = obs.roster.is_some(),
+                    open_chats = self.tracker.open_chats(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "polled"
+                );
                 Ok(())
             }
             Err(e) => Err(e),
@@ -425,6 +438,9 @@ pub(crate) mod tests {
         }
         fn account(&self) -> String {
             "script".into()
+        }
+        fn timings(&self) -> crate::model::Timings {
+            crate::model::Timings::BOTH
         }
         async fn poll(&mut self) -> Result<Observations, SourceError> {
             self.held_back = None;

@@ -182,9 +182,7 @@ impl SelfMetrics {
             .register(Box::new(chat_exporter_web::unauthorized_requests_total().clone()))
             .expect("registered once per registry");
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-            .expect("process collector registers once");
+        registry.register(Box::new(ProcessMetrics::new())).expect("process collector registers once");
         SelfMetrics {
             registry,
             source_up,
@@ -206,6 +204,16 @@ impl SelfMetrics {
         }
     }
 
+    /// Requests sent to the source's platform so far, answered or not.
+    pub fn requests_sent(&self, source: &str) -> u64 {
+        use prometheus::core::Collector as _;
+        let families = self.api_requests.collect();
+        let of_source =
+            |m: &&prometheus::proto::Metric| m.get_label().iter().any(|l| l.name() == "source" && l.value() == source);
+        let metrics = families.iter().flat_map(|f| f.get_metric().iter().filter(of_source));
+        metrics.map(|m| m.get_counter().get_value() as u64).sum()
+    }
+
     /// Creates the per-source series at their starting values.
     pub fn register_source(&self, source: &str, requests_per_minute: u32) {
         self.source_up.with_label_values(&[source]).set(0.0);
@@ -224,8 +232,85 @@ impl SelfMetrics {
     }
 }
 
+/// The standard `process_*` metrics of `prometheus`' collector, with
+/// `process_cpu_seconds_total` told to the clock tick (1/100 s on Linux). That collector
+/// divides the ticks by the ticks a second as integers: an exporter using half a second
+/// of CPU a minute reads 0 for its first second, then steps a whole second at a time,
+/// and `rate()` of it (the health board's CPU panel) reads 0 most of the time.
+#[cfg(target_os = "linux")]
+struct ProcessMetrics {
+    standard: prometheus::process_collector::ProcessCollector,
+}
+
+#[cfg(target_os = "linux")]
+impl ProcessMetrics {
+    const CPU_SECONDS: &'static str = "process_cpu_seconds_total";
+
+    fn new() -> Self {
+        ProcessMetrics { standard: prometheus::process_collector::ProcessCollector::for_self() }
+    }
+
+    /// User and system CPU time of this process so far, in seconds, to the clock tick.
+    fn cpu_seconds() -> Option<f64> {
+        let stat = procfs::process::Process::myself().and_then(|p| p.stat()).ok()?;
+        Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.standard.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.standard.collect();
+        let cpu = families.iter_mut().find(|f| f.name() == Self::CPU_SECONDS);
+        if let (Some(cpu), Some(seconds)) = (cpu, Self::cpu_seconds()) {
+            for metric in cpu.mut_metric() {
+                let mut counter = prometheus::proto::Counter::default();
+                counter.set_value(seconds);
+                metric.set_counter(counter);
+            }
+        }
+        families
+    }
+}
+
 impl Default for SelfMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn cpu_ticks() -> u64 {
+        let stat = procfs::process::Process::myself().and_then(|p| p.stat()).unwrap();
+        stat.utime + stat.stime
+    }
+
+    /// `process_cpu_seconds_total` is the CPU time to the clock tick, not in whole seconds.
+    #[test]
+    fn process_cpu_seconds_are_told_to_the_clock_tick() {
+        let per_second = procfs::ticks_per_second();
+        // Spend CPU until the total is a fraction into a second (whole seconds read the
+        // same either way), with room left before the next whole second.
+        let mut spin = 0u64;
+        while !(1..per_second / 2).contains(&(cpu_ticks() % per_second)) {
+            spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(7));
+        }
+        let before = cpu_ticks() as f64 / per_second as f64;
+        let families = SelfMetrics::new().registry.gather();
+        let after = cpu_ticks() as f64 / per_second as f64;
+        let cpu = families.iter().find(|f| f.name() == "process_cpu_seconds_total").expect("exported");
+        let exported = cpu.get_metric()[0].get_counter().get_value();
+        assert!(before <= exported && exported <= after, "{before} <= {exported} <= {after}");
+        let others = ["process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"];
+        for name in others {
+            assert!(families.iter().any(|f| f.name() == name), "{name} is still exported");
+        }
     }
 }

@@ -19,7 +19,8 @@ const RULE_TESTS_DIR: &str = "alerts/tests";
 const ALERTMANAGER_CONFIG: &str = "alerts/alertmanager.yml";
 const RUNBOOK: &str = "docs/runbook.md";
 const ALERTS_DOC: &str = "docs/alerts.md";
-const RUNBOOK_URL_PREFIX: &str = "https://github.com/chat-exporter/chat_exporter/blob/main/docs/runbook.md#";
+/// Under the repository Cargo.toml declares.
+const RUNBOOK_URL_PREFIX: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbook.md#");
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)

@@ -47,7 +47,7 @@ const FIRING_DEADLINE: Duration = Duration::from_secs(15 * 60 / SPEED);
 /// 5-minute average falls below 1.
 const RESOLVED_DEADLINE: Duration = Duration::from_secs(80 * 60 / SPEED);
 
-const RUNBOOK_URL: &str = "https://github.com/chat-exporter/chat_exporter/blob/main/docs/runbook.md#chatqueuespike";
+const RUNBOOK_URL: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbook.md#chatqueuespike");
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)

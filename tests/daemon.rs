@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use chat_exporter::simulator::{Fault, SimOptions};
-use support::process::{run_to_end, ExporterProcess};
+use support::process::{run_to_end, run_to_end_within, ExporterProcess};
 use support::*;
 
 const SECRET: &str = "9b1c3e7a-SECRET-TOKEN-do-not-print";
@@ -62,6 +62,49 @@ fn config_errors_name_the_key_in_one_line() {
     let (code, _, err) = run_to_end(&["--config.file", "/nonexistent/chat_exporter.toml"], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("--config.file"), "{err}");
+}
+
+/// A demo flag without `--demo` is refused in one line naming the flag and the fix, with
+/// `--config.file` (which would otherwise start and ignore it) as without.
+#[test]
+fn a_demo_flag_without_the_demo_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(&dir, "[movidesk]\ntoken = \"abc\"\n[state]\nenabled = false\n");
+    let with_config = ["--demo.speed", "60", "--config.file", &config, "--web.listen-address", "127.0.0.1:0"];
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&with_config, "--demo.speed", "run --demo without --config.file"),
+        (&["--demo.platform", "chatwoot", "--web.listen-address", "127.0.0.1:0"], "--demo.platform", "add --demo"),
+        (&["--demo.seed", "7", "healthcheck"], "--demo.seed", "add --demo"),
+    ];
+    for (args, flag, fix) in cases {
+        let (code, _out, err) = run_to_end_within(args, &[], Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{args:?} started, and ignores {flag}"));
+        assert_ne!(code, 0, "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {args:?}, got: {err}");
+        assert!(lines[0].starts_with(&format!("chat_exporter: {flag}: ")), "{}", lines[0]);
+        assert!(lines[0].contains(fix) && lines[0].contains(&format!("drop {flag}")), "{}", lines[0]);
+    }
+}
+
+/// `--version` tells the revision and the Rust version too, as `chat_exporter_build_info`
+/// labels them.
+#[test]
+fn version_tells_the_revision_and_the_rust_version() {
+    let families = chat_exporter::self_metrics::SelfMetrics::new().registry.gather();
+    let build_info = families.iter().find(|f| f.name() == "chat_exporter_build_info").expect("build_info");
+    let labels: std::collections::BTreeMap<&str, &str> =
+        build_info.get_metric()[0].get_label().iter().map(|l| (l.name(), l.value())).collect();
+    let (code, out, err) = run_to_end(&["--version"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim_end(),
+        format!(
+            "chat_exporter {} (revision {}, rustc {})",
+            labels["version"], labels["revision"], labels["rustversion"]
+        )
+    );
+    assert!(!labels["revision"].is_empty() && !labels["rustversion"].is_empty(), "{labels:?}");
 }
 
 /// A relative `state.path` in a working directory the exporter cannot write (a service
@@ -212,6 +255,57 @@ async fn the_token_never_appears() {
     }
     // The simulator did see the token: the test is not vacuous.
     assert!(sim.state.requests().iter().any(|r| r.status == 200));
+}
+
+/// The start is told in one info line of what was configured (the platform and its
+/// address, the poll interval, the budget, the state file; never the token), and, at
+/// debug only, each poll in one line with its requests and what it brought.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_is_summarised_and_each_poll_told_at_debug() {
+    let sim = start_simulator(SimOptions { token: SECRET.to_string(), rate_limit: None, ..manual_sim(1) }).await;
+    sim.state.advance(10 * 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("CHAT_EXPORTER_MOVIDESK__TOKEN", SECRET)];
+    let polled = regex::Regex::new(r"DEBUG .*polled.* requests=(\d+) chats_changed=\d+").unwrap();
+    for level in ["info", "debug"] {
+        let state = dir.path().join(format!("state-{level}.json"));
+        let body = format!(
+            "[state]\npath = \"{}\"\n[movidesk]\nbase_url = \"{}\"\npoll_interval = \"200ms\"\nrequests_per_minute = 6000\n",
+            state.display(),
+            sim.api_url()
+        );
+        let path = write_config(&dir, &body);
+        let args = ["--config.file", &path, "--web.listen-address", "127.0.0.1:0", "--log.level", level];
+        let proc = ExporterProcess::start(&args, &env);
+        // Three polls at least: the first, and two more of a request each or more.
+        let requests_before = sim.state.requests().len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while sim.state.requests().len() < requests_before + 5
+            || (level == "debug" && polled.find_iter(&proc.stderr.lock().unwrap()).count() < 2)
+        {
+            assert!(std::time::Instant::now() < deadline, "{level}: no polls: {}", proc.all_output());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = proc.stderr.lock().unwrap().clone();
+        assert!(!log.contains(SECRET), "{level}: the token in the log:\n{log}");
+        let configured: Vec<&str> = log.lines().filter(|l| l.contains("INFO") && l.contains("configured")).collect();
+        assert_eq!(configured.len(), 1, "{level}: one summary line:\n{log}");
+        for said in [
+            "movidesk",
+            &sim.api_url(),
+            "poll_interval=200ms",
+            "requests_per_minute=6000",
+            &state.display().to_string(),
+        ] {
+            assert!(configured[0].contains(said), "{level}: the summary must say {said:?}: {}", configured[0]);
+        }
+        let polls: Vec<u64> = polled.captures_iter(&log).map(|c| c[1].parse().unwrap()).collect();
+        if level == "debug" {
+            assert!(polls.iter().any(|requests| *requests > 0), "each poll tells its requests:\n{log}");
+        } else {
+            assert!(polls.is_empty() && !log.contains("DEBUG"), "no poll lines at info:\n{log}");
+        }
+    }
 }
 
 /// What promtool, the reference linter, says of a full exposition: nothing.

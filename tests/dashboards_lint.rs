@@ -86,7 +86,8 @@ const DEMO_DATASOURCES_DIR: &str = "deploy/compose/grafana-datasources";
 /// The data source input an import through Grafana's UI asks for (`__inputs`).
 const DATASOURCE_INPUT: &str = "DS_PROMETHEUS";
 const DASHBOARDS_PATH_IN_CONTAINER: &str = "/var/lib/grafana/dashboards";
-const RUNBOOK_URL: &str = "https://github.com/chat-exporter/chat_exporter/blob/main/docs/runbook.md";
+/// Under the repository Cargo.toml declares.
+const RUNBOOK_URL: &str = concat!(env!("CARGO_PKG_REPOSITORY"), "/blob/main/docs/runbook.md");
 /// The variable holding the platform's chat screen (docs/dashboards.md).
 const SCREEN_VARIABLE: &str = "chat_screen_url";
 const SCREEN_URL: &str = "${chat_screen_url}";
@@ -1420,4 +1421,43 @@ fn yaml_checks_report_missing_keys() {
     }
     // A YAML syntax error is reported, not ignored.
     assert!(parse_yaml("a: 1\n   b: 2\n").is_err());
+}
+
+/// A panel built on a histogram says, in its description ("Empty for ..., which ..."),
+/// every platform it is empty for: those whose contract leaves the histogram out (the
+/// simulator's, `Facade::histograms`), and only those.
+#[test]
+fn histogram_panels_name_the_platforms_they_are_empty_for() {
+    const HISTOGRAMS: [&str; 2] = ["chat_conversation_wait_seconds", "chat_conversation_duration_seconds"];
+    let mut wrong = Vec::new();
+    let mut panels = 0;
+    for file in dashboard_files() {
+        let d = load_json(&file).unwrap();
+        for p in all_panels(&d) {
+            let exprs = panel_exprs(p);
+            let read: Vec<&str> = HISTOGRAMS.into_iter().filter(|h| exprs.iter().any(|(_, e)| e.contains(h))).collect();
+            if read.is_empty() {
+                continue;
+            }
+            panels += 1;
+            let description = p.get("description").and_then(Value::as_str).unwrap_or("");
+            let empty_for =
+                description.split_once("Empty for ").map_or("", |(_, rest)| rest.split(',').next().unwrap());
+            for platform in chat_exporter::platforms::ALL {
+                let given = platform.facade().histograms();
+                let empty = read.iter().any(|h| !given.iter().any(|(family, _)| family == h));
+                if empty != empty_for.contains(platform.title()) {
+                    let should = if empty { "must" } else { "must not" };
+                    wrong.push(format!(
+                        "{} panel {:?}: \"Empty for {empty_for}\" {should} name {}",
+                        file.file_name().unwrap().to_string_lossy(),
+                        panel_title(p),
+                        platform.title()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(panels >= 4, "the wait and talk time panels read the histograms: {panels} found");
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }

@@ -288,3 +288,85 @@ fn first_real_account_scrape_job_is_the_alerts_job() {
     );
     assert!(job["static_configs"][0]["labels"]["chat_screen_url"].as_str().is_some_and(|u| u.starts_with("https://")));
 }
+
+/// GitHub's anchors of docs/runbook.md's headings: lower case, punctuation other than `-`
+/// and `_` dropped, spaces made `-`.
+fn runbook_anchors() -> BTreeSet<String> {
+    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/runbook.md")).unwrap();
+    runbook
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').strip_prefix(' ').filter(|_| l.starts_with('#')))
+        .map(|heading| {
+            heading
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
+/// The project's text files, under its root (build output and hidden folders left out).
+fn project_files(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            project_files(&path, out);
+        } else if let Ok(text) = std::fs::read_to_string(&path) {
+            out.push((path, text));
+        }
+    }
+}
+
+/// Every link to the project goes to the repository Cargo.toml declares (`repository`):
+/// the runbook links of the alerts (`runbook_url`), of their tests and of the dashboards,
+/// the unit's `Documentation=`, the image's source. Each runbook link's section is a
+/// heading of docs/runbook.md.
+#[test]
+fn every_link_to_the_project_is_the_declared_repository_and_every_runbook_section_exists() {
+    let repository = env!("CARGO_PKG_REPOSITORY");
+    assert!(repository.starts_with("https://github.com/") && !repository.ends_with('/'), "{repository}");
+    let runbook = format!("{repository}/blob/main/docs/runbook.md");
+    let anchors = runbook_anchors();
+    let link = regex::Regex::new(r#"https?://[^\s"'`<>()\[\]{}|\\]+"#).unwrap();
+    let project_name = repository.rsplit('/').next().unwrap();
+    let mut files = Vec::new();
+    project_files(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), &mut files);
+    let (mut runbook_links, mut wrong) = (0, Vec::new());
+    for (path, text) in &files {
+        for url in link.find_iter(text).map(|m| m.as_str().trim_end_matches(['.', ',', ';', ':'])) {
+            let at = format!("{}: {url}", path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().display());
+            if url.contains("runbook.md") {
+                runbook_links += 1;
+                match url.strip_prefix(&runbook) {
+                    // A template (`#<alert name in lower case>`) or the whole runbook.
+                    Some("" | "#") => {}
+                    Some(rest) => match rest.strip_prefix('#') {
+                        Some(anchor) if anchors.contains(anchor) => {}
+                        _ => wrong.push(format!("{at}: no such section in docs/runbook.md")),
+                    },
+                    None => wrong.push(format!("{at}: not under {runbook}")),
+                }
+            } else if let Some(path) = url.strip_prefix("https://github.com/") {
+                let mut parts = path.split('/');
+                let (owner, name) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                let ours = !owner.is_empty() && (name == project_name || repository.contains(&format!("/{owner}/")));
+                if ours && !(url == repository || url.starts_with(&format!("{repository}/"))) {
+                    wrong.push(format!("{at}: not under {repository}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong links to the project (its address is Cargo.toml's repository):\n{}",
+        wrong.join("\n")
+    );
+    assert!(runbook_links >= 20, "the alerts and the dashboards link the runbook: {runbook_links} links found");
+}

@@ -65,6 +65,38 @@ async fn after_the_queue_drains_every_label_set_seen_reads_zero_waiting() {
     }
 }
 
+/// Where the platform gives the wait and the talk time (Movidesk), every label set known
+/// has both histograms from the first poll on, empty until their first value, as the
+/// simulator's truth has them by the contract: the duration histogram does not wait for
+/// the first chat to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_histograms_are_there_from_the_first_poll_where_the_platform_gives_them() {
+    const HISTOGRAMS: [&str; 2] = ["chat_conversation_wait_seconds_count", "chat_conversation_duration_seconds_count"];
+    let sim = start_simulator(manual_sim(5)).await;
+    let mut exp = TestExporter::start(fast_setup(&sim)).await;
+    sim.state.advance(10 * 3600);
+    sim.state.reset_counts();
+    exp.poller.poll_once().await.unwrap();
+    let mut polls_before_the_first_end = 0;
+    for minute in 0..30 {
+        let truth = truth_samples(&sim.state.truth());
+        let exported = chat_samples(&exp.scrape().await);
+        assert_samples_eq(&exported, &truth, &format!("minute {minute}"));
+        let label_sets = waiting_label_sets(&exported);
+        assert!(!label_sets.is_empty(), "minute {minute}: chats are open at 10:00");
+        for labels in label_sets.keys() {
+            for family in HISTOGRAMS {
+                let series = (family.to_string(), labels.clone());
+                assert!(exported.contains_key(&series), "minute {minute}: no {family} for {labels:?}");
+            }
+        }
+        let finished: f64 = truth.iter().filter(|((name, _), _)| name == HISTOGRAMS[1]).map(|(_, count)| count).sum();
+        polls_before_the_first_end += usize::from(finished == 0.0);
+        exp.follow(&sim.state, 1, 60).await;
+    }
+    assert!(polls_before_the_first_end > 0, "the first poll comes before any chat finishes");
+}
+
 // ------------------------------------------------------------- increase() on a real Prometheus
 
 /// Prometheus on a TSDB backfilled (by promtool) with the scrapes taken in lockstep, so

@@ -438,3 +438,72 @@ async fn the_example_web_config_is_accepted() {
     let resp = client.get(format!("https://{addr}/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+/// A certificate made as `openssl req -x509` makes one: self-signed and marked a CA, with
+/// the names given (none: only the subject's CN, `localhost`). (PEM, key PEM).
+fn self_signed(names: &[&str]) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "localhost");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// `healthcheck --ca-file` trusts what curl's `--cacert` trusts: a self-signed
+/// certificate as itself (webpki alone refuses one marked a CA as the server's own), with
+/// subjectAltName or with only a CN, and a private CA as before; never a certificate the
+/// file does not hold, nor one whose names are another host's.
+#[test]
+fn healthcheck_trusts_a_self_signed_certificate_as_curl_does() {
+    use support::process::run_to_end;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let healthcheck =
+        |url: &str, ca: &Path| run_to_end(&["healthcheck", "--url", url, "--ca-file", ca.to_str().unwrap()], &[]);
+    let stranger = write(d, "stranger.pem", &self_signed(&["localhost", "127.0.0.1"]).0);
+    let cases = [("with-names", &["localhost", "127.0.0.1"][..], "127.0.0.1"), ("cn-only", &[][..], "localhost")];
+    for (name, names, host) in cases {
+        let (cert, key) = self_signed(names);
+        let cert_file = write(d, &format!("{name}.pem"), &cert);
+        write(d, &format!("{name}-key.pem"), &key);
+        let web = write(
+            d,
+            &format!("{name}-web.yml"),
+            &format!("tls_server_config:\n  cert_file: {name}.pem\n  key_file: {name}-key.pem\n"),
+        );
+        let (exporter, scheme, address) = start_exporter(&web);
+        assert_eq!(scheme, "https");
+        let port = address.rsplit(':').next().unwrap();
+        let url = format!("https://{host}:{port}/-/healthy");
+        let (code, _, err) = healthcheck(&url, &cert_file);
+        assert_eq!(code, 0, "{name}: the server's own self-signed certificate is trusted: {err}");
+        let (code, _, err) = healthcheck(&url, &stranger);
+        assert_ne!(code, 0, "{name}: another self-signed certificate is no trust");
+        assert!(err.contains("certificate"), "{name}: {err}");
+        drop(exporter);
+    }
+    // Names are still checked where the certificate has them.
+    let (cert, key) = self_signed(&["chat.example.net"]);
+    let cert_file = write(d, "elsewhere.pem", &cert);
+    write(d, "elsewhere-key.pem", &key);
+    let web = write(
+        d,
+        "elsewhere-web.yml",
+        "tls_server_config:\n  cert_file: elsewhere.pem\n  key_file: elsewhere-key.pem\n",
+    );
+    let (_exporter, _, address) = start_exporter(&web);
+    let (code, _, err) = healthcheck(&format!("https://{address}/-/healthy"), &cert_file);
+    assert_ne!(code, 0, "a certificate for chat.example.net is not 127.0.0.1's");
+    assert!(err.contains("not valid for name") || err.contains("NotValidForName"), "{err}");
+
+    // A private CA, as before.
+    let pki = make_pki();
+    let ca = write(d, "ca.pem", &pki.ca_pem);
+    write(d, "server.pem", &pki.server_cert_pem);
+    write(d, "server-key.pem", &pki.server_key_pem);
+    let web = write(d, "ca-web.yml", "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n");
+    let (_exporter, _, address) = start_exporter(&web);
+    let (code, _, err) = healthcheck(&format!("https://{address}/-/healthy"), &ca);
+    assert_eq!(code, 0, "a certificate signed by the private CA: {err}");
+}

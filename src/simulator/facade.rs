@@ -19,6 +19,10 @@ pub trait Facade: Send + Sync {
     /// The exact value of every chat metric, by its contract, computed from the world with
     /// the facade's own label tables (never the source's).
     fn truth(&self, world: &World) -> Vec<Sample>;
+    /// The histogram families its contract gives, with their bucket bounds (the facade's
+    /// own): every chat label set of the truth has each of them, empty until its first
+    /// value (docs/metrics.md, "Series that stay").
+    fn histograms(&self) -> &'static [(&'static str, &'static [f64])];
     /// The platform section that points its source at a simulator (`base` is
     /// `http://HOST:PORT`) with `token`, whose API allows `per_minute` requests a minute
     /// (per token, or per route where the platform limits routes).

@@ -380,7 +380,7 @@ impl SimState {
         Truth {
             now: inner.world.now.to_rfc3339(),
             conversations: inner.world.conversations.len() as u64,
-            samples: truth::with_zero_series(self.facade.truth(&inner.world)),
+            samples: truth::with_zero_series(self.facade.truth(&inner.world), self.facade.histograms()),
         }
     }
 

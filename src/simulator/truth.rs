@@ -101,19 +101,17 @@ impl Samples {
 }
 
 /// The series the contract keeps at 0 (docs/metrics.md, "Series that stay"), derived
-/// from the samples alone: for every (app, group, origin) of any chat series, the queue
-/// and the abandonments at 0 (and the histograms, where the platform gives them); for
+/// from the samples and the contract's `histograms`: for every (app, group, origin) of
+/// any chat series, the queue and the abandonments at 0, and each histogram empty; for
 /// every agent with such a label set (counted, in attendance, or on the roster under
 /// its app, or any app, and its group), the answered, finished and in-attendance series
 /// at 0. Ground truth within the retention: the exact-truth tests run shorter than it.
-pub fn with_zero_series(samples: Vec<Sample>) -> Vec<Sample> {
+pub fn with_zero_series(samples: Vec<Sample>, histograms: &[(&str, &[f64])]) -> Vec<Sample> {
     type Chat = (String, String, String);
     let label = |s: &Sample, k: &str| s.labels.get(k).cloned().unwrap_or_default();
     let mut chats: std::collections::BTreeSet<Chat> = Default::default();
     let mut pairs: std::collections::BTreeSet<(Chat, String)> = Default::default();
     let mut roster: Vec<(String, String, String)> = Vec::new();
-    // Histogram families the platform gives, with their bucket bounds as exported.
-    let mut histograms: BTreeMap<&'static str, std::collections::BTreeSet<String>> = BTreeMap::new();
     for s in &samples {
         if s.name == "chat_agent_status" {
             roster.push((label(s, "app"), label(s, "group"), label(s, "agent")));
@@ -123,11 +121,6 @@ pub fn with_zero_series(samples: Vec<Sample>) -> Vec<Sample> {
             continue;
         }
         let chat = (label(s, "app"), label(s, "group"), label(s, "origin"));
-        for family in ["chat_conversation_wait_seconds", "chat_conversation_duration_seconds"] {
-            if s.name == format!("{family}_bucket") {
-                histograms.entry(family).or_default().insert(label(s, "le"));
-            }
-        }
         if matches!(
             s.name.as_str(),
             "chat_conversations_answered_total" | "chat_conversations_finished_total" | "chat_conversations_active"
@@ -156,10 +149,11 @@ pub fn with_zero_series(samples: Vec<Sample>) -> Vec<Sample> {
         let labels = [("app", app.as_str()), ("group", group.as_str()), ("origin", origin.as_str())];
         out.add("chat_conversations_waiting", &labels, 0.0);
         out.add("chat_conversations_abandoned_total", &labels, 0.0);
-        for (family, bounds) in &histograms {
+        for (family, bounds) in histograms {
+            let bounds = bounds.iter().map(f64::to_string).chain(["+Inf".to_string()]);
             for le in bounds {
                 let mut with = labels.to_vec();
-                with.push(("le", le));
+                with.push(("le", &le));
                 out.add(&format!("{family}_bucket"), &with, 0.0);
             }
             out.add(&format!("{family}_sum"), &labels, 0.0);

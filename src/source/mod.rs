@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::budget::RequestBudget;
-use crate::model::Observations;
+use crate::model::{Observations, Timings};
 
 pub mod client;
 pub mod error;
@@ -22,6 +22,8 @@ pub trait Source: Send {
     /// Which account of the platform this is (no secret): a state file saved for one
     /// account is never restored for another.
     fn account(&self) -> String;
+    /// Which times of a chat its records carry: the histograms exported from the start.
+    fn timings(&self) -> Timings;
     /// Asks the platform what changed since the last successful poll.
     async fn poll(&mut self) -> Result<Observations, SourceError>;
     /// Where the source stands (its cursor), for the state file.

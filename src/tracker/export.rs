@@ -203,18 +203,18 @@ impl Tracker {
 
     /// The counters as exported: every series that has risen, and at 0 every series of
     /// a label set seen within the retention, so that `increase()` and `rate()` see its
-    /// first increment. Histograms at 0 only where the platform gives the values at all
-    /// (some have risen).
+    /// first increment. Each histogram whose time the source's records carry (its
+    /// [`crate::model::Timings`]) is there, empty, for every such label set from the first
+    /// poll on: a duration histogram that came only with the first finished chat would
+    /// give `rate()` nothing to start from.
     pub fn exported_counters(&self) -> ChatCounters {
         let mut c = self.counters.clone();
-        let with_wait = !c.wait.is_empty();
-        let with_duration = !c.duration.is_empty();
         for labels in self.known_chats() {
             c.abandoned.entry(labels.clone()).or_insert(0);
-            if with_wait {
+            if self.timings.wait {
                 c.wait.entry(labels.clone()).or_insert_with(|| Histogram::new(WAIT_BUCKETS));
             }
-            if with_duration {
+            if self.timings.talk {
                 c.duration.entry(labels.clone()).or_insert_with(|| Histogram::new(DURATION_BUCKETS));
             }
         }
@@ -286,8 +286,26 @@ mod tests {
         for fc in [FirstContact::Resolved, FirstContact::Unresolved] {
             assert_eq!(c.finished.get(&(labels(), "Bia".to_string(), fc)), Some(&0));
         }
-        assert!(c.wait.is_empty(), "no histogram before the platform gives a value for it");
+        assert!(c.wait.is_empty() && c.duration.is_empty(), "no histogram where the records carry no time");
         assert_eq!(totals(&t), (0, 0, 0, 0, 0), "zeros are exported, not counted");
+    }
+
+    /// Where the records carry both times, a known label set has both histograms, empty,
+    /// from its first sighting: not the duration only once a chat of it has finished.
+    #[test]
+    fn both_histograms_are_exported_from_the_start_where_the_records_carry_the_times() {
+        let mut t = Tracker::new();
+        t.set_timings(crate::model::Timings::BOTH);
+        t.apply(&poll_at(1, vec![chat(Phase::Waiting, 1)]));
+        let c = t.exported_counters();
+        for (what, histograms) in [("wait", &c.wait), ("duration", &c.duration)] {
+            assert_eq!(histograms.get(&labels()).map(|h| h.count), Some(0), "{what}: empty, not absent");
+        }
+        t.apply(&poll_at(2, vec![chat(Phase::Attending, 2)]));
+        let c = t.exported_counters();
+        assert_eq!(c.wait.get(&labels()).map(|h| h.count), Some(1));
+        assert_eq!(c.duration.get(&labels()).map(|h| h.count), Some(0), "answered, not finished: still there");
+        assert_eq!(totals(&t), (1, 0, 0, 1, 0), "zeros are exported, not counted");
     }
 
     #[test]

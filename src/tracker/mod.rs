@@ -17,7 +17,9 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AgentRef, ChatId, ChatLabels, ChatObservation, FirstContact, Observations, Phase, RosterAgent};
+use crate::model::{
+    AgentRef, ChatId, ChatLabels, ChatObservation, FirstContact, Observations, Phase, RosterAgent, Timings,
+};
 use export::{ChatCounters, Histogram, SeenSeries, DURATION_BUCKETS, WAIT_BUCKETS};
 use saved::Unsaved;
 
@@ -68,6 +70,8 @@ pub struct Tracker {
     /// The platform's clock at the last poll that told it.
     platform_now: Option<DateTime<Utc>>,
     series_retention: Option<chrono::Duration>,
+    /// The times the source's records carry: their histograms are exported from the start.
+    timings: Timings,
     /// The platform's clock when the seen series were last given to the state file
     /// (`None`: never given).
     seen_saved_at: Option<Option<DateTime<Utc>>>,
@@ -83,6 +87,11 @@ impl Tracker {
     /// How long a label set stays exported after it was last seen.
     pub fn set_series_retention(&mut self, retention: std::time::Duration) {
         self.series_retention = chrono::Duration::from_std(retention).ok();
+    }
+
+    /// Which times the source's records carry (see [`Timings`]).
+    pub fn set_timings(&mut self, timings: Timings) {
+        self.timings = timings;
     }
 
     fn series_retention(&self) -> chrono::Duration {

@@ -127,6 +127,8 @@ impl Tracker {
             },
             platform_now: state.platform_now,
             series_retention: None,
+            // Which times the records carry is the source's to say, not the file's.
+            timings: Default::default(),
             seen_saved_at: Some(state.platform_now),
             unsaved: Unsaved::default(),
         })

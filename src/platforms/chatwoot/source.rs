@@ -20,7 +20,7 @@ use super::records::{parse_agent, parse_conversation, parse_inbox, ConversationE
 use super::{ChatwootConfig, NAME};
 use crate::budget::RequestBudget;
 use crate::config::{self, Polling};
-use crate::model::{Observations, RosterAgent};
+use crate::model::{Observations, RosterAgent, Timings};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Answer, Hints};
 use crate::source::{from_the_future, latest_believable, CursorError, Source, SourceError};
@@ -302,6 +302,11 @@ impl ChatwootSource {
 impl Source for ChatwootSource {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn timings(&self) -> Timings {
+        // Its contract leaves out the wait and duration histograms (docs/metrics.md).
+        Timings::NONE
     }
 
     fn budget(&self) -> Arc<RequestBudget> {

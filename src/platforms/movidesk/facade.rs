@@ -48,6 +48,10 @@ impl Facade for MovideskFacade {
         super::truth::truth(world)
     }
 
+    fn histograms(&self) -> &'static [(&'static str, &'static [f64])] {
+        super::truth::HISTOGRAMS
+    }
+
     fn demo_section(&self, base: &str, token: &str, _per_minute: u32) -> Value {
         json!({ "base_url": format!("{base}{API_PATH}"), "token": token })
     }

@@ -20,7 +20,7 @@ use super::records::{id_string, parse_datetime, parse_id, parse_person, parse_ti
 use super::{MovideskConfig, NAME};
 use crate::budget::RequestBudget;
 use crate::config::{self, Polling};
-use crate::model::{ChatId, ChatObservation, Observations, RosterAgent};
+use crate::model::{ChatId, ChatObservation, Observations, RosterAgent, Timings};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Hints, List, PageGuard};
 use crate::source::{from_the_future, latest_believable, CursorError, Source, SourceError};
@@ -413,6 +413,11 @@ impl MovideskSource {
 impl Source for MovideskSource {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn timings(&self) -> Timings {
+        // A ticket carries its chat's waiting and talk times (`chatWaitingTime`, `chatTalkTime`).
+        Timings::BOTH
     }
 
     fn budget(&self) -> Arc<RequestBudget> {

@@ -8,6 +8,12 @@ use crate::simulator::{Channel, Sample, Samples, World};
 
 const WAIT_BUCKETS: &[f64] = &[5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0];
 const DURATION_BUCKETS: &[f64] = &[30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 7200.0];
+const WAIT: &str = "chat_conversation_wait_seconds";
+const DURATION: &str = "chat_conversation_duration_seconds";
+
+/// Movidesk's tickets carry the wait and the talk time: both histograms, for every chat
+/// label set, from the start.
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[(WAIT, WAIT_BUCKETS), (DURATION, DURATION_BUCKETS)];
 
 /// The `origin` label of each channel; e-mail is not a chat.
 fn origin(channel: Channel) -> Option<&'static str> {
@@ -64,15 +70,10 @@ pub fn truth(world: &World) -> Vec<Sample> {
         }
     }
     for ((app, group, o), values) in &waits {
-        s.histogram("chat_conversation_wait_seconds", &[("app", app), ("group", group), ("origin", o)], WAIT_BUCKETS, values);
+        s.histogram(WAIT, &[("app", app), ("group", group), ("origin", o)], WAIT_BUCKETS, values);
     }
     for ((app, group, o), values) in &durations {
-        s.histogram(
-            "chat_conversation_duration_seconds",
-            &[("app", app), ("group", group), ("origin", o)],
-            DURATION_BUCKETS,
-            values,
-        );
+        s.histogram(DURATION, &[("app", app), ("group", group), ("origin", o)], DURATION_BUCKETS, values);
     }
 
     let mut attending_agents = BTreeSet::new();

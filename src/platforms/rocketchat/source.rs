@@ -23,7 +23,7 @@ use super::records::{parse_agent, parse_history, parse_room, History, Room};
 use super::{RocketChatConfig, NAME};
 use crate::budget::{RequestBudget, RouteBudget, MAX_ROUTE_LIMIT};
 use crate::config::{self, Polling};
-use crate::model::{Observations, RosterAgent};
+use crate::model::{Observations, RosterAgent, Timings};
 use crate::self_metrics::SelfMetrics;
 use crate::source::client::{ApiClient, Answer, Hints, List, PageGuard, RouteLimit};
 use crate::source::{from_the_future, latest_believable, CursorError, Source, SourceError};
@@ -475,6 +475,11 @@ impl RocketChatSource {
 impl Source for RocketChatSource {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn timings(&self) -> Timings {
+        // Its contract leaves out the wait and duration histograms (docs/metrics.md).
+        Timings::NONE
     }
 
     fn budget(&self) -> Arc<RequestBudget> {
