@@ -111,6 +111,7 @@ const ALERT_PANELS: &[(&str, &str, &str)] = &[
     ("chats.json", "Oldest wait over time", "ChatWaitTooLong"),
     ("chat-exporter.json", "Source up", "ChatExporterSourceDown"),
     ("chat-exporter.json", "Age of the last success", "ChatExporterDataStale"),
+    ("chat-exporter.json", "Lag behind the platform", "ChatExporterFallingBehind"),
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
