@@ -21,7 +21,7 @@ prometheus-alertmanager --config.file=alerts/alertmanager.yml --storage.path="$D
   --cluster.listen-address= > "$DIR/am.log" 2>&1 & PIDS="$PIDS $!"
 prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/data" > "$DIR/prom.log" 2>&1 & PIDS="$PIDS $!"
 START=$(date +%s)
-"$BIN" --demo --demo.scenario spike > "$DIR/exporter.log" 2>&1 & PIDS="$PIDS $!"
+"$BIN" --demo --demo.scenario spike --demo.rate-limit 10 > "$DIR/exporter.log" 2>&1 & PIDS="$PIDS $!"
 while ! grep -q "firing ChatQueueSpike" "$DIR/pages.log"; do
   if [ $(( $(date +%s) - START )) -gt 1800 ]; then echo "no page after 30 minutes"; cat "$DIR/pages.log"; exit 1; fi
   sleep 5

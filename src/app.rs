@@ -273,13 +273,20 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), Ap
     if demo.rate_limit == 0 {
         return Err(FlagError::new("--demo.rate-limit", "must be at least 1").into());
     }
+    let start = match demo.start_hour {
+        None => chrono::Utc::now(),
+        Some(hour) if hour < 24 => latest_local_hour(chrono::Utc::now(), hour),
+        Some(_) => return Err(FlagError::new("--demo.start-hour", "must be an hour from 0 to 23").into()),
+    };
+    // The limit is per simulated minute: a faster day gets as many requests per day.
+    let per_real_minute = (f64::from(demo.rate_limit) * demo.speed.max(1.0)).min(1_000_000.0) as u32;
     let token = "demo-token";
     let options = SimOptions {
         seed: demo.seed,
         scenario,
-        start: chrono::Utc::now(),
+        start,
         token: token.to_string(),
-        rate_limit: Some(demo.rate_limit),
+        rate_limit: Some(per_real_minute),
         speed: Some(demo.speed),
         ..SimOptions::new(platform.facade())
     };
@@ -294,15 +301,31 @@ async fn start_demo(demo: &DemoOptions) -> Result<(Config, RunningSimulator), Ap
     );
     let source = platform.load(sim.section())?;
     let polling = config::Polling {
-        requests_per_minute: demo.rate_limit,
+        requests_per_minute: per_real_minute,
         // Each poll costs a request or two, plus a reconciliation every tenth and the
         // roster each minute: polling at 2/3 of the budget leaves room for both.
-        poll_interval: Duration::from_secs_f64((90.0 / demo.rate_limit as f64).max(0.5)),
+        poll_interval: Duration::from_secs_f64((90.0 / per_real_minute as f64).max(0.5)),
         roster_interval: Duration::from_secs(60),
         ..platform.polling_defaults()
     };
     let cfg = Config { platform, source, polling, state: config::StateConfig { enabled: false, ..Default::default() } };
     Ok((cfg, sim))
+}
+
+/// The latest time, up to `now`, when the simulated contact centre's clock (UTC-3) read
+/// `hour`:00.
+fn latest_local_hour(now: chrono::DateTime<chrono::Utc>, hour: u32) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Duration as Span, Timelike};
+    let offset = Span::hours(simulator::world::UTC_OFFSET_HOURS);
+    let local = now + offset;
+    let at_hour = local
+        .with_hour(hour)
+        .and_then(|t| t.with_minute(0))
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0));
+    let at_hour = at_hour.unwrap_or(local);
+    let at_hour = if at_hour > local { at_hour - Span::days(1) } else { at_hour };
+    at_hour - offset
 }
 
 /// `chat_exporter simulate`: a platform's API simulator on its own.
@@ -455,6 +478,18 @@ impl rustls::client::danger::ServerCertVerifier for TrustedCertificates {
 
 #[cfg(test)]
 mod tests {
+    /// `--demo.start-hour`: the latest such hour of the contact centre's clock (UTC-3) up
+    /// to now, yesterday's when today's is still to come.
+    #[test]
+    fn the_demo_starts_at_the_latest_local_hour_asked() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let now = at("2026-12-03T20:10:30Z"); // 17:10 local
+        assert_eq!(super::latest_local_hour(now, 9), at("2026-12-03T12:00:00Z"));
+        assert_eq!(super::latest_local_hour(now, 17), at("2026-12-03T20:00:00Z"));
+        assert_eq!(super::latest_local_hour(now, 18), at("2026-12-02T21:00:00Z"));
+        assert_eq!(super::latest_local_hour(now, 0), at("2026-12-03T03:00:00Z"));
+    }
+
     use super::*;
     use crate::poller::tests::{Scripted, ScriptedSource};
 

@@ -53,7 +53,7 @@ pub struct Cli {
 
 /// The demo's flags: only `--demo` reads them.
 pub const DEMO_FLAGS: &[&str] =
-    &["--demo.platform", "--demo.scenario", "--demo.speed", "--demo.seed", "--demo.rate-limit"];
+    &["--demo.platform", "--demo.scenario", "--demo.speed", "--demo.seed", "--demo.rate-limit", "--demo.start-hour"];
 
 impl Cli {
     /// The command line, parsed (clap prints its own error and exits on a flag it cannot
@@ -103,9 +103,15 @@ pub struct DemoOptions {
     /// Seed of the simulated contact centre.
     #[arg(long = "demo.seed", default_value_t = 1, value_name = "N")]
     pub seed: u64,
-    /// Requests per minute the simulated API allows, and the exporter's budget.
-    #[arg(long = "demo.rate-limit", default_value_t = 10, value_name = "N")]
+    /// Requests per simulated minute the simulated API allows, and the exporter's budget:
+    /// 60 by default, more than Movidesk's real 10, so that the demo is ready in seconds
+    /// (10 plays Movidesk's limit). Above speed 1 it scales with the speed.
+    #[arg(long = "demo.rate-limit", default_value_t = 60, value_name = "N")]
     pub rate_limit: u32,
+    /// Local hour of the contact centre (UTC-3) at which the simulated day starts, the
+    /// latest such hour up to now; by default, the current time.
+    #[arg(long = "demo.start-hour", value_name = "H")]
+    pub start_hour: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

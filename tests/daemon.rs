@@ -87,6 +87,25 @@ fn a_demo_flag_without_the_demo_is_refused() {
     }
 }
 
+/// A demo flag out of its range is refused in one line naming it.
+#[test]
+fn a_demo_flag_out_of_range_is_refused() {
+    for (args, flag) in [
+        (["--demo.start-hour", "24"], "--demo.start-hour: must be an hour from 0 to 23"),
+        (["--demo.rate-limit", "0"], "--demo.rate-limit: must be at least 1"),
+        (["--demo.speed", "0"], "--demo.speed: must be a number above 0"),
+    ] {
+        let mut all = vec!["--demo", "--web.listen-address", "127.0.0.1:0"];
+        all.extend(args);
+        let (code, _out, err) =
+            run_to_end_within(&all, &[], Duration::from_secs(20)).unwrap_or_else(|| panic!("{args:?} started"));
+        assert_ne!(code, 0, "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {args:?}, got: {err}");
+        assert!(lines[0].contains(flag), "{}", lines[0]);
+    }
+}
+
 /// `--version` tells the revision and the Rust version too, as `chat_exporter_build_info`
 /// labels them.
 #[test]
@@ -383,7 +402,7 @@ async fn demo_serves_metrics_ignores_sighup_and_stops_on_sigterm() {
             "--demo.speed",
             "120",
             "--demo.rate-limit",
-            "600",
+            "5",
             "--web.telemetry-path",
             "/custom",
         ],

@@ -38,8 +38,9 @@ use support::process::{ExporterProcess, ToolProcess};
 /// couple of minutes chats have waited, been answered, finished (resolved and
 /// not) and abandoned.
 const DEMO_SPEED: u32 = 60;
-/// Requests per minute for the simulator and the exporter: about one poll a second.
-const DEMO_RATE_LIMIT: u32 = 600;
+/// Requests per simulated minute for the simulator and the exporter (600 a real minute at
+/// speed 60): about one poll a second.
+const DEMO_RATE_LIMIT: u32 = 10;
 const DEMO_SCENARIO: &str = "peak";
 /// How long to wait, at most, for every panel to have data.
 const DATA_DEADLINE: Duration = Duration::from_secs(240);

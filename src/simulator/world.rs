@@ -10,6 +10,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// The simulated contact centre's local time, in hours from UTC (São Paulo).
+pub const UTC_OFFSET_HOURS: i64 = -3;
+
 /// Simulation step: everything that happens inside one step happens at its end.
 pub const STEP_SECONDS: i64 = 5;
 
@@ -425,7 +428,7 @@ impl World {
             start,
             now: start,
             // Most of these platforms' customers in this project are in Brazil.
-            utc_offset_hours: -3,
+            utc_offset_hours: UTC_OFFSET_HOURS,
             streams: streams(),
             agents: agents(),
             conversations: Vec::new(),
