@@ -478,20 +478,20 @@ impl rustls::client::danger::ServerCertVerifier for TrustedCertificates {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::poller::tests::{Scripted, ScriptedSource};
+
     /// `--demo.start-hour`: the latest such hour of the contact centre's clock (UTC-3) up
     /// to now, yesterday's when today's is still to come.
     #[test]
     fn the_demo_starts_at_the_latest_local_hour_asked() {
         let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
         let now = at("2026-12-03T20:10:30Z"); // 17:10 local
-        assert_eq!(super::latest_local_hour(now, 9), at("2026-12-03T12:00:00Z"));
-        assert_eq!(super::latest_local_hour(now, 17), at("2026-12-03T20:00:00Z"));
-        assert_eq!(super::latest_local_hour(now, 18), at("2026-12-02T21:00:00Z"));
-        assert_eq!(super::latest_local_hour(now, 0), at("2026-12-03T03:00:00Z"));
+        assert_eq!(latest_local_hour(now, 9), at("2026-12-03T12:00:00Z"));
+        assert_eq!(latest_local_hour(now, 17), at("2026-12-03T20:00:00Z"));
+        assert_eq!(latest_local_hour(now, 18), at("2026-12-02T21:00:00Z"));
+        assert_eq!(latest_local_hour(now, 0), at("2026-12-03T03:00:00Z"));
     }
-
-    use super::*;
-    use crate::poller::tests::{Scripted, ScriptedSource};
 
     fn poller_that_panics_on_its_second_poll(metrics: &SelfMetrics) -> Poller {
         let source = ScriptedSource::new([Scripted::Answer(Default::default()), Scripted::Panic], metrics);
