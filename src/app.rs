@@ -479,7 +479,7 @@ impl rustls::client::danger::ServerCertVerifier for TrustedCertificates {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::poller::tests::{Scripted, ScriptedSource};
+    use crate::poller::tests::{CapturedLog, Scripted, ScriptedSource};
 
     /// `--demo.start-hour`: the latest such hour of the contact centre's clock (UTC-3) up
     /// to now, yesterday's when today's is still to come.
@@ -521,20 +521,6 @@ mod tests {
         assert!(message.contains("panicked: the scripted source panics"), "{message}");
     }
 
-    /// Log lines, as text without colours or timestamps, for a test to read.
-    #[derive(Clone, Default)]
-    struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for LogLines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A source failing for nine minutes is not one line in the log at the level the
     /// binary logs at by default (its filter, `--log.level`'s default): the failure, then
     /// reminders a minute later and at doubling intervals (1, 3 and 7 minutes in), each
@@ -544,15 +530,8 @@ mod tests {
         use crate::source::SourceError;
         use clap::Parser as _;
         let default_level = Cli::try_parse_from(["chat_exporter"]).unwrap().log_level;
-        let lines = LogLines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(crate::cli::log_filter(&default_level)))
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .without_time()
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (log, _guard) =
+            CapturedLog::filtered(tracing_subscriber::EnvFilter::new(crate::cli::log_filter(&default_level)));
         let every = Duration::from_secs(15);
         let failing = (0..=36).map(|_| Scripted::Fail(SourceError::Server { endpoint: "/chats", status: 503 }));
         let metrics = SelfMetrics::new();
@@ -563,7 +542,7 @@ mod tests {
             poller.poll_once().await.unwrap_err();
             tokio::time::advance(every).await;
         }
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = log.take().join("\n");
         let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
         assert_eq!(warnings.len(), 4, "the failure and three reminders in nine minutes:\n{text}");
         assert!(warnings[0].contains("poll failed") && warnings[0].contains("server_error"), "{text}");

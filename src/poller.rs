@@ -597,7 +597,7 @@ pub(crate) mod tests {
     /// Log lines written on this thread while the guard lives, as text (no colours, no
     /// timestamps). A `#[tokio::test]` runs on one thread, so it sees every line.
     #[derive(Clone, Default)]
-    struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct CapturedLog(Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for CapturedLog {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -611,19 +611,26 @@ pub(crate) mod tests {
 
     impl CapturedLog {
         fn start(level: tracing::Level) -> (CapturedLog, tracing::subscriber::DefaultGuard) {
+            Self::filtered(tracing_subscriber::EnvFilter::new(level.as_str()))
+        }
+
+        /// Captures what `filter` lets through (as the binary's `--log.level` does).
+        pub(crate) fn filtered(
+            filter: tracing_subscriber::EnvFilter,
+        ) -> (CapturedLog, tracing::subscriber::DefaultGuard) {
             let log = CapturedLog::default();
             let writer = log.clone();
             let subscriber = tracing_subscriber::fmt()
                 .with_writer(move || writer.clone())
                 .with_ansi(false)
                 .without_time()
-                .with_max_level(level)
+                .with_env_filter(filter)
                 .finish();
             (log, tracing::subscriber::set_default(subscriber))
         }
 
         /// The lines so far, emptying the capture.
-        fn take(&self) -> Vec<String> {
+        pub(crate) fn take(&self) -> Vec<String> {
             let bytes = std::mem::take(&mut *self.0.lock().unwrap());
             String::from_utf8(bytes).unwrap().lines().map(str::to_string).collect()
         }
